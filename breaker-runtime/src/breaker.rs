@@ -1,0 +1,352 @@
+//! [`CircuitBreaker`]: the handle users hold, its builder, manual control
+//! and the low-level [`Permit`] API the call helpers are built on.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::clock::{Clock, ClockHandle};
+use crate::config::{CircuitBreakerConfig, ConfigError};
+use crate::core::{Admission, Core, Transition};
+use crate::counters::Count;
+use crate::error::{BreakerError, FallbackReason, Outcome};
+use crate::events::{self, EventKind};
+use crate::fallback::CachedFallback;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::state::{CircuitState, DetailedState};
+
+/// A named circuit breaker. Cheap to clone: clones share one breaker.
+///
+/// Create one with [`CircuitBreaker::new`] or [`CircuitBreaker::builder`]
+/// for private use, or through [`registry()`](crate::registry) to share it
+/// by name (as `#[circuit_breaker]` does).
+///
+/// ```
+/// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+///
+/// let config = CircuitBreakerConfig::builder().failure_threshold(2).build()?;
+/// let breaker = CircuitBreaker::new("payments", config)?;
+///
+/// assert_eq!(breaker.call(|| Ok::<_, String>(42)), Ok(42));
+/// for _ in 0..2 {
+///     let _ = breaker.call(|| Err::<u32, _>("connection refused".to_owned()));
+/// }
+/// assert_eq!(breaker.state(), CircuitState::Open);
+///
+/// let rejected = breaker.call(|| Ok::<_, String>(42)).unwrap_err();
+/// assert!(rejected.breaker_error().is_some(), "the call was not made");
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: Box<str>,
+    pub(crate) config: CircuitBreakerConfig,
+    pub(crate) core: Core,
+    pub(crate) limiter: Option<RateLimiter>,
+    caches: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.name())
+            .field("state", &self.detailed_state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`CircuitBreaker`] with a configuration and a clock.
+#[derive(Debug)]
+#[must_use]
+pub struct CircuitBreakerBuilder {
+    name: String,
+    config: CircuitBreakerConfig,
+    clock: ClockHandle,
+}
+
+impl CircuitBreakerBuilder {
+    /// Uses `config` (validated on [`build`](Self::build)).
+    pub fn config(mut self, config: CircuitBreakerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Reads time from `clock`, such as a [`ManualClock`](crate::ManualClock)
+    /// in tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = ClockHandle::from_clock(clock);
+        self
+    }
+
+    /// The breaker.
+    ///
+    /// # Errors
+    /// The configuration's first invalid field (see
+    /// [`CircuitBreakerConfig::validate`]).
+    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        self.config.validate()?;
+        let limiter = self.config.rate_limit_per_minute.and_then(|per_minute| {
+            RateLimiter::new(per_minute, self.config.rate_limit_burst, self.clock.clone())
+        });
+        Ok(CircuitBreaker {
+            inner: Arc::new(Inner {
+                core: Core::new(&self.config, self.clock),
+                name: self.name.into_boxed_str(),
+                config: self.config,
+                limiter,
+                caches: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker named `name` with `config`, on the system clock. It is not
+    /// registered; see [`Registry::get_or_register`](crate::Registry::get_or_register)
+    /// for shared breakers.
+    ///
+    /// # Errors
+    /// The configuration's first invalid field.
+    pub fn new(name: impl Into<String>, config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder(name).config(config).build()
+    }
+
+    /// A builder for a breaker named `name`, starting from the default
+    /// configuration and the system clock.
+    pub fn builder(name: impl Into<String>) -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
+            name: name.into(),
+            config: CircuitBreakerConfig::default(),
+            clock: ClockHandle::System,
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.inner.config
+    }
+
+    /// The classic state (forced states fold into open and closed).
+    pub fn state(&self) -> CircuitState {
+        self.inner.core.simple_state()
+    }
+
+    /// The state, telling forced states apart.
+    pub fn detailed_state(&self) -> DetailedState {
+        self.inner.core.state()
+    }
+
+    /// A snapshot of the metrics. Safe to call while calls run.
+    pub fn get_metrics(&self) -> Metrics {
+        let core = &self.inner.core;
+        // The state first, then the counts: a call finishing in between is
+        // then counted, never missing from counts its state change shows.
+        let state = core.snapshot();
+        Metrics::new(core.counters.totals(), state, core.clock.now())
+    }
+
+    /// Opens the circuit and keeps it open, with no automatic half-open,
+    /// until [`reset`](Self::reset). For maintenance windows.
+    pub fn force_open(&self) {
+        self.force(DetailedState::ForcedOpen);
+    }
+
+    /// Disables the breaker: every call passes and is counted, and nothing
+    /// moves the state until [`reset`](Self::reset).
+    pub fn force_closed(&self) {
+        self.force(DetailedState::ForcedClosed);
+    }
+
+    /// Returns to a fresh closed circuit: failure counts, backoff and the
+    /// window are cleared (lifetime metrics are kept).
+    pub fn reset(&self) {
+        self.force(DetailedState::Closed);
+    }
+
+    fn force(&self, to: DetailedState) {
+        let transition = self.inner.core.force(to);
+        self.emit_transition(transition);
+    }
+
+    /// Asks to make one call. The returned [`Permit`] must be told the
+    /// outcome with [`Permit::record`]; dropping it unrecorded counts as a
+    /// cancellation (or, during a panic, as a failure).
+    ///
+    /// This is the low-level API the call helpers use; prefer
+    /// [`call`](Self::call) and its siblings.
+    ///
+    /// # Errors
+    /// Why the call must not be made: open, forced open, half-open and full,
+    /// or over the local rate limit.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, FailureType, Outcome};
+    ///
+    /// let breaker = CircuitBreaker::new("manual", CircuitBreakerConfig::default())?;
+    /// let permit = breaker.try_acquire().expect("closed");
+    /// permit.record(Outcome::Failure(FailureType::Custom));
+    /// assert_eq!(breaker.get_metrics().failures_by_type.custom, 1);
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, BreakerError> {
+        self.admit().map_err(|reason| self.reason_error(reason))
+    }
+
+    /// Admits a call or counts and reports its rejection.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Permit<'_>, FallbackReason> {
+        let inner = &*self.inner;
+        let admission = match inner.core.acquire() {
+            Ok(admission) => admission,
+            Err((reason, transition)) => {
+                self.emit_transition(transition);
+                events::emit(&inner.name, EventKind::Rejected { reason });
+                return Err(reason);
+            }
+        };
+        if let Some(limiter) = &inner.limiter {
+            if let Err(retry_after) = limiter.check() {
+                // Never made, so it moves nothing: give back a probe slot.
+                inner.core.release(admission);
+                inner.core.counters.add(Count::RateLimited, 1);
+                let reason = FallbackReason::RateLimited { retry_after };
+                events::emit(&inner.name, EventKind::Rejected { reason });
+                return Err(reason);
+            }
+        }
+        Ok(Permit {
+            breaker: self,
+            admission,
+            settled: false,
+        })
+    }
+
+    pub(crate) fn reason_error(&self, reason: FallbackReason) -> BreakerError {
+        BreakerError::from_reason(&self.inner.name, reason, self.inner.config.half_open_max_calls)
+    }
+
+    pub(crate) fn emit_transition(&self, transition: Option<Transition>) {
+        if let Some(Transition { from, to, cause }) = transition {
+            events::emit(&self.inner.name, EventKind::Transition { from, to, cause });
+        }
+    }
+
+    pub(crate) fn count(&self, count: Count) {
+        self.inner.core.counters.add(count, 1);
+    }
+
+    /// The cached fallback of this breaker for inputs `K` and results `V`,
+    /// created on first use on the breaker's clock. Every caller asking for
+    /// the same types gets the same cache, so entries can be added before
+    /// traffic (the seed's `add_to_cache`) and read by
+    /// `#[circuit_breaker(fallback = cached)]` functions.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig};
+    ///
+    /// let breaker = CircuitBreaker::new("cache-doc", CircuitBreakerConfig::default())?;
+    /// breaker.cache::<(String,), String>().add_to_cache(("greeting".into(),), "Hello!".into());
+    /// assert_eq!(
+    ///     breaker.cache::<(String,), String>().get(&("greeting".into(),)),
+    ///     Some("Hello!".to_owned())
+    /// );
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn cache<K, V>(&self) -> Arc<CachedFallback<K, V>>
+    where
+        K: Hash + Eq + Send + 'static,
+        V: Send + 'static,
+    {
+        let type_id = TypeId::of::<CachedFallback<K, V>>();
+        let mut caches = self.inner.caches.lock();
+        let erased = match caches.iter().find(|(id, _)| *id == type_id) {
+            Some((_, cache)) => Arc::clone(cache),
+            None => {
+                let cache: Arc<dyn Any + Send + Sync> = Arc::new(
+                    CachedFallback::<K, V>::new().with_clock_handle(self.inner.core.clock.clone()),
+                );
+                caches.push((type_id, Arc::clone(&cache)));
+                cache
+            }
+        };
+        drop(caches);
+        erased
+            .downcast::<CachedFallback<K, V>>()
+            .unwrap_or_else(|_| unreachable!("the cache is stored under its own type id"))
+    }
+
+    /// The bytes one breaker occupies, excluding its name's text, its
+    /// fallback caches and listeners.
+    pub fn memory_size(&self) -> usize {
+        std::mem::size_of::<Inner>() + self.inner.core.counters.memory_size()
+    }
+
+    /// Whether `self` and `other` are handles to the same breaker.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Leave to make one call through a breaker, until its outcome is recorded.
+///
+/// # Cancel safety
+/// Dropping a permit without recording settles it: as a cancellation,
+/// which counts neither way and gives a half-open probe slot back, or, if
+/// the thread is panicking, as an `Error` failure. So a cancelled future or
+/// a panicking call never leaves the breaker stuck in half-open.
+#[must_use = "record the outcome, or the call counts as cancelled"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    admission: Admission,
+    settled: bool,
+}
+
+impl fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("breaker", &self.breaker.name())
+            .field("admission", &self.admission)
+            .finish()
+    }
+}
+
+impl Permit<'_> {
+    /// Tells the breaker how the call went.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        self.settled = true;
+        let transition = self.breaker.inner.core.record(self.admission, outcome);
+        if transition.is_some() {
+            self.breaker.emit_transition(transition);
+        }
+    }
+
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.admission, Admission::Probe(_))
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let panicking = std::thread::panicking();
+            let transition = self.breaker.inner.core.abandon(self.admission, panicking);
+            self.breaker.emit_transition(transition);
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! Making calls through a breaker: [`CallOptions`] (fallback, quality,
+//! classifier) and the three ways a call can run (sync, sync with a hard
+//! deadline, async). All policy lives here, written once, generic over the
+//! call's types; `#[circuit_breaker]` expands into calls to these methods.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::breaker::{CircuitBreaker, Permit};
+use crate::clock::duration_nanos;
+use crate::counters::{self, Count};
+use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
+use crate::events::{self, EventKind};
+use crate::fallback::{Fallback, with_reason};
+
+/// A fallback for calls returning `Result<T, E>`: asked for a replacement
+/// result when the call is rejected or fails.
+///
+/// Implemented for closures `Fn(&FallbackReason) -> Option<Result<T, E>>`,
+/// for [`NoFallback`], and for a [`Fallback`] strategy bound to the call's
+/// input by [`CallOptions::fallback_for`].
+pub trait FallbackFor<T, E> {
+    /// The replacement, or `None` to let the original error through.
+    fn serve(&self, reason: &FallbackReason) -> Option<Result<T, E>>;
+
+    /// Told of every good result.
+    fn record_success(&self, _value: &T) {}
+}
+
+/// No fallback: rejections and failures reach the caller as errors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFallback;
+
+impl<T, E> FallbackFor<T, E> for NoFallback {
+    fn serve(&self, _reason: &FallbackReason) -> Option<Result<T, E>> {
+        None
+    }
+}
+
+impl<T, E, F> FallbackFor<T, E> for F
+where
+    F: Fn(&FallbackReason) -> Option<Result<T, E>>,
+{
+    fn serve(&self, reason: &FallbackReason) -> Option<Result<T, E>> {
+        self(reason)
+    }
+}
+
+/// A [`Fallback`] strategy bound to one call's input.
+#[derive(Debug)]
+pub struct ForInput<'a, K: ?Sized, F> {
+    input: &'a K,
+    fallback: &'a F,
+}
+
+impl<T, E, K: ?Sized, F: Fallback<K, T>> FallbackFor<T, E> for ForInput<'_, K, F> {
+    fn serve(&self, reason: &FallbackReason) -> Option<Result<T, E>> {
+        self.fallback.fallback(self.input, reason).map(Ok)
+    }
+
+    fn record_success(&self, value: &T) {
+        self.fallback.record_success(self.input, value);
+    }
+}
+
+/// A fallback for async calls. Every [`FallbackFor`] is one (it answers at
+/// once); [`AsyncFallback`] wraps a closure returning a future.
+pub trait AsyncFallbackFor<T, E> {
+    /// The future of the replacement result.
+    type Future: Future<Output = Result<T, E>>;
+
+    /// The replacement's future, or `None` to let the original error through.
+    fn serve(&self, reason: &FallbackReason) -> Option<Self::Future>;
+
+    /// Told of every good result.
+    fn record_success(&self, _value: &T) {}
+}
+
+/// Every sync fallback answers an async call at once.
+macro_rules! async_via_sync {
+    ($($(#[$meta:meta])* impl [$($generics:tt)*] for $ty:ty;)*) => {$(
+        $(#[$meta])*
+        impl<$($generics)* T, E> AsyncFallbackFor<T, E> for $ty
+        where
+            $ty: FallbackFor<T, E>,
+        {
+            type Future = std::future::Ready<Result<T, E>>;
+
+            fn serve(&self, reason: &FallbackReason) -> Option<Self::Future> {
+                FallbackFor::serve(self, reason).map(std::future::ready)
+            }
+
+            fn record_success(&self, value: &T) {
+                FallbackFor::record_success(self, value);
+            }
+        }
+    )*};
+}
+
+async_via_sync! {
+    impl [] for NoFallback;
+    impl ['a, K: ?Sized, Fb,] for ForInput<'a, K, Fb>;
+    impl [F: Fn(&FallbackReason) -> Option<Result<T, E>>,] for F;
+}
+
+/// An async fallback: a closure `Fn(&FallbackReason) -> Option<impl Future>`.
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncFallback<F>(pub F);
+
+impl<T, E, F, Fut> AsyncFallbackFor<T, E> for AsyncFallback<F>
+where
+    F: Fn(&FallbackReason) -> Option<Fut>,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Future = Fut;
+
+    fn serve(&self, reason: &FallbackReason) -> Option<Fut> {
+        (self.0)(reason)
+    }
+}
+
+/// Scores a good result in `[0, 1]`.
+pub trait QualityFor<T> {
+    /// The score, or `None` when quality is not judged.
+    fn score(&self, value: &T) -> Option<f64>;
+}
+
+/// No quality judgement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQuality;
+
+impl<T> QualityFor<T> for NoQuality {
+    fn score(&self, _value: &T) -> Option<f64> {
+        None
+    }
+}
+
+impl<T, F: Fn(&T) -> f64> QualityFor<T> for F {
+    fn score(&self, value: &T) -> Option<f64> {
+        Some(self(value))
+    }
+}
+
+/// Decides how a finished call counts.
+pub trait Classify<T, E> {
+    /// How `result` counts.
+    fn classify(&self, result: &Result<T, E>) -> Outcome;
+}
+
+/// `Ok` is a success, `Err` an [`Error`](FailureType::Error) failure.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultClassifier;
+
+impl<T, E> Classify<T, E> for DefaultClassifier {
+    fn classify(&self, result: &Result<T, E>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure(FailureType::Error),
+        }
+    }
+}
+
+impl<T, E, F: Fn(&Result<T, E>) -> Outcome> Classify<T, E> for F {
+    fn classify(&self, result: &Result<T, E>) -> Outcome {
+        self(result)
+    }
+}
+
+/// What to do around one call: its fallback, quality evaluator and
+/// classifier. Built by chaining; every part is optional and statically
+/// dispatched, so unused parts cost nothing.
+///
+/// ```
+/// use breaker_runtime::{
+///     CallOptions, CircuitBreaker, CircuitBreakerConfig, FailureType, Outcome, SimpleFallback,
+/// };
+///
+/// let breaker = CircuitBreaker::new("options-doc", CircuitBreakerConfig::default())?;
+/// let fallback = SimpleFallback::new("cached answer".to_owned());
+/// let options = CallOptions::new()
+///     .fallback_for(&fallback, &())
+///     .quality(|answer: &String| if answer.len() < 5 { 0.1 } else { 0.9 })
+///     .classify(|result: &Result<String, u16>| match result {
+///         Ok(_) => Outcome::Success,
+///         Err(400) => Outcome::Ignored,
+///         Err(_) => Outcome::Failure(FailureType::Error),
+///     });
+///
+/// // A low-quality answer is a failure, and the fallback serves.
+/// let answer = breaker.call_with(&options, || Ok("meh".to_owned()));
+/// assert_eq!(answer, Ok("cached answer".to_owned()));
+/// assert_eq!(breaker.get_metrics().failures_by_type.quality_threshold, 1);
+///
+/// // An ignored error reaches the caller untouched and counts neither way.
+/// assert_eq!(breaker.call_with(&options, || Err(400)).unwrap_err().into_inner(), Some(400));
+/// assert_eq!(breaker.get_metrics().ignored_calls, 1);
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+#[must_use]
+pub struct CallOptions<Fb = NoFallback, Q = NoQuality, C = DefaultClassifier> {
+    fallback: Fb,
+    quality: Q,
+    classify: C,
+}
+
+impl CallOptions {
+    /// No fallback, no quality judgement, the default classifier.
+    pub const fn new() -> Self {
+        Self {
+            fallback: NoFallback,
+            quality: NoQuality,
+            classify: DefaultClassifier,
+        }
+    }
+}
+
+impl<Fb, Q, C> CallOptions<Fb, Q, C> {
+    /// Uses `fallback`: a [`FallbackFor`], such as a closure
+    /// `|reason: &FallbackReason| Some(Ok(value))`, or an [`AsyncFallback`].
+    pub fn fallback<F2>(self, fallback: F2) -> CallOptions<F2, Q, C> {
+        CallOptions {
+            fallback,
+            quality: self.quality,
+            classify: self.classify,
+        }
+    }
+
+    /// Uses a [`Fallback`] strategy ([`SimpleFallback`](crate::SimpleFallback),
+    /// [`CachedFallback`](crate::CachedFallback),
+    /// [`DegradedServiceFallback`](crate::DegradedServiceFallback)) for a call
+    /// whose input is `input`.
+    pub fn fallback_for<'a, K: ?Sized, F>(
+        self,
+        fallback: &'a F,
+        input: &'a K,
+    ) -> CallOptions<ForInput<'a, K, F>, Q, C> {
+        self.fallback(ForInput { input, fallback })
+    }
+
+    /// Judges good results with `quality`, a `Fn(&T) -> f64`. A score below
+    /// `quality_threshold`, above 1, or NaN is a
+    /// [`QualityThreshold`](FailureType::QualityThreshold) failure.
+    pub fn quality<Q2>(self, quality: Q2) -> CallOptions<Fb, Q2, C> {
+        CallOptions {
+            fallback: self.fallback,
+            quality,
+            classify: self.classify,
+        }
+    }
+
+    /// Counts outcomes with `classify`, a `Fn(&Result<T, E>) -> Outcome`.
+    pub fn classify<C2>(self, classify: C2) -> CallOptions<Fb, Q, C2> {
+        CallOptions {
+            fallback: self.fallback,
+            quality: self.quality,
+            classify,
+        }
+    }
+}
+
+/// What a finished (or refused) call resolves to before any fallback runs.
+enum Verdict<T, E> {
+    Return(Result<T, CallError<E>>),
+    Fallback {
+        reason: FallbackReason,
+        otherwise: Result<T, CallError<E>>,
+    },
+}
+
+/// A sync body that must move to a worker thread for a hard deadline.
+#[diagnostic::on_unimplemented(
+    message = "a call with a hard deadline must move to a worker thread, but `{Self}` cannot",
+    label = "this call captures data that is not `Send + 'static`",
+    note = "a sync function with `timeout_duration` runs on a worker thread so its caller can be released at the deadline",
+    note = "take owned arguments (`String` rather than `&str`, no `&self`), or make the function `async fn`"
+)]
+pub trait DeadlineBody<R>: FnOnce() -> R + Send + 'static {}
+
+impl<R, F: FnOnce() -> R + Send + 'static> DeadlineBody<R> for F {}
+
+impl CircuitBreaker {
+    /// Calls `f` through the breaker, with no fallback.
+    ///
+    /// A call that finishes after `timeout_duration` still returns its
+    /// result but counts as a [`Timeout`](FailureType::Timeout) failure: a
+    /// sync call cannot be interrupted. For a deadline that releases the
+    /// caller, see [`call_with_deadline`](Self::call_with_deadline).
+    ///
+    /// # Errors
+    /// [`CallError::Inner`] with `f`'s error, or [`CallError::Breaker`] when
+    /// the breaker refused the call.
+    ///
+    /// # Panics
+    /// Re-raises a panic of `f`, after counting it as a failure.
+    #[inline]
+    pub fn call<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, CallError<E>> {
+        self.call_with(&CallOptions::new(), f)
+    }
+
+    /// Calls `f`, serving `fallback()` in its place whenever the call is
+    /// refused or fails. [`fallback_reason`](crate::fallback_reason) tells
+    /// the fallback why.
+    ///
+    /// # Errors
+    /// The call's own error when it was ignored by classification, or
+    /// [`BreakerError::FallbackFailed`] when `fallback` panicked.
+    pub fn call_with_fallback<T, E>(
+        &self,
+        f: impl FnOnce() -> Result<T, E>,
+        fallback: impl Fn() -> T,
+    ) -> Result<T, CallError<E>> {
+        let fallback = |_: &FallbackReason| Some(Ok(fallback()));
+        self.call_with(&CallOptions::new().fallback(fallback), f)
+    }
+
+    /// Calls `f` through the breaker with `options`.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); a fallback that has something to serve
+    /// replaces the error.
+    ///
+    /// # Panics
+    /// Re-raises a panic of `f`, after counting it as a failure.
+    #[inline]
+    pub fn call_with<T, E, Fb, Q, C>(
+        &self,
+        options: &CallOptions<Fb, Q, C>,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, CallError<E>>
+    where
+        Fb: FallbackFor<T, E>,
+        Q: QualityFor<T>,
+        C: Classify<T, E>,
+    {
+        let verdict = match self.admit() {
+            Err(reason) => self.rejected(reason),
+            Ok(permit) => {
+                let clock = &self.inner.core.clock;
+                let start = clock.now();
+                let result = f();
+                let elapsed = clock.now().saturating_sub(start);
+                if counters::sample_this_call() {
+                    self.sample_response(elapsed);
+                }
+                let late = elapsed > duration_nanos(self.inner.config.timeout_duration);
+                self.judge(permit, result, late, options, FallbackFor::record_success)
+            }
+        };
+        self.resolve_sync(verdict, &options.fallback)
+    }
+
+    /// Calls `f` on a worker thread and releases the caller at
+    /// `timeout_duration`. A result that arrives later is discarded and
+    /// counted in [`Metrics::late_results`](crate::Metrics::late_results).
+    ///
+    /// The caller waits at most `timeout_duration` plus the time to start a
+    /// thread. A worker still running at the deadline is left to finish.
+    ///
+    /// # Errors
+    /// As [`call_with`](Self::call_with), plus [`BreakerError::Timeout`]
+    /// when the deadline passes and no fallback serves.
+    ///
+    /// # Panics
+    /// Re-raises a panic of `f`, after counting it as a failure.
+    pub fn call_with_deadline<T, E, Fb, Q, C>(
+        &self,
+        options: &CallOptions<Fb, Q, C>,
+        f: impl DeadlineBody<Result<T, E>>,
+    ) -> Result<T, CallError<E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        Fb: FallbackFor<T, E>,
+        Q: QualityFor<T>,
+        C: Classify<T, E>,
+    {
+        let verdict = match self.admit() {
+            Err(reason) => self.rejected(reason),
+            Ok(permit) => self.run_on_worker(permit, options, f),
+        };
+        self.resolve_sync(verdict, &options.fallback)
+    }
+
+    fn run_on_worker<T, E, Fb, Q, C>(
+        &self,
+        permit: Permit<'_>,
+        options: &CallOptions<Fb, Q, C>,
+        f: impl DeadlineBody<Result<T, E>>,
+    ) -> Verdict<T, E>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        Q: QualityFor<T>,
+        C: Classify<T, E>,
+        Fb: FallbackFor<T, E>,
+    {
+        let timeout = self.inner.config.timeout_duration;
+        let handoff = Arc::new(Handoff::<Result<T, E>>::default());
+        let worker_handoff = Arc::clone(&handoff);
+        let breaker = self.clone();
+        let clock = self.inner.core.clock.clone();
+        let start = clock.now();
+        let spawned = std::thread::Builder::new()
+            .name(format!("breaker:{}", self.name()))
+            .spawn(move || {
+                let result = panic::catch_unwind(AssertUnwindSafe(f));
+                if !worker_handoff.deliver(result) {
+                    breaker.count(Count::LateResult);
+                }
+            });
+        if let Err(error) = spawned {
+            drop(permit); // never made: counts as cancelled
+            return Verdict::Return(Err(CallError::Breaker(BreakerError::FallbackFailed {
+                name: self.name().to_owned(),
+                reason: FallbackReason::Failure {
+                    failure_type: FailureType::Error,
+                },
+                cause: format!("could not start the deadline worker thread: {error}"),
+            })));
+        }
+        match handoff.wait(timeout) {
+            Some(Ok(result)) => {
+                if counters::sample_this_call() {
+                    self.sample_response(clock.now().saturating_sub(start));
+                }
+                self.judge(permit, result, false, options, FallbackFor::record_success)
+            }
+            Some(Err(payload)) => {
+                permit.record(Outcome::Failure(FailureType::Error));
+                panic::resume_unwind(payload)
+            }
+            None => self.timed_out(permit, timeout),
+        }
+    }
+
+    /// Awaits `fut` through the breaker, with no fallback, cancelling it at
+    /// `timeout_duration`.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), plus [`BreakerError::Timeout`] at the deadline.
+    ///
+    /// # Cancel safety
+    /// Dropping the returned future drops `fut` and counts the call as
+    /// cancelled; a half-open probe slot it held is given back.
+    pub async fn call_async<T, E>(
+        &self,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, CallError<E>> {
+        self.call_async_with(&CallOptions::new(), fut).await
+    }
+
+    /// Awaits `fut` through the breaker with `options`, cancelling it at
+    /// `timeout_duration` by dropping it under tokio's timer.
+    ///
+    /// Outside a tokio runtime with timers enabled, the deadline cannot be
+    /// enforced: the call then runs to completion and a late one counts as a
+    /// [`Timeout`](FailureType::Timeout) failure, as for sync calls.
+    ///
+    /// # Errors
+    /// As [`call_with`](Self::call_with), plus [`BreakerError::Timeout`] at
+    /// the deadline when no fallback serves.
+    ///
+    /// # Panics
+    /// Re-raises a panic of `fut`, after counting it as a failure.
+    ///
+    /// # Cancel safety
+    /// As [`call_async`](Self::call_async).
+    pub async fn call_async_with<T, E, Fb, Q, C>(
+        &self,
+        options: &CallOptions<Fb, Q, C>,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, CallError<E>>
+    where
+        Fb: AsyncFallbackFor<T, E>,
+        Q: QualityFor<T>,
+        C: Classify<T, E>,
+    {
+        let verdict = match self.admit() {
+            Err(reason) => self.rejected(reason),
+            Ok(permit) => {
+                let timeout = self.inner.config.timeout_duration;
+                let clock = &self.inner.core.clock;
+                let sampled = counters::sample_this_call();
+                let start = if sampled { clock.now() } else { 0 };
+                match run_with_deadline(timeout, fut).await {
+                    Finished::OnTime(result) => {
+                        if sampled {
+                            self.sample_response(clock.now().saturating_sub(start));
+                        }
+                        self.judge(permit, result, false, options, AsyncFallbackFor::record_success)
+                    }
+                    Finished::Unenforced(result, elapsed) => {
+                        self.judge(
+                            permit,
+                            result,
+                            elapsed > timeout,
+                            options,
+                            AsyncFallbackFor::record_success,
+                        )
+                    }
+                    Finished::Late => self.timed_out(permit, timeout),
+                }
+            }
+        };
+        match verdict {
+            Verdict::Return(result) => result,
+            Verdict::Fallback { reason, otherwise } => {
+                match AsyncFallbackFor::serve(&options.fallback, &reason) {
+                    None => otherwise,
+                    Some(fallback) => {
+                        let served = catch_unwind_future(reason, fallback).await;
+                        self.settle_fallback(reason, served)
+                    }
+                }
+            }
+        }
+    }
+
+    fn sample_response(&self, elapsed: u64) {
+        let counters = &self.inner.core.counters;
+        counters.add(Count::ResponseNanos, elapsed);
+        counters.add(Count::ResponseSamples, 1);
+    }
+
+    #[cold]
+    fn rejected<T, E>(&self, reason: FallbackReason) -> Verdict<T, E> {
+        Verdict::Fallback {
+            reason,
+            otherwise: Err(CallError::Breaker(self.reason_error(reason))),
+        }
+    }
+
+    #[cold]
+    fn timed_out<T, E>(&self, permit: Permit<'_>, after: Duration) -> Verdict<T, E> {
+        permit.record(Outcome::Failure(FailureType::Timeout));
+        events::emit(self.name(), EventKind::Timeout { after });
+        let reason = FallbackReason::Timeout { after };
+        Verdict::Fallback {
+            reason,
+            otherwise: Err(CallError::Breaker(self.reason_error(reason))),
+        }
+    }
+
+    /// Counts a finished call and decides what the caller gets.
+    #[inline]
+    fn judge<T, E, Fb, Q, C>(
+        &self,
+        permit: Permit<'_>,
+        result: Result<T, E>,
+        late: bool,
+        options: &CallOptions<Fb, Q, C>,
+        record_success: impl FnOnce(&Fb, &T),
+    ) -> Verdict<T, E>
+    where
+        Q: QualityFor<T>,
+        C: Classify<T, E>,
+    {
+        let mut outcome = options.classify.classify(&result);
+        let mut low_score = None;
+        if let (Outcome::Success, Ok(value)) = (outcome, &result) {
+            if let Some(score) = options.quality.score(value) {
+                let threshold = self.inner.config.quality_threshold;
+                // NaN fails both comparisons, so it is a failure too.
+                if !(score >= threshold && score <= 1.0) {
+                    low_score = Some((score, threshold));
+                    outcome = Outcome::Failure(FailureType::QualityThreshold);
+                }
+            }
+        }
+        if late && outcome != Outcome::Ignored {
+            outcome = Outcome::Failure(FailureType::Timeout);
+            events::emit(
+                self.name(),
+                EventKind::Timeout {
+                    after: self.inner.config.timeout_duration,
+                },
+            );
+        }
+        if let (Outcome::Success, Ok(value)) = (outcome, &result) {
+            record_success(&options.fallback, value);
+        }
+        permit.record(outcome);
+        let failure_type = match outcome {
+            Outcome::Success | Outcome::Ignored => {
+                return Verdict::Return(result.map_err(CallError::Inner));
+            }
+            Outcome::Failure(failure_type) => failure_type,
+            Outcome::RateLimited { .. } => FailureType::RateLimit,
+        };
+        if let Some((score, threshold)) = low_score {
+            let reason = FallbackReason::LowQuality { score, threshold };
+            return Verdict::Fallback {
+                reason,
+                otherwise: Err(CallError::Breaker(self.reason_error(reason))),
+            };
+        }
+        let reason = if late {
+            FallbackReason::Timeout {
+                after: self.inner.config.timeout_duration,
+            }
+        } else {
+            FallbackReason::Failure { failure_type }
+        };
+        match result {
+            // A late or misclassified `Ok` is still the call's own result:
+            // nothing better exists unless a fallback has one.
+            Ok(value) => Verdict::Fallback {
+                reason,
+                otherwise: Ok(value),
+            },
+            Err(error) => Verdict::Fallback {
+                reason,
+                otherwise: Err(CallError::Inner(error)),
+            },
+        }
+    }
+
+    fn resolve_sync<T, E, Fb: FallbackFor<T, E>>(
+        &self,
+        verdict: Verdict<T, E>,
+        fallback: &Fb,
+    ) -> Result<T, CallError<E>> {
+        match verdict {
+            Verdict::Return(result) => result,
+            Verdict::Fallback { reason, otherwise } => {
+                let served = panic::catch_unwind(AssertUnwindSafe(|| {
+                    with_reason(reason, || fallback.serve(&reason))
+                }));
+                match served {
+                    Ok(None) => otherwise,
+                    Ok(Some(result)) => self.settle_fallback(reason, Ok(result)),
+                    Err(payload) => self.settle_fallback(reason, Err(payload)),
+                }
+            }
+        }
+    }
+
+    /// Counts a fallback that ran and shapes what the caller gets.
+    fn settle_fallback<T, E>(
+        &self,
+        reason: FallbackReason,
+        served: Result<Result<T, E>, Box<dyn Any + Send>>,
+    ) -> Result<T, CallError<E>> {
+        self.count(Count::Fallback);
+        let cause = match served {
+            Ok(Ok(value)) => {
+                events::emit(self.name(), EventKind::Fallback { reason });
+                return Ok(value);
+            }
+            Ok(Err(error)) => {
+                self.count(Count::FallbackFailed);
+                let cause = "the fallback returned an error".to_owned();
+                events::emit(self.name(), EventKind::FallbackFailed { reason, cause });
+                return Err(CallError::Inner(error));
+            }
+            Err(payload) => format!("the fallback panicked: {}", panic_message(&*payload)),
+        };
+        self.count(Count::FallbackFailed);
+        events::emit(
+            self.name(),
+            EventKind::FallbackFailed {
+                reason,
+                cause: cause.clone(),
+            },
+        );
+        Err(CallError::Breaker(BreakerError::FallbackFailed {
+            name: self.name().to_owned(),
+            reason,
+            cause,
+        }))
+    }
+}
+
+/// How an async call under a deadline ended.
+enum Finished<R> {
+    OnTime(R),
+    /// No timer was available; the call ran for the given time.
+    Unenforced(R, Duration),
+    Late,
+}
+
+async fn run_with_deadline<R>(timeout: Duration, fut: impl Future<Output = R>) -> Finished<R> {
+    #[cfg(feature = "tokio")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return match tokio::time::timeout(timeout, fut).await {
+            Ok(result) => Finished::OnTime(result),
+            Err(_) => Finished::Late,
+        };
+    }
+    let start = std::time::Instant::now();
+    let result = fut.await;
+    Finished::Unenforced(result, start.elapsed())
+}
+
+/// Polls a fallback future with its reason visible to
+/// [`fallback_reason`](crate::fallback_reason), catching a panic.
+async fn catch_unwind_future<R>(
+    reason: FallbackReason,
+    fut: impl Future<Output = R>,
+) -> Result<R, Box<dyn Any + Send>> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+            with_reason(reason, || fut.as_mut().poll(cx))
+        }));
+        match polled {
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    })
+    .await
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message
+    } else {
+        "a non-string panic payload"
+    }
+}
+
+/// A one-shot handoff from a deadline worker to its caller, exact about who
+/// gave up first: the result is either taken by the caller or counted late.
+struct Handoff<R> {
+    slot: Mutex<HandoffState<R>>,
+    ready: Condvar,
+}
+
+enum HandoffState<R> {
+    Waiting,
+    Delivered(std::thread::Result<R>),
+    Abandoned,
+}
+
+impl<R> Default for Handoff<R> {
+    fn default() -> Self {
+        Self {
+            slot: Mutex::new(HandoffState::Waiting),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<R> Handoff<R> {
+    /// Hands over the result; `false` when the caller has already gone.
+    fn deliver(&self, result: std::thread::Result<R>) -> bool {
+        let mut slot = self.slot.lock();
+        if matches!(*slot, HandoffState::Abandoned) {
+            return false;
+        }
+        *slot = HandoffState::Delivered(result);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The result, or `None` (and abandoned) once `timeout` passes.
+    fn wait(&self, timeout: Duration) -> Option<std::thread::Result<R>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut slot = self.slot.lock();
+        loop {
+            if let HandoffState::Delivered(_) = *slot {
+                let HandoffState::Delivered(result) =
+                    std::mem::replace(&mut *slot, HandoffState::Abandoned)
+                else {
+                    unreachable!("matched just above")
+                };
+                return Some(result);
+            }
+            if self.ready.wait_until(&mut slot, deadline).timed_out() {
+                if let HandoffState::Delivered(_) = *slot {
+                    continue;
+                }
+                *slot = HandoffState::Abandoned;
+                return None;
+            }
+        }
+    }
+}

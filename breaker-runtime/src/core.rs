@@ -1,0 +1,615 @@
+//! The state machine of one breaker.
+//!
+//! # Implementation notes
+//!
+//! The state lives in one `AtomicU64`, the *word*:
+//!
+//! ```text
+//!  63                32 31             3 2    0
+//! +--------------------+----------------+------+
+//! | consecutive fails  |   generation   | mode |
+//! +--------------------+----------------+------+
+//! ```
+//!
+//! The hot path (a closed circuit, a successful call) only *loads* the word,
+//! so threads share its cache line in read mode and never bounce it. Every
+//! *write* to the word, and every change to the rest of the state
+//! ([`Slow`]), happens under one mutex: writes are rare (failures,
+//! transitions, probes), and a single writer makes the invariants below easy
+//! to hold and for loom to check.
+//!
+//! The generation counts transitions. A permit remembers the generation that
+//! admitted it, and its outcome moves the state only if the generation is
+//! unchanged: a slow call admitted before the circuit opened cannot close it,
+//! and a probe of an earlier half-open period cannot free a slot of the
+//! current one.
+//!
+//! # Invariants
+//!
+//! 1. `slow.probes_in_flight <= config.half_open_max_calls` at all times, and
+//!    it is zero outside half-open.
+//! 2. Each transition increments the generation exactly once and
+//!    `slow.transitions` exactly once.
+//! 3. Every admitted permit is settled exactly once: by `record`, or by its
+//!    drop (cancellation or panic).
+//! 4. `open_until` is written before the word that makes it relevant, so a
+//!    reader that sees `Open` in the word (Acquire) sees its deadline.
+
+use crate::clock::{ClockHandle, duration_nanos};
+use crate::config::CircuitBreakerConfig;
+use crate::counters::{Count, Counters};
+use crate::error::{FailureType, FallbackReason, Outcome};
+use crate::state::{CircuitState, DetailedState};
+use crate::sync::{AtomicU64, Mutex, Ordering};
+use std::time::Duration;
+
+const MODE_BITS: u32 = 3;
+const MODE_MASK: u64 = (1 << MODE_BITS) - 1;
+const GENERATION_BITS: u32 = 29;
+const GENERATION_MASK: u64 = ((1 << GENERATION_BITS) - 1) << MODE_BITS;
+const FAILS_SHIFT: u32 = 32;
+
+const MODE_CLOSED: u64 = 0;
+const MODE_OPEN: u64 = 1;
+const MODE_HALF_OPEN: u64 = 2;
+const MODE_FORCED_OPEN: u64 = 3;
+const MODE_FORCED_CLOSED: u64 = 4;
+
+/// A decoded state word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    fn new(mode: u64, generation: u32, fails: u32) -> Self {
+        Self(
+            mode | ((u64::from(generation) << MODE_BITS) & GENERATION_MASK)
+                | (u64::from(fails) << FAILS_SHIFT),
+        )
+    }
+    fn mode(self) -> u64 {
+        self.0 & MODE_MASK
+    }
+    fn generation(self) -> u32 {
+        ((self.0 & GENERATION_MASK) >> MODE_BITS) as u32
+    }
+    fn fails(self) -> u32 {
+        (self.0 >> FAILS_SHIFT) as u32
+    }
+    fn detailed(self) -> DetailedState {
+        match self.mode() {
+            MODE_OPEN => DetailedState::Open,
+            MODE_HALF_OPEN => DetailedState::HalfOpen,
+            MODE_FORCED_OPEN => DetailedState::ForcedOpen,
+            MODE_FORCED_CLOSED => DetailedState::ForcedClosed,
+            _ => DetailedState::Closed,
+        }
+    }
+}
+
+fn mode_of(state: DetailedState) -> u64 {
+    match state {
+        DetailedState::Closed => MODE_CLOSED,
+        DetailedState::Open => MODE_OPEN,
+        DetailedState::HalfOpen => MODE_HALF_OPEN,
+        DetailedState::ForcedOpen => MODE_FORCED_OPEN,
+        DetailedState::ForcedClosed => MODE_FORCED_CLOSED,
+    }
+}
+
+/// What admitted a call, remembered until its outcome is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Admitted by a closed circuit of this generation.
+    Closed(u32),
+    /// Admitted as a half-open probe of this generation, holding a slot.
+    Probe(u32),
+    /// Admitted by a forced-closed circuit: counted, never moves the state.
+    Bypass,
+}
+
+/// One state change, reported to the caller so it can emit events after the
+/// lock is released.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Transition {
+    pub(crate) from: DetailedState,
+    pub(crate) to: DetailedState,
+    pub(crate) cause: TransitionCause,
+}
+
+/// Why a transition happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionCause {
+    /// Consecutive failures reached `failure_threshold`.
+    FailureThreshold,
+    /// The failure rate over the window reached `failure_rate_threshold`.
+    FailureRate,
+    /// The dependency answered "rate limited" with a retry-after.
+    RetryAfter,
+    /// The open period ended and a call arrived.
+    RecoveryTimeout,
+    /// A half-open probe failed.
+    ProbeFailed,
+    /// Enough half-open probes succeeded.
+    ProbesSucceeded,
+    /// An operator forced the state.
+    Manual,
+}
+
+/// State that only changes under the mutex.
+#[derive(Debug)]
+struct Slow {
+    probes_in_flight: u32,
+    probe_successes: u32,
+    /// Trips since the circuit last closed, for backoff.
+    trips_in_a_row: u32,
+    transitions: u64,
+    last_transition_at: Option<u64>,
+    last_failure: Option<(FailureType, u64)>,
+    window: Option<Window>,
+}
+
+/// The last `size` outcomes of closed-state calls, for the failure rate.
+#[derive(Debug)]
+struct Window {
+    failed: Vec<bool>,
+    next: usize,
+    len: usize,
+    failures: usize,
+}
+
+impl Window {
+    fn new(size: u32) -> Self {
+        Self {
+            failed: vec![false; size as usize],
+            next: 0,
+            len: 0,
+            failures: 0,
+        }
+    }
+
+    fn push(&mut self, failed: bool) {
+        if self.len == self.failed.len() {
+            self.failures -= usize::from(self.failed[self.next]);
+        } else {
+            self.len += 1;
+        }
+        self.failed[self.next] = failed;
+        self.failures += usize::from(failed);
+        self.next = (self.next + 1) % self.failed.len();
+    }
+
+    fn clear(&mut self) {
+        self.next = 0;
+        self.len = 0;
+        self.failures = 0;
+    }
+
+    fn rate(&self) -> f64 {
+        if self.len == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.len as f64
+        }
+    }
+}
+
+/// A consistent view of the state for metrics and status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StateSnapshot {
+    pub(crate) state: DetailedState,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) transitions: u64,
+    pub(crate) last_transition_at: Option<u64>,
+    pub(crate) last_failure: Option<(FailureType, u64)>,
+    pub(crate) probes_in_flight: u32,
+    pub(crate) window: Option<(usize, usize)>,
+    pub(crate) open_until: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Core {
+    word: AtomicU64,
+    /// Clock time (ns) at which an open circuit may admit a probe.
+    open_until: AtomicU64,
+    slow: Mutex<Slow>,
+    pub(crate) counters: Counters,
+    pub(crate) clock: ClockHandle,
+    failure_threshold: u32,
+    success_threshold: u32,
+    half_open_max_calls: u32,
+    recovery_nanos: u64,
+    backoff: Option<(f64, u64)>,
+    failure_rate: Option<(f64, usize)>,
+}
+
+impl Core {
+    pub(crate) fn new(config: &CircuitBreakerConfig, clock: ClockHandle) -> Self {
+        Self {
+            word: AtomicU64::new(Word::new(MODE_CLOSED, 0, 0).0),
+            open_until: AtomicU64::new(0),
+            slow: Mutex::new(Slow {
+                probes_in_flight: 0,
+                probe_successes: 0,
+                trips_in_a_row: 0,
+                transitions: 0,
+                last_transition_at: None,
+                last_failure: None,
+                window: config
+                    .failure_rate_threshold
+                    .map(|_| Window::new(config.sliding_window_size)),
+            }),
+            counters: Counters::new(),
+            clock,
+            failure_threshold: config.failure_threshold,
+            success_threshold: config.success_threshold,
+            half_open_max_calls: config.half_open_max_calls,
+            recovery_nanos: duration_nanos(config.recovery_timeout),
+            backoff: config
+                .backoff
+                .map(|b| (b.multiplier, duration_nanos(b.max_open_duration))),
+            failure_rate: config
+                .failure_rate_threshold
+                .map(|rate| (rate, config.minimum_calls as usize)),
+        }
+    }
+
+    #[inline]
+    fn load(&self) -> Word {
+        // Acquire: pairs with the Release store in `store`, so a reader that
+        // sees `Open` also sees the `open_until` written before it.
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// Writes the word; the caller holds the mutex.
+    fn store(&self, word: Word) {
+        // Release: publishes `open_until` (written before) with the word.
+        self.word.store(word.0, Ordering::Release);
+    }
+
+    pub(crate) fn state(&self) -> DetailedState {
+        self.load().detailed()
+    }
+
+    /// Admits a call, or says why not. Rejections are counted here.
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<Admission, (FallbackReason, Option<Transition>)> {
+        let word = self.load();
+        match word.mode() {
+            MODE_CLOSED => Ok(Admission::Closed(word.generation())),
+            MODE_FORCED_CLOSED => Ok(Admission::Bypass),
+            _ => self.acquire_slow(word),
+        }
+    }
+
+    #[cold]
+    fn acquire_slow(
+        &self,
+        word: Word,
+    ) -> Result<Admission, (FallbackReason, Option<Transition>)> {
+        if word.mode() == MODE_FORCED_OPEN {
+            self.counters.add(Count::RejectedOpen, 1);
+            return Err((FallbackReason::ForcedOpen, None));
+        }
+        if word.mode() == MODE_OPEN {
+            let now = self.clock.now();
+            // Relaxed: ordered by the Acquire load of the word (invariant 4).
+            let until = self.open_until.load(Ordering::Relaxed);
+            if now < until {
+                self.counters.add(Count::RejectedOpen, 1);
+                return Err((
+                    FallbackReason::Open {
+                        retry_after: Duration::from_nanos(until - now),
+                    },
+                    None,
+                ));
+            }
+        }
+        let mut slow = self.slow.lock();
+        // Re-read under the lock: another thread may have moved the state.
+        let word = self.load();
+        let mut transition = None;
+        match word.mode() {
+            MODE_CLOSED => return Ok(Admission::Closed(word.generation())),
+            MODE_FORCED_CLOSED => return Ok(Admission::Bypass),
+            MODE_FORCED_OPEN => {
+                drop(slow);
+                self.counters.add(Count::RejectedOpen, 1);
+                return Err((FallbackReason::ForcedOpen, None));
+            }
+            MODE_OPEN => {
+                let now = self.clock.now();
+                let until = self.open_until.load(Ordering::Relaxed);
+                if now < until {
+                    drop(slow);
+                    self.counters.add(Count::RejectedOpen, 1);
+                    return Err((
+                        FallbackReason::Open {
+                            retry_after: Duration::from_nanos(until - now),
+                        },
+                        None,
+                    ));
+                }
+                transition = Some(self.transition(
+                    &mut slow,
+                    word,
+                    DetailedState::HalfOpen,
+                    TransitionCause::RecoveryTimeout,
+                    now,
+                ));
+            }
+            _ => {}
+        }
+        // Half-open: reserve a probe slot, atomically with the check.
+        if slow.probes_in_flight < self.half_open_max_calls {
+            slow.probes_in_flight += 1;
+            return Ok(Admission::Probe(self.load().generation()));
+        }
+        drop(slow);
+        self.counters.add(Count::RejectedHalfOpen, 1);
+        Err((FallbackReason::HalfOpenFull, transition))
+    }
+
+    /// Records the outcome of an admitted call and moves the state.
+    #[inline]
+    pub(crate) fn record(&self, admission: Admission, outcome: Outcome) -> Option<Transition> {
+        match outcome {
+            Outcome::Success => {
+                self.counters.add(Count::Success, 1);
+                match admission {
+                    // The hot path: only reads, unless failures must be reset
+                    // or a failure-rate window must see the success.
+                    Admission::Closed(generation) => {
+                        let word = self.load();
+                        if word.fails() != 0 || self.failure_rate.is_some() {
+                            self.closed_success_slow(generation);
+                        }
+                        None
+                    }
+                    Admission::Probe(generation) => self.probe_success(generation),
+                    Admission::Bypass => None,
+                }
+            }
+            Outcome::Failure(failure_type) => self.failure(admission, failure_type, None),
+            Outcome::RateLimited { retry_after } => {
+                self.failure(admission, FailureType::RateLimit, retry_after)
+            }
+            Outcome::Ignored => {
+                self.counters.add(Count::Ignored, 1);
+                self.release(admission);
+                None
+            }
+        }
+    }
+
+    /// Settles a permit whose call never finished: cancelled (dropped) or
+    /// panicked. A panic is an `Error` failure; a cancellation counts
+    /// neither way. Either way a probe's slot is given back.
+    pub(crate) fn abandon(&self, admission: Admission, panicked: bool) -> Option<Transition> {
+        if panicked {
+            return self.failure(admission, FailureType::Error, None);
+        }
+        self.counters.add(Count::Cancelled, 1);
+        self.release(admission);
+        None
+    }
+
+    pub(crate) fn release(&self, admission: Admission) {
+        if let Admission::Probe(generation) = admission {
+            let mut slow = self.slow.lock();
+            let word = self.load();
+            if word.mode() == MODE_HALF_OPEN && word.generation() == generation {
+                slow.probes_in_flight -= 1;
+            }
+        }
+    }
+
+    #[cold]
+    fn closed_success_slow(&self, generation: u32) {
+        let mut slow = self.slow.lock();
+        let word = self.load();
+        if word.mode() != MODE_CLOSED || word.generation() != generation {
+            return;
+        }
+        if let Some(window) = &mut slow.window {
+            window.push(false);
+        }
+        if word.fails() != 0 {
+            self.store(Word::new(MODE_CLOSED, generation, 0));
+        }
+    }
+
+    fn probe_success(&self, generation: u32) -> Option<Transition> {
+        let mut slow = self.slow.lock();
+        let word = self.load();
+        if word.mode() != MODE_HALF_OPEN || word.generation() != generation {
+            return None;
+        }
+        slow.probes_in_flight -= 1;
+        slow.probe_successes += 1;
+        if slow.probe_successes < self.success_threshold {
+            return None;
+        }
+        let now = self.clock.now();
+        Some(self.transition(
+            &mut slow,
+            word,
+            DetailedState::Closed,
+            TransitionCause::ProbesSucceeded,
+            now,
+        ))
+    }
+
+    fn failure(
+        &self,
+        admission: Admission,
+        failure_type: FailureType,
+        retry_after: Option<Duration>,
+    ) -> Option<Transition> {
+        self.counters.add_failure(failure_type);
+        let now = self.clock.now();
+        let retry_until = retry_after.map(|d| now.saturating_add(duration_nanos(d)));
+        let mut slow = self.slow.lock();
+        slow.last_failure = Some((failure_type, now));
+        let word = self.load();
+        let current = match admission {
+            Admission::Closed(generation) => {
+                word.mode() == MODE_CLOSED && word.generation() == generation
+            }
+            Admission::Probe(generation) => {
+                word.mode() == MODE_HALF_OPEN && word.generation() == generation
+            }
+            Admission::Bypass => false,
+        };
+        if !current {
+            // A stale outcome still honours a retry-after while open.
+            if let (Some(until), MODE_OPEN) = (retry_until, word.mode()) {
+                self.extend_open(until);
+            }
+            return None;
+        }
+        let cause = match admission {
+            Admission::Probe(_) => {
+                slow.probes_in_flight -= 1;
+                Some(TransitionCause::ProbeFailed)
+            }
+            _ => {
+                let fails = word.fails().saturating_add(1);
+                let rate_tripped = match (&mut slow.window, self.failure_rate) {
+                    (Some(window), Some((threshold, minimum))) => {
+                        window.push(true);
+                        window.len >= minimum && window.rate() >= threshold
+                    }
+                    _ => false,
+                };
+                if retry_until.is_some() {
+                    Some(TransitionCause::RetryAfter)
+                } else if fails >= self.failure_threshold {
+                    Some(TransitionCause::FailureThreshold)
+                } else if rate_tripped {
+                    Some(TransitionCause::FailureRate)
+                } else {
+                    self.store(Word::new(MODE_CLOSED, word.generation(), fails));
+                    None
+                }
+            }
+        };
+        let cause = cause?;
+        let transition = self.transition(&mut slow, word, DetailedState::Open, cause, now);
+        if let Some(until) = retry_until {
+            if cause == TransitionCause::RetryAfter {
+                // Tripped by the retry-after alone: open exactly that long.
+                self.open_until.store(until, Ordering::Relaxed);
+            } else {
+                self.extend_open(until);
+            }
+        }
+        Some(transition)
+    }
+
+    /// Keeps an open circuit open until at least `until`.
+    fn extend_open(&self, until: u64) {
+        // Relaxed: written under the mutex, read after an Acquire of the word.
+        if self.open_until.load(Ordering::Relaxed) < until {
+            self.open_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves to `to`; the caller holds the mutex (`slow`).
+    fn transition(
+        &self,
+        slow: &mut Slow,
+        word: Word,
+        to: DetailedState,
+        cause: TransitionCause,
+        now: u64,
+    ) -> Transition {
+        slow.probes_in_flight = 0;
+        slow.probe_successes = 0;
+        match to {
+            DetailedState::Open => {
+                slow.trips_in_a_row = slow.trips_in_a_row.saturating_add(1);
+                let open_for = self.open_duration(slow.trips_in_a_row);
+                // Written before the word (invariant 4).
+                self.open_until
+                    .store(now.saturating_add(open_for), Ordering::Relaxed);
+            }
+            DetailedState::Closed => {
+                slow.trips_in_a_row = 0;
+                if let Some(window) = &mut slow.window {
+                    window.clear();
+                }
+            }
+            _ => {}
+        }
+        slow.transitions += 1;
+        slow.last_transition_at = Some(now);
+        let generation = word.generation().wrapping_add(1);
+        self.store(Word::new(mode_of(to), generation, 0));
+        Transition {
+            from: word.detailed(),
+            to,
+            cause,
+        }
+    }
+
+    fn open_duration(&self, trips_in_a_row: u32) -> u64 {
+        match self.backoff {
+            None => self.recovery_nanos,
+            Some((multiplier, cap)) => {
+                let exponent = i32::try_from(trips_in_a_row - 1).unwrap_or(i32::MAX);
+                let scaled = self.recovery_nanos as f64 * multiplier.powi(exponent);
+                if scaled >= cap as f64 {
+                    cap
+                } else {
+                    scaled as u64
+                }
+            }
+        }
+    }
+
+    /// Forces a state, or (with `Closed`) resets to a fresh closed circuit.
+    pub(crate) fn force(&self, to: DetailedState) -> Option<Transition> {
+        let mut slow = self.slow.lock();
+        let word = self.load();
+        let now = self.clock.now();
+        if to == DetailedState::Closed {
+            slow.trips_in_a_row = 0;
+            if let Some(window) = &mut slow.window {
+                window.clear();
+            }
+            if word.detailed() == DetailedState::Closed {
+                // Already closed: a reset only clears the failure count.
+                self.store(Word::new(MODE_CLOSED, word.generation(), 0));
+                return None;
+            }
+        } else if word.detailed() == to {
+            return None;
+        }
+        let transition = self.transition(&mut slow, word, to, TransitionCause::Manual, now);
+        if to == DetailedState::Closed {
+            slow.trips_in_a_row = 0;
+        }
+        Some(transition)
+    }
+
+    pub(crate) fn snapshot(&self) -> StateSnapshot {
+        let slow = self.slow.lock();
+        let word = self.load();
+        StateSnapshot {
+            state: word.detailed(),
+            consecutive_failures: word.fails(),
+            transitions: slow.transitions,
+            last_transition_at: slow.last_transition_at,
+            last_failure: slow.last_failure,
+            probes_in_flight: slow.probes_in_flight,
+            window: slow.window.as_ref().map(|w| (w.len, w.failures)),
+            open_until: (word.mode() == MODE_OPEN)
+                .then(|| self.open_until.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub(crate) fn simple_state(&self) -> CircuitState {
+        self.state().simple()
+    }
+}

@@ -1,0 +1,308 @@
+//! Why a call did not produce its own result: [`FailureType`] for outcomes
+//! the breaker counts, [`FallbackReason`] for what a fallback is told, and
+//! [`BreakerError`] for what the caller gets when no fallback answers.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::ConfigError;
+
+/// The kinds of failure a breaker counts, as in the seed design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureType {
+    /// The call ran past `timeout_duration`.
+    Timeout,
+    /// The call returned an error (the default for every `Err`) or panicked.
+    Error,
+    /// The service refused the call as over its rate limit (an HTTP 429).
+    RateLimit,
+    /// The call succeeded, but its result scored below `quality_threshold`.
+    QualityThreshold,
+    /// A failure the user's classifier named for its own reasons.
+    Custom,
+}
+
+impl FailureType {
+    /// Every failure type, in declaration order.
+    pub const ALL: [FailureType; 5] = [
+        Self::Timeout,
+        Self::Error,
+        Self::RateLimit,
+        Self::QualityThreshold,
+        Self::Custom,
+    ];
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The snake-case name used in status output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::RateLimit => "rate_limit",
+            Self::QualityThreshold => "quality_threshold",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for FailureType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a breaker should count one finished call. A classifier returns it;
+/// without one, `Ok` is [`Success`](Outcome::Success) and `Err` is
+/// [`Failure(Error)`](FailureType::Error).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// The dependency is healthy.
+    Success,
+    /// The dependency failed in this way.
+    Failure(FailureType),
+    /// The dependency refused the call as over its rate limit. With
+    /// `retry_after`, the circuit opens at once and stays open at least that
+    /// long: this is how an HTTP 429 `Retry-After` is honoured.
+    RateLimited {
+        /// When the dependency said to come back, if it did.
+        retry_after: Option<Duration>,
+    },
+    /// Counts neither way: the caller's own mistake (an HTTP 400) or a
+    /// cancellation. The result still reaches the caller unchanged.
+    Ignored,
+}
+
+/// Why a fallback is running instead of, or after, the protected call.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// The circuit is open; `retry_after` is how long until it may probe.
+    Open {
+        /// Time until the circuit admits a probe.
+        #[serde(serialize_with = "crate::config::secs")]
+        retry_after: Duration,
+    },
+    /// The circuit was forced open and stays so until reset.
+    ForcedOpen,
+    /// The circuit is half-open and every probe slot is taken.
+    HalfOpenFull,
+    /// The local rate limit refused the call; it was never made.
+    RateLimited {
+        /// Time until the next permit.
+        #[serde(serialize_with = "crate::config::secs")]
+        retry_after: Duration,
+    },
+    /// The call ran past its deadline.
+    Timeout {
+        /// The deadline it missed.
+        #[serde(serialize_with = "crate::config::secs")]
+        after: Duration,
+    },
+    /// The call failed in this way.
+    Failure {
+        /// How it failed.
+        failure_type: FailureType,
+    },
+    /// The call's result scored below the quality threshold.
+    LowQuality {
+        /// The score (NaN and out-of-range scores are kept as given).
+        score: f64,
+        /// The threshold it missed.
+        threshold: f64,
+    },
+}
+
+impl FallbackReason {
+    /// Whether the protected call never ran (the breaker rejected it).
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::Open { .. } | Self::ForcedOpen | Self::HalfOpenFull | Self::RateLimited { .. }
+        )
+    }
+}
+
+impl fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Open { retry_after } => write!(f, "circuit open (retry in {retry_after:?})"),
+            Self::ForcedOpen => f.write_str("circuit forced open"),
+            Self::HalfOpenFull => f.write_str("circuit half-open and every probe slot is taken"),
+            Self::RateLimited { retry_after } => {
+                write!(f, "rate limited (next permit in {retry_after:?})")
+            }
+            Self::Timeout { after } => write!(f, "timed out after {after:?}"),
+            Self::Failure { failure_type } => write!(f, "call failed ({failure_type})"),
+            Self::LowQuality { score, threshold } => {
+                write!(f, "quality score {score} below threshold {threshold}")
+            }
+        }
+    }
+}
+
+/// Why a protected call produced no result of its own, when no fallback
+/// answered in its place. Each variant names the breaker.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BreakerError {
+    /// The circuit is open: the call was not made.
+    #[error("circuit breaker `{name}` is open; retry in {retry_after:?}")]
+    Open {
+        /// The breaker's name.
+        name: String,
+        /// Time until the circuit admits a probe.
+        retry_after: Duration,
+    },
+    /// The circuit was forced open by an operator: the call was not made.
+    #[error("circuit breaker `{name}` is forced open until it is reset")]
+    ForcedOpen {
+        /// The breaker's name.
+        name: String,
+    },
+    /// The circuit is half-open and all probe slots are taken.
+    #[error("circuit breaker `{name}` is half-open and all {max_calls} probe slots are taken")]
+    HalfOpenFull {
+        /// The breaker's name.
+        name: String,
+        /// `half_open_max_calls`.
+        max_calls: u32,
+    },
+    /// The call ran past `timeout_duration`.
+    #[error("call through circuit breaker `{name}` timed out after {after:?}")]
+    Timeout {
+        /// The breaker's name.
+        name: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The local rate limit refused the call: it was not made.
+    #[error("circuit breaker `{name}` is rate limited; next permit in {retry_after:?}")]
+    RateLimited {
+        /// The breaker's name.
+        name: String,
+        /// Time until the next permit.
+        retry_after: Duration,
+    },
+    /// The call succeeded but its result scored below the threshold.
+    #[error("result of circuit breaker `{name}` scored {score}, below the quality threshold {threshold}")]
+    LowQuality {
+        /// The breaker's name.
+        name: String,
+        /// The score.
+        score: f64,
+        /// `quality_threshold`.
+        threshold: f64,
+    },
+    /// The fallback itself failed (it panicked, or had nothing to serve and
+    /// the original error could not be returned).
+    #[error("fallback of circuit breaker `{name}` failed: {cause} (it ran because: {reason})")]
+    FallbackFailed {
+        /// The breaker's name.
+        name: String,
+        /// Why the fallback ran.
+        reason: FallbackReason,
+        /// How the fallback failed.
+        cause: String,
+    },
+    /// The breaker could not be created from its configuration.
+    #[error("circuit breaker `{name}` has an invalid configuration: {source}")]
+    InvalidConfig {
+        /// The breaker's name.
+        name: String,
+        /// What is wrong.
+        source: ConfigError,
+    },
+}
+
+impl BreakerError {
+    /// The name of the breaker that produced this error.
+    pub fn breaker_name(&self) -> &str {
+        match self {
+            Self::Open { name, .. }
+            | Self::ForcedOpen { name }
+            | Self::HalfOpenFull { name, .. }
+            | Self::Timeout { name, .. }
+            | Self::RateLimited { name, .. }
+            | Self::LowQuality { name, .. }
+            | Self::FallbackFailed { name, .. }
+            | Self::InvalidConfig { name, .. } => name,
+        }
+    }
+
+    /// For [`Open`](Self::Open) and [`RateLimited`](Self::RateLimited), how
+    /// long until a call may go through.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Open { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_reason(name: &str, reason: FallbackReason, max_calls: u32) -> Self {
+        let name = name.to_owned();
+        match reason {
+            FallbackReason::Open { retry_after } => Self::Open { name, retry_after },
+            FallbackReason::ForcedOpen => Self::ForcedOpen { name },
+            FallbackReason::HalfOpenFull => Self::HalfOpenFull { name, max_calls },
+            FallbackReason::RateLimited { retry_after } => Self::RateLimited { name, retry_after },
+            FallbackReason::Timeout { after } => Self::Timeout { name, after },
+            FallbackReason::LowQuality { score, threshold } => {
+                Self::LowQuality { name, score, threshold }
+            }
+            FallbackReason::Failure { failure_type } => Self::FallbackFailed {
+                name,
+                reason,
+                cause: format!("the call failed ({failure_type}) and left no error to return"),
+            },
+        }
+    }
+}
+
+/// The error of a call made through a breaker: the call's own error, or the
+/// breaker's reason for not producing a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError<E> {
+    /// The protected call (or its fallback) returned this error.
+    #[error("{0}")]
+    Inner(E),
+    /// The breaker rejected, timed out or failed the call.
+    #[error(transparent)]
+    Breaker(BreakerError),
+}
+
+impl<E> CallError<E> {
+    /// The breaker's error, if this is one.
+    pub fn breaker_error(&self) -> Option<&BreakerError> {
+        match self {
+            Self::Breaker(err) => Some(err),
+            Self::Inner(_) => None,
+        }
+    }
+
+    /// The call's own error, if this is one.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            Self::Inner(err) => Some(err),
+            Self::Breaker(_) => None,
+        }
+    }
+
+    /// Folds both cases into one error type that can hold a breaker error.
+    pub fn flatten(self) -> E
+    where
+        E: From<BreakerError>,
+    {
+        match self {
+            Self::Inner(err) => err,
+            Self::Breaker(err) => E::from(err),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What a breaker tells the outside world: a `tracing` event for every
+//! transition, rejection, fallback, timeout and rate-limit refusal, and the
+//! same [`Event`] handed to any listener subscribed for alerting.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::core::TransitionCause;
+use crate::error::FallbackReason;
+use crate::state::DetailedState;
+
+/// Something that happened to a breaker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event<'a> {
+    /// The breaker's name.
+    pub breaker: &'a str,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The circuit changed state.
+    Transition {
+        /// The state it left.
+        from: DetailedState,
+        /// The state it entered.
+        to: DetailedState,
+        /// Why.
+        cause: TransitionCause,
+    },
+    /// A call was refused without being made (open, half-open full, or the
+    /// local rate limit).
+    Rejected {
+        /// Why.
+        reason: FallbackReason,
+    },
+    /// A call ran past its deadline.
+    Timeout {
+        /// The deadline, in seconds.
+        #[serde(serialize_with = "crate::config::secs")]
+        after: std::time::Duration,
+    },
+    /// A fallback served the call.
+    Fallback {
+        /// Why it ran.
+        reason: FallbackReason,
+    },
+    /// A fallback failed; the caller got an error carrying both causes.
+    FallbackFailed {
+        /// Why it ran.
+        reason: FallbackReason,
+        /// How it failed.
+        cause: String,
+    },
+    /// A name was registered again with a different configuration; the
+    /// first registration was kept.
+    ConfigConflict {
+        /// The configuration asked for, in `Debug` form.
+        requested: String,
+    },
+}
+
+type Listener = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
+static LISTENERS: LazyLock<RwLock<Vec<(u64, Listener)>>> = LazyLock::new(Default::default);
+static ANY_LISTENER: AtomicBool = AtomicBool::new(false);
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A subscribed listener; dropping it does not unsubscribe, so it can be
+/// ignored for listeners meant to live as long as the process.
+#[derive(Debug)]
+#[must_use = "keep the subscription to unsubscribe later, or drop it to listen forever"]
+pub struct Subscription(u64);
+
+impl Subscription {
+    /// Stops the listener.
+    pub fn unsubscribe(self) {
+        let mut listeners = LISTENERS.write();
+        listeners.retain(|(id, _)| *id != self.0);
+        // Relaxed: a stale `true` only costs one look at an empty list.
+        ANY_LISTENER.store(!listeners.is_empty(), Ordering::Relaxed);
+    }
+}
+
+/// Calls `listener` with every event of every breaker in the process.
+///
+/// Listeners run on the thread that caused the event, after the breaker's
+/// internal lock is released: keep them quick, and they may call back into
+/// the breaker.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, EventKind, subscribe};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let sink = Arc::clone(&seen);
+/// let subscription = subscribe(move |event| {
+///     if event.breaker == "subscribe-doc" {
+///         sink.lock().unwrap().push(event.kind.clone());
+///     }
+/// });
+///
+/// let config = CircuitBreakerConfig::builder().failure_threshold(1).build()?;
+/// let breaker = CircuitBreaker::new("subscribe-doc", config)?;
+/// let _ = breaker.call(|| Err::<(), _>("boom"));
+/// assert!(matches!(seen.lock().unwrap()[0], EventKind::Transition { .. }));
+/// subscription.unsubscribe();
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
+pub fn subscribe(listener: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Subscription {
+    // Relaxed: ids need only be distinct.
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    LISTENERS.write().push((id, Arc::new(listener)));
+    ANY_LISTENER.store(true, Ordering::Relaxed);
+    Subscription(id)
+}
+
+/// Emits `kind` for `breaker`, to tracing and to listeners.
+pub(crate) fn emit(breaker: &str, kind: EventKind) {
+    match &kind {
+        EventKind::Transition { from, to, cause } => tracing::warn!(
+            breaker, from = from.as_str(), to = to.as_str(), ?cause,
+            "circuit breaker changed state"
+        ),
+        EventKind::Rejected { reason } => {
+            tracing::debug!(breaker, %reason, "circuit breaker rejected a call")
+        }
+        EventKind::Timeout { after } => {
+            tracing::warn!(breaker, ?after, "call through circuit breaker timed out")
+        }
+        EventKind::Fallback { reason } => {
+            tracing::debug!(breaker, %reason, "circuit breaker served a fallback")
+        }
+        EventKind::FallbackFailed { reason, cause } => {
+            tracing::error!(breaker, %reason, cause, "circuit breaker fallback failed")
+        }
+        EventKind::ConfigConflict { requested } => tracing::warn!(
+            breaker, requested,
+            "circuit breaker registered again with a different configuration; keeping the first"
+        ),
+    }
+    // Relaxed: a listener subscribed concurrently with this event may miss it.
+    if ANY_LISTENER.load(Ordering::Relaxed) {
+        let listeners: Vec<Listener> = LISTENERS.read().iter().map(|(_, l)| l.clone()).collect();
+        let event = Event { breaker, kind };
+        for listener in listeners {
+            listener(&event);
+        }
+    }
+}

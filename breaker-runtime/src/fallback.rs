@@ -1,0 +1,248 @@
+//! Fallbacks: what a call returns when the protected call cannot or did not
+//! produce a good result. The three strategies of the seed design are here:
+//! [`SimpleFallback`], [`CachedFallback`] and [`DegradedServiceFallback`].
+//! Each is told why it runs through a [`FallbackReason`].
+
+use std::borrow::Borrow;
+use std::cell::Cell;
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::clock::{Clock, ClockHandle, duration_nanos};
+use crate::error::FallbackReason;
+
+/// A fallback strategy for calls whose input is `K` and whose result is `T`.
+///
+/// Returning `None` means "nothing to serve": the caller then gets the
+/// original error (or the breaker's).
+pub trait Fallback<K: ?Sized, T>: Send + Sync {
+    /// The value to serve instead of the call's own result.
+    fn fallback(&self, input: &K, reason: &FallbackReason) -> Option<T>;
+
+    /// Told of every good result, so a strategy can remember it.
+    fn record_success(&self, _input: &K, _value: &T) {}
+}
+
+/// Serves one fixed value, whatever the input.
+///
+/// ```
+/// use breaker_runtime::{Fallback, FallbackReason, SimpleFallback};
+///
+/// let fallback = SimpleFallback::new("Service temporarily unavailable");
+/// assert_eq!(
+///     fallback.fallback(&(), &FallbackReason::ForcedOpen),
+///     Some("Service temporarily unavailable")
+/// );
+/// ```
+#[derive(Debug, Clone)]
+pub struct SimpleFallback<T>(T);
+
+impl<T> SimpleFallback<T> {
+    /// A fallback serving `value`.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+}
+
+impl<K: ?Sized, T: Clone + Send + Sync> Fallback<K, T> for SimpleFallback<T> {
+    fn fallback(&self, _input: &K, _reason: &FallbackReason) -> Option<T> {
+        Some(self.0.clone())
+    }
+}
+
+/// Serves a function of the call's input: a cheaper, degraded answer.
+///
+/// ```
+/// use breaker_runtime::{DegradedServiceFallback, Fallback, FallbackReason};
+///
+/// let fallback = DegradedServiceFallback::new(|query: &String| {
+///     format!("I received your query: {query}. Please try again later.")
+/// });
+/// let answer = fallback.fallback(&"hi".to_owned(), &FallbackReason::HalfOpenFull);
+/// assert_eq!(answer.as_deref(), Some("I received your query: hi. Please try again later."));
+/// ```
+#[derive(Debug, Clone)]
+pub struct DegradedServiceFallback<F>(F);
+
+impl<F> DegradedServiceFallback<F> {
+    /// A fallback computing its answer with `function`.
+    pub fn new(function: F) -> Self {
+        Self(function)
+    }
+}
+
+impl<K: ?Sized, T, F> Fallback<K, T> for DegradedServiceFallback<F>
+where
+    F: Fn(&K) -> T + Send + Sync,
+{
+    fn fallback(&self, input: &K, _reason: &FallbackReason) -> Option<T> {
+        Some((self.0)(input))
+    }
+}
+
+/// Serves the last good result for an equal input, or an entry added by
+/// hand; bounded by LRU eviction, with an optional time to live.
+///
+/// ```
+/// use std::time::Duration;
+/// use breaker_runtime::{CachedFallback, Fallback, FallbackReason, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let cache = CachedFallback::<String, String>::new()
+///     .with_ttl(Duration::from_secs(60))
+///     .with_clock(clock.clone());
+/// cache.add_to_cache("greeting".to_owned(), "Hello! Service is temporarily down.".to_owned());
+///
+/// let reason = FallbackReason::ForcedOpen;
+/// assert!(cache.fallback(&"greeting".to_owned(), &reason).is_some());
+/// assert!(cache.fallback(&"unknown".to_owned(), &reason).is_none());
+///
+/// clock.advance(Duration::from_secs(61));
+/// assert!(cache.fallback(&"greeting".to_owned(), &reason).is_none(), "expired");
+/// ```
+#[derive(Debug)]
+pub struct CachedFallback<K: Hash + Eq, V> {
+    entries: Mutex<LruCache<K, (V, u64)>>,
+    ttl_nanos: Option<u64>,
+    clock: ClockHandle,
+}
+
+impl<K: Hash + Eq, V> Default for CachedFallback<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq, V> CachedFallback<K, V> {
+    /// The default capacity, as in the issue that asked for this cache.
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
+    /// An empty cache of [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY)
+    /// entries, without expiry, on the system clock.
+    pub fn new() -> Self {
+        Self::with_capacity(NonZeroUsize::new(Self::DEFAULT_CAPACITY).expect("1024 is not zero"))
+    }
+
+    /// An empty cache holding at most `capacity` entries.
+    pub fn with_capacity(capacity: NonZeroUsize) -> Self {
+        Self {
+            entries: Mutex::new(LruCache::new(capacity)),
+            ttl_nanos: None,
+            clock: ClockHandle::System,
+        }
+    }
+
+    /// Entries older than `ttl` are no longer served.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl_nanos = Some(duration_nanos(ttl));
+        self
+    }
+
+    /// Reads entry ages from `clock` (for tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = ClockHandle::from_clock(clock);
+        self
+    }
+
+    pub(crate) fn with_clock_handle(mut self, clock: ClockHandle) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds or replaces an entry.
+    pub fn add_to_cache(&self, key: K, value: V) {
+        let now = self.clock.now();
+        self.entries.lock().put(key, (value, now));
+    }
+
+    /// The live entry for `key`, if any.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        V: Clone,
+    {
+        let now = self.clock.now();
+        let mut entries = self.entries.lock();
+        let (value, stored_at) = entries.get(key)?;
+        if let Some(ttl) = self.ttl_nanos {
+            if now.saturating_sub(*stored_at) > ttl {
+                entries.pop(key);
+                return None;
+            }
+        }
+        Some(value.clone())
+    }
+
+    /// Entries held now, live or expired.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        self.entries.lock().clear();
+    }
+}
+
+impl<K, V> Fallback<K, V> for CachedFallback<K, V>
+where
+    K: Hash + Eq + Clone + Send,
+    V: Clone + Send,
+{
+    fn fallback(&self, input: &K, _reason: &FallbackReason) -> Option<V> {
+        self.get(input)
+    }
+
+    fn record_success(&self, input: &K, value: &V) {
+        self.add_to_cache(input.clone(), value.clone());
+    }
+}
+
+thread_local! {
+    static CURRENT_REASON: Cell<Option<FallbackReason>> = const { Cell::new(None) };
+}
+
+/// Why the fallback running on this thread was called, or `None` outside a
+/// fallback. This is how a fallback function with the protected function's
+/// own parameters (as `#[circuit_breaker(fallback = ...)]` requires) learns
+/// the reason; for an async fallback it holds during every poll.
+///
+/// ```
+/// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, FallbackReason, fallback_reason};
+///
+/// let breaker = CircuitBreaker::new("reason-doc", CircuitBreakerConfig::default())?;
+/// breaker.force_open();
+/// let answer = breaker.call_with_fallback(
+///     || Ok::<_, ()>("live".to_owned()),
+///     || format!("fallback because {}", fallback_reason().unwrap()),
+/// );
+/// assert_eq!(answer, Ok("fallback because circuit forced open".to_owned()));
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
+pub fn fallback_reason() -> Option<FallbackReason> {
+    CURRENT_REASON.with(Cell::get)
+}
+
+/// Runs `f` with [`fallback_reason`] answering `reason`.
+pub(crate) fn with_reason<R>(reason: FallbackReason, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<FallbackReason>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT_REASON.with(|current| current.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT_REASON.with(|current| current.replace(Some(reason))));
+    f()
+}

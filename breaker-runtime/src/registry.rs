@@ -1,0 +1,268 @@
+//! The process-global registry: one breaker per name, shared by every call
+//! site, and the status snapshot that monitoring reads.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::LazyLock;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::breaker::CircuitBreaker;
+use crate::config::{CircuitBreakerConfig, ConfigError};
+use crate::events::{self, EventKind};
+use crate::metrics::Metrics;
+use crate::state::DetailedState;
+
+/// Named breakers, shared process-wide. Get it with [`registry()`].
+#[derive(Debug, Default)]
+pub struct Registry {
+    entries: RwLock<HashMap<Box<str>, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    breaker: CircuitBreaker,
+    /// Configurations asked for under this name that differ from the one
+    /// kept, each recorded once.
+    conflicts: Vec<CircuitBreakerConfig>,
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
+
+/// The process-global registry, created on first use.
+///
+/// `std::sync::LazyLock` does this job since Rust 1.80, so the crate needs
+/// no `once_cell`.
+///
+/// ```
+/// use breaker_runtime::{CircuitBreakerConfig, registry};
+///
+/// let llm = registry().get_or_register("registry-doc-llm", CircuitBreakerConfig::default())?;
+/// let again = registry().get("registry-doc-llm").expect("registered");
+/// assert!(llm.ptr_eq(&again), "one name, one breaker");
+///
+/// let status = registry().status();
+/// assert!(status.breakers.iter().any(|b| b.name == "registry-doc-llm"));
+/// println!("{status}"); // an aligned table
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+impl Registry {
+    /// A new, empty registry, for code that wants its own namespace (most
+    /// code uses [`registry()`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The breaker named `name`, if registered.
+    pub fn get(&self, name: &str) -> Option<CircuitBreaker> {
+        self.entries.read().get(name).map(|e| e.breaker.clone())
+    }
+
+    /// The breaker named `name`, registering it with `config` if absent.
+    ///
+    /// If it exists with a different configuration, the existing breaker is
+    /// returned unchanged: the conflict is emitted as an
+    /// [`EventKind::ConfigConflict`] and listed in the status, never merged.
+    ///
+    /// # Errors
+    /// `config`'s first invalid field, whether or not the name exists.
+    pub fn get_or_register(
+        &self,
+        name: &str,
+        config: CircuitBreakerConfig,
+    ) -> Result<CircuitBreaker, ConfigError> {
+        config.validate()?;
+        if let Some(entry) = self.entries.read().get(name) {
+            if entry.breaker.config() == &config {
+                return Ok(entry.breaker.clone());
+            }
+        }
+        let mut entries = self.entries.write();
+        if let Some(entry) = entries.get_mut(name) {
+            let breaker = entry.breaker.clone();
+            if breaker.config() != &config && !entry.conflicts.contains(&config) {
+                let requested = format!("{config:?}");
+                entry.conflicts.push(config);
+                drop(entries);
+                events::emit(name, EventKind::ConfigConflict { requested });
+            }
+            return Ok(breaker);
+        }
+        let breaker = CircuitBreaker::new(name, config)?;
+        entries.insert(
+            name.into(),
+            Entry {
+                breaker: breaker.clone(),
+                conflicts: Vec::new(),
+            },
+        );
+        Ok(breaker)
+    }
+
+    /// Registers a breaker built by hand (say, on a
+    /// [`ManualClock`](crate::ManualClock)), so that annotated functions
+    /// naming it use it.
+    ///
+    /// # Errors
+    /// The breaker already registered under that name, left in place.
+    pub fn register(&self, breaker: CircuitBreaker) -> Result<CircuitBreaker, CircuitBreaker> {
+        let mut entries = self.entries.write();
+        if let Some(entry) = entries.get(breaker.name()) {
+            return Err(entry.breaker.clone());
+        }
+        entries.insert(
+            breaker.name().into(),
+            Entry {
+                breaker: breaker.clone(),
+                conflicts: Vec::new(),
+            },
+        );
+        Ok(breaker)
+    }
+
+    /// Removes the breaker named `name`. Call sites that already hold it keep
+    /// using it; new lookups get a fresh one.
+    pub fn remove(&self, name: &str) -> Option<CircuitBreaker> {
+        self.entries.write().remove(name).map(|e| e.breaker)
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.entries.read().keys().map(|k| k.to_string()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// A snapshot of every breaker, sorted by name.
+    pub fn status(&self) -> RegistryStatus {
+        let entries: Vec<(CircuitBreaker, Vec<CircuitBreakerConfig>)> = self
+            .entries
+            .read()
+            .values()
+            .map(|e| (e.breaker.clone(), e.conflicts.clone()))
+            .collect();
+        let mut breakers: Vec<BreakerStatus> = entries
+            .into_iter()
+            .map(|(breaker, config_conflicts)| BreakerStatus::new(&breaker, config_conflicts))
+            .collect();
+        breakers.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        RegistryStatus { breakers }
+    }
+}
+
+/// Every breaker's state, configuration and metrics at one moment.
+/// `Display` prints an aligned table; `Serialize` gives JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegistryStatus {
+    /// One entry per breaker, sorted by name.
+    pub breakers: Vec<BreakerStatus>,
+}
+
+/// One breaker in a [`RegistryStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerStatus {
+    /// Its name.
+    pub name: String,
+    /// Its state, telling forced states apart.
+    pub state: DetailedState,
+    /// The configuration in force.
+    pub config: CircuitBreakerConfig,
+    /// Its metrics.
+    pub metrics: Metrics,
+    /// Different configurations other call sites asked for under this name
+    /// (they got this breaker, unchanged).
+    pub config_conflicts: Vec<CircuitBreakerConfig>,
+}
+
+impl BreakerStatus {
+    /// The status of one breaker, whether registered or not.
+    pub fn of(breaker: &CircuitBreaker) -> Self {
+        Self::new(breaker, Vec::new())
+    }
+
+    fn new(breaker: &CircuitBreaker, config_conflicts: Vec<CircuitBreakerConfig>) -> Self {
+        let metrics = breaker.get_metrics();
+        Self {
+            name: breaker.name().to_owned(),
+            state: metrics.detailed_state,
+            config: breaker.config().clone(),
+            metrics,
+            config_conflicts,
+        }
+    }
+}
+
+impl fmt::Display for RegistryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HEADER: [&str; 11] = [
+            "BREAKER", "STATE", "CALLS", "OK", "FAILED", "REJECTED", "RATE-LTD", "FALLBACK",
+            "SUCCESS", "AVG", "NOTES",
+        ];
+        let rows: Vec<[String; 11]> = self
+            .breakers
+            .iter()
+            .map(|b| {
+                let m = &b.metrics;
+                let mut notes = Vec::new();
+                if m.consecutive_failures > 0 {
+                    notes.push(format!("{} consecutive failures", m.consecutive_failures));
+                }
+                if let Some(last) = m.last_failure {
+                    notes.push(format!("last failure {} {:.1?} ago", last.failure_type, last.age));
+                }
+                if !b.config_conflicts.is_empty() {
+                    notes.push(format!(
+                        "CONFIG CONFLICT ({} other config{})",
+                        b.config_conflicts.len(),
+                        if b.config_conflicts.len() == 1 { "" } else { "s" }
+                    ));
+                }
+                [
+                    b.name.clone(),
+                    b.state.to_string(),
+                    m.total_calls.to_string(),
+                    m.successful_calls.to_string(),
+                    m.failed_calls.to_string(),
+                    m.rejected_calls.to_string(),
+                    m.rate_limited_calls.to_string(),
+                    m.fallback_calls.to_string(),
+                    format!("{:.1}%", m.success_rate * 100.0),
+                    format!("{:.1?}", m.average_response_time),
+                    notes.join("; "),
+                ]
+            })
+            .collect();
+        let mut widths = HEADER.map(str::len);
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
+            let last = cells.len() - 1;
+            for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+                if i == last {
+                    writeln!(f, "{cell}")?;
+                } else if (2..=7).contains(&i) {
+                    write!(f, "{cell:>width$}  ")?;
+                } else {
+                    write!(f, "{cell:<width$}  ")?;
+                }
+            }
+            Ok(())
+        };
+        line(f, &HEADER)?;
+        for row in &rows {
+            line(f, &row.each_ref().map(String::as_str))?;
+        }
+        if rows.is_empty() {
+            writeln!(f, "(no circuit breakers registered)")?;
+        }
+        Ok(())
+    }
+}
