@@ -4,7 +4,8 @@
 //! Group and id names come from `breaker_bench::{groups, ids}` so the table
 //! printer (`cargo run -p breaker-bench -- --quick`) finds every case.
 //! The `// OURS:` blocks are where breaker-runtime and `#[circuit_breaker]`
-//! drop in once those crates are ready; the table already expects their ids.
+//! drop in once those crates are ready (add `breaker-runtime` as a
+//! dev-dependency); the table already expects their ids.
 //!
 //! Multi-threaded cases use `iter_custom`: two scoped threads each make
 //! `iters` calls on one shared breaker, and the routine returns wall time / 2.
@@ -71,13 +72,14 @@ async fn timed_work(x: u64) -> Result<u64, WorkFailed> {
     }
 }
 
-// OURS: the `#[circuit_breaker]` function, once breaker-macros is ready.
-// #[breaker_macros::circuit_breaker(name = "bench", failure_threshold = 5)]
+// OURS: the `#[circuit_breaker]` functions, once breaker-macros is ready
+// (attribute arguments are a guess; use the macro's real keys).
+// #[breaker_runtime::circuit_breaker(name = "bench")]
 // fn ours_macro_work(x: u64) -> Result<u64, ()> {
 //     work(x)
 // }
 //
-// #[breaker_macros::circuit_breaker(name = "bench_async", timeout = "30s")]
+// #[breaker_runtime::circuit_breaker(name = "bench_async", timeout_duration = "30s")]
 // async fn ours_macro_timed_work(x: u64) -> Result<u64, ()> {
 //     work(x)
 // }
@@ -134,9 +136,8 @@ fn closed_1t(c: &mut Criterion) {
 
     group.bench_function(ids::BARE, |b| b.iter(|| work(1)));
 
-    // OURS: breaker_runtime direct, once its call API lands. Keep the default
-    // config so the comparison is like for like with the peers below.
-    // let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default());
+    // OURS: breaker_runtime direct. Default config, like the peers below.
+    // let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default()).unwrap();
     // assert!(ours.call(|| work(1)).is_ok());
     // group.bench_function(ids::OURS_DIRECT, |b| b.iter(|| ours.call(|| work(1))));
 
@@ -171,7 +172,7 @@ fn closed_2t(c: &mut Criterion) {
     });
 
     // OURS: one breaker_runtime breaker shared by both threads.
-    // let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default());
+    // let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default()).unwrap();
     // group.bench_function(ids::OURS_DIRECT, |b| {
     //     b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1))))
     // });
@@ -205,8 +206,12 @@ fn open_reject(c: &mut Criterion) {
     //         .recovery_timeout(LONG_RECOVERY)
     //         .build()
     //         .unwrap(),
-    // );
-    // trip("ours", || ours.call(|| Err::<u64, ()>(())).is_err_and(|e| e.is_rejection()));
+    // )
+    // .unwrap();
+    // trip("ours", || {
+    //     ours.call(|| Err::<u64, ()>(()))
+    //         .is_err_and(|e| e.breaker_error().is_some_and(|b| b.is_rejection()))
+    // });
     // group.bench_function(ids::OURS_DIRECT, |b| b.iter(|| ours.call(|| work(1))));
 
     // The default policy's backoff is jittered 5-10 s; a constant hour keeps
@@ -301,9 +306,17 @@ fn async_timeout(c: &mut Criterion) {
         b.iter_custom(|iters| async_loop(&rt, iters, async || timed_work(1).await))
     });
 
-    // OURS: breaker_runtime's async call with its own 30 s timeout, and the
-    // `#[circuit_breaker]` async fn declared at the top of this file.
-    // let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default());
+    // OURS: `call_async` applies the breaker's own `timeout_duration`, so set
+    // it to CALL_TIMEOUT and pass the bare fn; plus the `#[circuit_breaker]`
+    // async fn declared at the top of this file.
+    // let ours = breaker_runtime::CircuitBreaker::new(
+    //     "bench",
+    //     breaker_runtime::CircuitBreakerConfig::builder()
+    //         .timeout_duration(CALL_TIMEOUT)
+    //         .build()
+    //         .unwrap(),
+    // )
+    // .unwrap();
     // group.bench_function(ids::OURS_DIRECT, |b| {
     //     b.iter_custom(|iters| {
     //         async_loop(&rt, iters, async || ours.call_async(async { work(1) }).await)
@@ -355,13 +368,21 @@ fn rate_limit(c: &mut Criterion) {
     // ~0.23 ns, far faster than two threads can ask, so `check` never denies.
     let quota = Quota::per_second(NonZeroU32::MAX);
 
-    // OURS: breaker_runtime's limiter with the same quota.
-    // let ours = ...;
+    // OURS: breaker_runtime's limiter is crate-private and runs inside a call,
+    // so this row is "breaker + limiter" against governor's bare `check`.
+    // let ours = breaker_runtime::CircuitBreaker::new(
+    //     "bench",
+    //     breaker_runtime::CircuitBreakerConfig::builder()
+    //         .rate_limit_per_minute(u32::MAX)
+    //         .build()
+    //         .unwrap(),
+    // )
+    // .unwrap();
     // group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::ONE_THREAD), |b| {
-    //     b.iter(|| ours.check())
+    //     b.iter(|| ours.call(|| work(1)))
     // });
     // group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::TWO_THREADS), |b| {
-    //     b.iter_custom(|iters| two_threads(iters, || ours.check()))
+    //     b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1))))
     // });
 
     let limiter = RateLimiter::direct(quota);

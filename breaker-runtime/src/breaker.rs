@@ -211,7 +211,12 @@ impl CircuitBreaker {
     pub(crate) fn admit(&self) -> Result<Permit<'_>, FallbackReason> {
         let inner = &*self.inner;
         let admission = match inner.core.acquire() {
-            Ok(admission) => admission,
+            Ok((admission, transition)) => {
+                if transition.is_some() {
+                    self.emit_transition(transition);
+                }
+                admission
+            }
             Err((reason, transition)) => {
                 self.emit_transition(transition);
                 events::emit(&inner.name, EventKind::Rejected { reason });
@@ -236,7 +241,11 @@ impl CircuitBreaker {
     }
 
     pub(crate) fn reason_error(&self, reason: FallbackReason) -> BreakerError {
-        BreakerError::from_reason(&self.inner.name, reason, self.inner.config.half_open_max_calls)
+        BreakerError::from_reason(
+            &self.inner.name,
+            reason,
+            self.inner.config.half_open_max_calls,
+        )
     }
 
     pub(crate) fn emit_transition(&self, transition: Option<Transition>) {

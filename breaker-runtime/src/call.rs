@@ -494,17 +494,21 @@ impl CircuitBreaker {
                         if sampled {
                             self.sample_response(clock.now().saturating_sub(start));
                         }
-                        self.judge(permit, result, false, options, AsyncFallbackFor::record_success)
-                    }
-                    Finished::Unenforced(result, elapsed) => {
                         self.judge(
                             permit,
                             result,
-                            elapsed > timeout,
+                            false,
                             options,
                             AsyncFallbackFor::record_success,
                         )
                     }
+                    Finished::Unenforced(result, elapsed) => self.judge(
+                        permit,
+                        result,
+                        elapsed > timeout,
+                        options,
+                        AsyncFallbackFor::record_success,
+                    ),
                     Finished::Late => self.timed_out(permit, timeout),
                 }
             }

@@ -47,7 +47,7 @@ impl Clock for SystemClock {
 ///     .failure_threshold(1)
 ///     .recovery_timeout(Duration::from_secs(10))
 ///     .build()?;
-/// let breaker = CircuitBreaker::builder("db").config(config).clock(clock.clone()).build();
+/// let breaker = CircuitBreaker::builder("db").config(config).clock(clock.clone()).build()?;
 ///
 /// let _ = breaker.call(|| Err::<(), _>("down"));
 /// assert_eq!(breaker.state(), CircuitState::Open);

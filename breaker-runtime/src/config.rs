@@ -318,39 +318,66 @@ mod tests {
         let base = CircuitBreakerConfig::default;
         let cases = [
             (
-                CircuitBreakerConfig { failure_threshold: 0, ..base() },
+                CircuitBreakerConfig {
+                    failure_threshold: 0,
+                    ..base()
+                },
                 "`failure_threshold` is 0, but it must be at least 1",
             ),
             (
-                CircuitBreakerConfig { success_threshold: 0, ..base() },
+                CircuitBreakerConfig {
+                    success_threshold: 0,
+                    ..base()
+                },
                 "`success_threshold` is 0, but it must be at least 1",
             ),
             (
-                CircuitBreakerConfig { half_open_max_calls: 0, ..base() },
+                CircuitBreakerConfig {
+                    half_open_max_calls: 0,
+                    ..base()
+                },
                 "`half_open_max_calls` is 0, but it must be at least 1",
             ),
             (
-                CircuitBreakerConfig { recovery_timeout: Duration::ZERO, ..base() },
+                CircuitBreakerConfig {
+                    recovery_timeout: Duration::ZERO,
+                    ..base()
+                },
                 "`recovery_timeout` is 0ns, but it must be longer than zero",
             ),
             (
-                CircuitBreakerConfig { quality_threshold: f64::NAN, ..base() },
+                CircuitBreakerConfig {
+                    quality_threshold: f64::NAN,
+                    ..base()
+                },
                 "`quality_threshold` is NaN, but it must be between 0 and 1",
             ),
             (
-                CircuitBreakerConfig { quality_threshold: -0.1, ..base() },
+                CircuitBreakerConfig {
+                    quality_threshold: -0.1,
+                    ..base()
+                },
                 "`quality_threshold` is -0.1, but it must be between 0 and 1",
             ),
             (
-                CircuitBreakerConfig { failure_rate_threshold: Some(0.0), ..base() },
+                CircuitBreakerConfig {
+                    failure_rate_threshold: Some(0.0),
+                    ..base()
+                },
                 "`failure_rate_threshold` is 0.0, but it must be greater than 0 and at most 1",
             ),
             (
-                CircuitBreakerConfig { rate_limit_per_minute: Some(0), ..base() },
+                CircuitBreakerConfig {
+                    rate_limit_per_minute: Some(0),
+                    ..base()
+                },
                 "`rate_limit_per_minute` is 0, but it must be at least 1",
             ),
             (
-                CircuitBreakerConfig { minimum_calls: 101, ..base() },
+                CircuitBreakerConfig {
+                    minimum_calls: 101,
+                    ..base()
+                },
                 "`minimum_calls` is 101, but it must be at most `sliding_window_size` (100)",
             ),
             (
@@ -387,7 +414,10 @@ mod tests {
             .unwrap_err();
         assert!(matches!(
             err,
-            ConfigError::OutOfRange { field: "timeout_duration", .. }
+            ConfigError::OutOfRange {
+                field: "timeout_duration",
+                ..
+            }
         ));
     }
 }

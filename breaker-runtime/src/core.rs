@@ -107,6 +107,9 @@ pub(crate) enum Admission {
     Bypass,
 }
 
+/// An admission, with the transition it caused, if any.
+pub(crate) type Admitted = (Admission, Option<Transition>);
+
 /// One state change, reported to the caller so it can emit events after the
 /// lock is released.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -273,20 +276,19 @@ impl Core {
 
     /// Admits a call, or says why not. Rejections are counted here.
     #[inline]
-    pub(crate) fn acquire(&self) -> Result<Admission, (FallbackReason, Option<Transition>)> {
+    /// A transition, if any, is the one this admission caused (open to
+    /// half-open) or found the rejection with.
+    pub(crate) fn acquire(&self) -> Result<Admitted, (FallbackReason, Option<Transition>)> {
         let word = self.load();
         match word.mode() {
-            MODE_CLOSED => Ok(Admission::Closed(word.generation())),
-            MODE_FORCED_CLOSED => Ok(Admission::Bypass),
+            MODE_CLOSED => Ok((Admission::Closed(word.generation()), None)),
+            MODE_FORCED_CLOSED => Ok((Admission::Bypass, None)),
             _ => self.acquire_slow(word),
         }
     }
 
     #[cold]
-    fn acquire_slow(
-        &self,
-        word: Word,
-    ) -> Result<Admission, (FallbackReason, Option<Transition>)> {
+    fn acquire_slow(&self, word: Word) -> Result<Admitted, (FallbackReason, Option<Transition>)> {
         if word.mode() == MODE_FORCED_OPEN {
             self.counters.add(Count::RejectedOpen, 1);
             return Err((FallbackReason::ForcedOpen, None));
@@ -310,8 +312,8 @@ impl Core {
         let word = self.load();
         let mut transition = None;
         match word.mode() {
-            MODE_CLOSED => return Ok(Admission::Closed(word.generation())),
-            MODE_FORCED_CLOSED => return Ok(Admission::Bypass),
+            MODE_CLOSED => return Ok((Admission::Closed(word.generation()), None)),
+            MODE_FORCED_CLOSED => return Ok((Admission::Bypass, None)),
             MODE_FORCED_OPEN => {
                 drop(slow);
                 self.counters.add(Count::RejectedOpen, 1);
@@ -343,7 +345,7 @@ impl Core {
         // Half-open: reserve a probe slot, atomically with the check.
         if slow.probes_in_flight < self.half_open_max_calls {
             slow.probes_in_flight += 1;
-            return Ok(Admission::Probe(self.load().generation()));
+            return Ok((Admission::Probe(self.load().generation()), transition));
         }
         drop(slow);
         self.counters.add(Count::RejectedHalfOpen, 1);
@@ -604,8 +606,7 @@ impl Core {
             last_failure: slow.last_failure,
             probes_in_flight: slow.probes_in_flight,
             window: slow.window.as_ref().map(|w| (w.len, w.failures)),
-            open_until: (word.mode() == MODE_OPEN)
-                .then(|| self.open_until.load(Ordering::Relaxed)),
+            open_until: (word.mode() == MODE_OPEN).then(|| self.open_until.load(Ordering::Relaxed)),
         }
     }
 

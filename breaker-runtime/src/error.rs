@@ -190,7 +190,9 @@ pub enum BreakerError {
         retry_after: Duration,
     },
     /// The call succeeded but its result scored below the threshold.
-    #[error("result of circuit breaker `{name}` scored {score}, below the quality threshold {threshold}")]
+    #[error(
+        "result of circuit breaker `{name}` scored {score}, below the quality threshold {threshold}"
+    )]
     LowQuality {
         /// The breaker's name.
         name: String,
@@ -254,9 +256,11 @@ impl BreakerError {
             FallbackReason::HalfOpenFull => Self::HalfOpenFull { name, max_calls },
             FallbackReason::RateLimited { retry_after } => Self::RateLimited { name, retry_after },
             FallbackReason::Timeout { after } => Self::Timeout { name, after },
-            FallbackReason::LowQuality { score, threshold } => {
-                Self::LowQuality { name, score, threshold }
-            }
+            FallbackReason::LowQuality { score, threshold } => Self::LowQuality {
+                name,
+                score,
+                threshold,
+            },
             FallbackReason::Failure { failure_type } => Self::FallbackFailed {
                 name,
                 reason,

@@ -126,7 +126,10 @@ pub fn subscribe(listener: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Subsc
 pub(crate) fn emit(breaker: &str, kind: EventKind) {
     match &kind {
         EventKind::Transition { from, to, cause } => tracing::warn!(
-            breaker, from = from.as_str(), to = to.as_str(), ?cause,
+            breaker,
+            from = from.as_str(),
+            to = to.as_str(),
+            ?cause,
             "circuit breaker changed state"
         ),
         EventKind::Rejected { reason } => {
@@ -142,7 +145,8 @@ pub(crate) fn emit(breaker: &str, kind: EventKind) {
             tracing::error!(breaker, %reason, cause, "circuit breaker fallback failed")
         }
         EventKind::ConfigConflict { requested } => tracing::warn!(
-            breaker, requested,
+            breaker,
+            requested,
             "circuit breaker registered again with a different configuration; keeping the first"
         ),
     }

@@ -101,7 +101,9 @@ pub use config::{Backoff, CircuitBreakerConfig, CircuitBreakerConfigBuilder, Con
 pub use core::TransitionCause;
 pub use error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 pub use events::{Event, EventKind, Subscription, subscribe};
-pub use fallback::{CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason};
+pub use fallback::{
+    CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
+};
 pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
 pub use registry::{BreakerStatus, Registry, RegistryStatus, registry};
 pub use state::{CircuitState, DetailedState};

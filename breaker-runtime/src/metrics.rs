@@ -163,11 +163,12 @@ impl Metrics {
             } else {
                 successful_calls as f64 / finished as f64
             },
-            average_response_time: if samples == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_nanos(totals.get(Count::ResponseNanos) / samples)
-            },
+            average_response_time: Duration::from_nanos(
+                totals
+                    .get(Count::ResponseNanos)
+                    .checked_div(samples)
+                    .unwrap_or(0),
+            ),
             current_state: state.state.simple(),
             detailed_state: state.state,
             consecutive_failures: state.consecutive_failures,

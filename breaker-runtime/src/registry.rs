@@ -213,13 +213,20 @@ impl fmt::Display for RegistryStatus {
                     notes.push(format!("{} consecutive failures", m.consecutive_failures));
                 }
                 if let Some(last) = m.last_failure {
-                    notes.push(format!("last failure {} {:.1?} ago", last.failure_type, last.age));
+                    notes.push(format!(
+                        "last failure {} {:.1?} ago",
+                        last.failure_type, last.age
+                    ));
                 }
                 if !b.config_conflicts.is_empty() {
                     notes.push(format!(
                         "CONFIG CONFLICT ({} other config{})",
                         b.config_conflicts.len(),
-                        if b.config_conflicts.len() == 1 { "" } else { "s" }
+                        if b.config_conflicts.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
                     ));
                 }
                 [
