@@ -137,9 +137,9 @@ fn closed_1t(c: &mut Criterion) {
     group.bench_function(ids::BARE, |b| b.iter(|| work(1)));
 
     // OURS: breaker_runtime direct. Default config, like the peers below.
-    // let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default()).unwrap();
-    // assert!(ours.call(|| work(1)).is_ok());
-    // group.bench_function(ids::OURS_DIRECT, |b| b.iter(|| ours.call(|| work(1))));
+    let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default()).unwrap();
+    assert!(ours.call(|| work(1)).is_ok());
+    group.bench_function(ids::OURS_DIRECT, |b| b.iter(|| ours.call(|| work(1))));
 
     // OURS: the `#[circuit_breaker]` fn declared at the top of this file.
     // assert!(ours_macro_work(1).is_ok());
@@ -172,10 +172,10 @@ fn closed_2t(c: &mut Criterion) {
     });
 
     // OURS: one breaker_runtime breaker shared by both threads.
-    // let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default()).unwrap();
-    // group.bench_function(ids::OURS_DIRECT, |b| {
-    //     b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1))))
-    // });
+    let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default()).unwrap();
+    group.bench_function(ids::OURS_DIRECT, |b| {
+        b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1))))
+    });
 
     let failsafe = failsafe_default();
     group.bench_function(ids::FAILSAFE, |b| {
@@ -200,19 +200,22 @@ fn open_reject(c: &mut Criterion) {
     let mut group = c.benchmark_group(groups::OPEN_REJECT);
 
     // OURS: trip with failures, then measure the rejection.
-    // let ours = breaker_runtime::CircuitBreaker::new(
-    //     "bench",
-    //     breaker_runtime::CircuitBreakerConfig::builder()
-    //         .recovery_timeout(LONG_RECOVERY)
-    //         .build()
-    //         .unwrap(),
-    // )
-    // .unwrap();
-    // trip("ours", || {
-    //     ours.call(|| Err::<u64, ()>(()))
-    //         .is_err_and(|e| e.breaker_error().is_some_and(|b| b.is_rejection()))
-    // });
-    // group.bench_function(ids::OURS_DIRECT, |b| b.iter(|| ours.call(|| work(1))));
+    let ours = breaker_runtime::CircuitBreaker::new(
+        "bench",
+        breaker_runtime::CircuitBreakerConfig::builder()
+            .recovery_timeout(LONG_RECOVERY)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    trip("ours", || {
+        ours.call(|| Err::<u64, ()>(()))
+            .is_err_and(|e| e.breaker_error().is_some_and(|b| b.retry_after().is_some()))
+    });
+    // The rejection serves a fallback, as an application would.
+    group.bench_function(ids::OURS_DIRECT, |b| {
+        b.iter(|| ours.call_with_fallback(|| work(1), || 0))
+    });
 
     // The default policy's backoff is jittered 5-10 s; a constant hour keeps
     // the breaker open for the whole run.
@@ -309,19 +312,19 @@ fn async_timeout(c: &mut Criterion) {
     // OURS: `call_async` applies the breaker's own `timeout_duration`, so set
     // it to CALL_TIMEOUT and pass the bare fn; plus the `#[circuit_breaker]`
     // async fn declared at the top of this file.
-    // let ours = breaker_runtime::CircuitBreaker::new(
-    //     "bench",
-    //     breaker_runtime::CircuitBreakerConfig::builder()
-    //         .timeout_duration(CALL_TIMEOUT)
-    //         .build()
-    //         .unwrap(),
-    // )
-    // .unwrap();
-    // group.bench_function(ids::OURS_DIRECT, |b| {
-    //     b.iter_custom(|iters| {
-    //         async_loop(&rt, iters, async || ours.call_async(async { work(1) }).await)
-    //     })
-    // });
+    let ours = breaker_runtime::CircuitBreaker::new(
+        "bench",
+        breaker_runtime::CircuitBreakerConfig::builder()
+            .timeout_duration(CALL_TIMEOUT)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    group.bench_function(ids::OURS_DIRECT, |b| {
+        b.iter_custom(|iters| {
+            async_loop(&rt, iters, async || ours.call_async(async { work(1) }).await)
+        })
+    });
     // group.bench_function(ids::OURS_MACRO, |b| {
     //     b.iter_custom(|iters| async_loop(&rt, iters, async || ours_macro_timed_work(1).await))
     // });
@@ -370,20 +373,20 @@ fn rate_limit(c: &mut Criterion) {
 
     // OURS: breaker_runtime's limiter is crate-private and runs inside a call,
     // so this row is "breaker + limiter" against governor's bare `check`.
-    // let ours = breaker_runtime::CircuitBreaker::new(
-    //     "bench",
-    //     breaker_runtime::CircuitBreakerConfig::builder()
-    //         .rate_limit_per_minute(u32::MAX)
-    //         .build()
-    //         .unwrap(),
-    // )
-    // .unwrap();
-    // group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::ONE_THREAD), |b| {
-    //     b.iter(|| ours.call(|| work(1)))
-    // });
-    // group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::TWO_THREADS), |b| {
-    //     b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1))))
-    // });
+    let ours = breaker_runtime::CircuitBreaker::new(
+        "bench",
+        breaker_runtime::CircuitBreakerConfig::builder()
+            .rate_limit_per_minute(u32::MAX)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::ONE_THREAD), |b| {
+        b.iter(|| ours.call(|| work(1)))
+    });
+    group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::TWO_THREADS), |b| {
+        b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1))))
+    });
 
     let limiter = RateLimiter::direct(quota);
     // A denial takes a cheaper path than an admission; count them (only on

@@ -5,12 +5,13 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, ClockHandle};
 use crate::config::{CircuitBreakerConfig, ConfigError};
-use crate::core::{Admission, Core, Transition};
+use crate::core::{Admission, Admitted, Core, Transition};
 use crate::counters::Count;
 use crate::error::{BreakerError, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
@@ -211,26 +212,12 @@ impl CircuitBreaker {
     pub(crate) fn admit(&self) -> Result<Permit<'_>, FallbackReason> {
         let inner = &*self.inner;
         let admission = match inner.core.acquire() {
-            Ok((admission, transition)) => {
-                if transition.is_some() {
-                    self.emit_transition(transition);
-                }
-                admission
-            }
-            Err((reason, transition)) => {
-                self.emit_transition(transition);
-                events::emit(&inner.name, EventKind::Rejected { reason });
-                return Err(reason);
-            }
+            Ok((admission, None)) => admission,
+            acquired => self.admit_slow(acquired)?,
         };
         if let Some(limiter) = &inner.limiter {
             if let Err(retry_after) = limiter.check() {
-                // Never made, so it moves nothing: give back a probe slot.
-                inner.core.release(admission);
-                inner.core.counters.add(Count::RateLimited, 1);
-                let reason = FallbackReason::RateLimited { retry_after };
-                events::emit(&inner.name, EventKind::Rejected { reason });
-                return Err(reason);
+                return Err(self.rate_limited(admission, retry_after));
             }
         }
         Ok(Permit {
@@ -238,6 +225,39 @@ impl CircuitBreaker {
             admission,
             settled: false,
         })
+    }
+
+    /// Reports what an admission off the closed path brought: a transition,
+    /// or a rejection.
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(
+        &self,
+        acquired: Result<Admitted, (FallbackReason, Option<Transition>)>,
+    ) -> Result<Admission, FallbackReason> {
+        match acquired {
+            Ok((admission, transition)) => {
+                self.emit_transition(transition);
+                Ok(admission)
+            }
+            Err((reason, transition)) => {
+                self.emit_transition(transition);
+                events::emit(&self.inner.name, EventKind::Rejected { reason });
+                Err(reason)
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
+        let core = &self.inner.core;
+        // Never made, so it moves nothing: give back a probe slot.
+        core.release(admission);
+        core.counters.add(Count::RateLimited, 1);
+        let reason = FallbackReason::RateLimited { retry_after };
+        events::emit(&self.inner.name, EventKind::Rejected { reason });
+        reason
     }
 
     pub(crate) fn reason_error(&self, reason: FallbackReason) -> BreakerError {
@@ -248,6 +268,7 @@ impl CircuitBreaker {
         )
     }
 
+    #[cold]
     pub(crate) fn emit_transition(&self, transition: Option<Transition>) {
         if let Some(Transition { from, to, cause }) = transition {
             events::emit(&self.inner.name, EventKind::Transition { from, to, cause });

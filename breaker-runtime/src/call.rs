@@ -270,7 +270,9 @@ enum Verdict<T, E> {
     Return(Result<T, CallError<E>>),
     Fallback {
         reason: FallbackReason,
-        otherwise: Result<T, CallError<E>>,
+        /// What the caller gets if the fallback has nothing to serve;
+        /// `None` for the breaker's own error for `reason`, built only then.
+        otherwise: Option<Result<T, CallError<E>>>,
     },
 }
 
@@ -343,17 +345,30 @@ impl CircuitBreaker {
             Err(reason) => self.rejected(reason),
             Ok(permit) => {
                 let clock = &self.inner.core.clock;
-                let start = clock.now();
+                let sampled = counters::sample_this_call();
+                let start = if sampled {
+                    clock.now()
+                } else {
+                    clock.coarse_now()
+                };
                 let result = f();
-                let elapsed = clock.now().saturating_sub(start);
-                if counters::sample_this_call() {
+                let end = if sampled {
+                    clock.now()
+                } else {
+                    clock.coarse_now()
+                };
+                let elapsed = end.saturating_sub(start);
+                if sampled {
                     self.sample_response(elapsed);
                 }
                 let late = elapsed > duration_nanos(self.inner.config.timeout_duration);
                 self.judge(permit, result, late, options, FallbackFor::record_success)
             }
         };
-        self.resolve_sync(verdict, &options.fallback)
+        match verdict {
+            Verdict::Return(result) => result,
+            verdict => self.resolve_sync(verdict, &options.fallback),
+        }
     }
 
     /// Calls `f` on a worker thread and releases the caller at
@@ -517,7 +532,7 @@ impl CircuitBreaker {
             Verdict::Return(result) => result,
             Verdict::Fallback { reason, otherwise } => {
                 match AsyncFallbackFor::serve(&options.fallback, &reason) {
-                    None => otherwise,
+                    None => self.otherwise(reason, otherwise),
                     Some(fallback) => {
                         let served = catch_unwind_future(reason, fallback).await;
                         self.settle_fallback(reason, served)
@@ -525,6 +540,14 @@ impl CircuitBreaker {
                 }
             }
         }
+    }
+
+    fn otherwise<T, E>(
+        &self,
+        reason: FallbackReason,
+        otherwise: Option<Result<T, CallError<E>>>,
+    ) -> Result<T, CallError<E>> {
+        otherwise.unwrap_or_else(|| Err(CallError::Breaker(self.reason_error(reason))))
     }
 
     fn sample_response(&self, elapsed: u64) {
@@ -537,7 +560,7 @@ impl CircuitBreaker {
     fn rejected<T, E>(&self, reason: FallbackReason) -> Verdict<T, E> {
         Verdict::Fallback {
             reason,
-            otherwise: Err(CallError::Breaker(self.reason_error(reason))),
+            otherwise: None,
         }
     }
 
@@ -548,12 +571,12 @@ impl CircuitBreaker {
         let reason = FallbackReason::Timeout { after };
         Verdict::Fallback {
             reason,
-            otherwise: Err(CallError::Breaker(self.reason_error(reason))),
+            otherwise: None,
         }
     }
 
     /// Counts a finished call and decides what the caller gets.
-    #[inline]
+    #[inline(always)]
     fn judge<T, E, Fb, Q, C>(
         &self,
         permit: Permit<'_>,
@@ -566,7 +589,34 @@ impl CircuitBreaker {
         Q: QualityFor<T>,
         C: Classify<T, E>,
     {
-        let mut outcome = options.classify.classify(&result);
+        let outcome = options.classify.classify(&result);
+        if let (Outcome::Success, Ok(value), false) = (outcome, &result, late) {
+            let threshold = self.inner.config.quality_threshold;
+            // NaN fails both comparisons, so it is a failure too.
+            let good = |score: f64| score >= threshold && score <= 1.0;
+            if options.quality.score(value).is_none_or(good) {
+                record_success(&options.fallback, value);
+                permit.record(Outcome::Success);
+                return Verdict::Return(result.map_err(CallError::Inner));
+            }
+        }
+        self.judge_slow(permit, result, outcome, late, options, record_success)
+    }
+
+    /// The rest of [`judge`](Self::judge): failures, low quality, lateness.
+    #[inline(never)]
+    fn judge_slow<T, E, Fb, Q, C>(
+        &self,
+        permit: Permit<'_>,
+        result: Result<T, E>,
+        mut outcome: Outcome,
+        late: bool,
+        options: &CallOptions<Fb, Q, C>,
+        record_success: impl FnOnce(&Fb, &T),
+    ) -> Verdict<T, E>
+    where
+        Q: QualityFor<T>,
+    {
         let mut low_score = None;
         if let (Outcome::Success, Ok(value)) = (outcome, &result) {
             if let Some(score) = options.quality.score(value) {
@@ -602,7 +652,7 @@ impl CircuitBreaker {
             let reason = FallbackReason::LowQuality { score, threshold };
             return Verdict::Fallback {
                 reason,
-                otherwise: Err(CallError::Breaker(self.reason_error(reason))),
+                otherwise: None,
             };
         }
         let reason = if late {
@@ -617,15 +667,16 @@ impl CircuitBreaker {
             // nothing better exists unless a fallback has one.
             Ok(value) => Verdict::Fallback {
                 reason,
-                otherwise: Ok(value),
+                otherwise: Some(Ok(value)),
             },
             Err(error) => Verdict::Fallback {
                 reason,
-                otherwise: Err(CallError::Inner(error)),
+                otherwise: Some(Err(CallError::Inner(error))),
             },
         }
     }
 
+    #[inline(never)]
     fn resolve_sync<T, E, Fb: FallbackFor<T, E>>(
         &self,
         verdict: Verdict<T, E>,
@@ -638,7 +689,7 @@ impl CircuitBreaker {
                     with_reason(reason, || fallback.serve(&reason))
                 }));
                 match served {
-                    Ok(None) => otherwise,
+                    Ok(None) => self.otherwise(reason, otherwise),
                     Ok(Some(result)) => self.settle_fallback(reason, Ok(result)),
                     Err(payload) => self.settle_fallback(reason, Err(payload)),
                 }

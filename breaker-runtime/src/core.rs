@@ -294,7 +294,9 @@ impl Core {
             return Err((FallbackReason::ForcedOpen, None));
         }
         if word.mode() == MODE_OPEN {
-            let now = self.clock.now();
+            // Coarse: a probe admitted a tick late does no harm, and the
+            // rejection path then reads no clock.
+            let now = self.clock.coarse_now();
             // Relaxed: ordered by the Acquire load of the word (invariant 4).
             let until = self.open_until.load(Ordering::Relaxed);
             if now < until {
@@ -355,15 +357,26 @@ impl Core {
     /// Records the outcome of an admitted call and moves the state.
     #[inline]
     pub(crate) fn record(&self, admission: Admission, outcome: Outcome) -> Option<Transition> {
+        if let (Outcome::Success, Admission::Closed(generation)) = (outcome, admission) {
+            // The hot path: only reads, unless failures must be reset or a
+            // failure-rate window must see the success.
+            self.counters.add(Count::Success, 1);
+            if self.load().fails() != 0 || self.failure_rate.is_some() {
+                self.closed_success_slow(generation);
+            }
+            return None;
+        }
+        self.record_slow(admission, outcome)
+    }
+
+    #[inline(never)]
+    fn record_slow(&self, admission: Admission, outcome: Outcome) -> Option<Transition> {
         match outcome {
             Outcome::Success => {
                 self.counters.add(Count::Success, 1);
                 match admission {
-                    // The hot path: only reads, unless failures must be reset
-                    // or a failure-rate window must see the success.
                     Admission::Closed(generation) => {
-                        let word = self.load();
-                        if word.fails() != 0 || self.failure_rate.is_some() {
+                        if self.load().fails() != 0 || self.failure_rate.is_some() {
                             self.closed_success_slow(generation);
                         }
                         None
