@@ -1,4 +1,375 @@
 //! Support for the code `#[circuit_breaker]` generates. Not a public API:
 //! nothing here is covered by semver.
+//!
+//! Only re-exports, the per-call-site handle ([`Site`]) and small glue whose
+//! bounds carry the diagnostics a user sees; every decision about a call is
+//! made by [`CallOptions`] and the `call_*` methods of [`CircuitBreaker`].
+
 pub use ::core;
 pub use ::std;
+
+pub use ::core::time::Duration;
+
+pub use crate::{
+    AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
+    FallbackReason, Outcome,
+};
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::Hash;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
+use crate::CachedFallback;
+
+/// Names the function's return type `R` for inference, where a type
+/// annotation could not be written.
+pub struct Returns<R>(core::marker::PhantomData<fn() -> R>);
+
+/// A [`Returns`] for `R`.
+#[inline]
+pub const fn returns<R>() -> Returns<R> {
+    Returns(core::marker::PhantomData)
+}
+
+/// One annotated function's handle on its breaker, resolved through the
+/// registry on the first call and kept in a `static` for every later one.
+#[derive(Debug)]
+pub struct Site {
+    name: &'static str,
+    breaker: OnceLock<Result<CircuitBreaker, BreakerError>>,
+    cache: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Site {
+    /// A site for the breaker named `name`, not yet resolved.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            breaker: OnceLock::new(),
+            cache: OnceLock::new(),
+        }
+    }
+
+    /// The breaker, registered with `config` unless the name exists. The
+    /// macro validated `config`, so the error is for a bug, not for users.
+    #[inline]
+    pub fn breaker(
+        &'static self,
+        config: impl FnOnce() -> CircuitBreakerConfig,
+    ) -> Result<&'static CircuitBreaker, &'static BreakerError> {
+        self.breaker
+            .get_or_init(|| {
+                crate::registry()
+                    .get_or_register(self.name, config())
+                    .map_err(|source| BreakerError::InvalidConfig {
+                        name: self.name.to_owned(),
+                        source,
+                    })
+            })
+            .as_ref()
+    }
+
+    /// The breaker's cached fallback for keys `K` and values `V`, remembered
+    /// at the site. A site in a generic `impl` can meet several `K`/`V`; the
+    /// types it did not remember are looked up on the breaker each call.
+    #[inline]
+    pub fn cache<K, R>(
+        &'static self,
+        breaker: &CircuitBreaker,
+        _key: &K,
+        _: Returns<R>,
+    ) -> CacheRef<K, R::Ok>
+    where
+        K: Hash + Eq + Send + 'static,
+        R: Fallible,
+        R::Ok: Send + 'static,
+    {
+        type V<R> = <R as Fallible>::Ok;
+        let erased = self.cache.get_or_init(|| breaker.cache::<K, V<R>>());
+        match erased.downcast_ref::<CachedFallback<K, V<R>>>() {
+            Some(cache) => CacheRef::Site(cache),
+            None => CacheRef::Breaker(breaker.cache::<K, V<R>>()),
+        }
+    }
+}
+
+/// A cached fallback, borrowed from a [`Site`] or held for one call.
+#[derive(Debug)]
+pub enum CacheRef<K: Hash + Eq + 'static, V: 'static> {
+    /// The site's remembered cache.
+    Site(&'static CachedFallback<K, V>),
+    /// A cache looked up on the breaker for this call.
+    Breaker(Arc<CachedFallback<K, V>>),
+}
+
+impl<K: Hash + Eq, V> Deref for CacheRef<K, V> {
+    type Target = CachedFallback<K, V>;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Site(cache) => cache,
+            Self::Breaker(cache) => cache,
+        }
+    }
+}
+
+/// The `Ok` and `Err` types of a function returning some `Result` alias.
+pub trait Fallible {
+    /// The `Ok` type.
+    type Ok;
+    /// The `Err` type.
+    type Err;
+}
+
+impl<T, E> Fallible for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+}
+
+/// An error type that can carry the breaker's own errors.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot carry the circuit breaker's errors: it does not implement `From<BreakerError>`",
+    label = "`{Self}` must implement `From<breaker_runtime::BreakerError>`",
+    note = "when the breaker rejects or times out a call and no fallback answers, the function returns `Err(From::from(breaker_error))`",
+    note = "implement `From<breaker_runtime::BreakerError>` for `{Self}` (with thiserror: a `#[from]` variant), or add `fallback = some_fn`"
+)]
+pub trait FromBreakerError: Sized {
+    /// `E::from(error)`.
+    fn from_breaker_error(error: BreakerError) -> Self;
+}
+
+impl<E: From<BreakerError>> FromBreakerError for E {
+    #[inline]
+    fn from_breaker_error(error: BreakerError) -> Self {
+        E::from(error)
+    }
+}
+
+/// A part of a `fallback = cached` key.
+#[diagnostic::on_unimplemented(
+    message = "`fallback = cached` needs every argument to be part of a hashable key, but `{Self}` is not `Hash + Eq + Clone + Send + 'static`",
+    label = "this argument cannot be part of the cache key",
+    note = "derive `Hash, PartialEq, Eq, Clone` for the argument's type, or use `fallback = some_fn` instead"
+)]
+pub trait CacheKey: Hash + Eq + Clone + Send + 'static {}
+
+impl<K: Hash + Eq + Clone + Send + 'static> CacheKey for K {}
+
+/// A value a `fallback = cached` function can remember.
+#[diagnostic::on_unimplemented(
+    message = "`fallback = cached` remembers results, but `{Self}` is not `Clone + Send + 'static`",
+    label = "the `Ok` type must be `Clone + Send + 'static` to be cached",
+    note = "derive `Clone` for the result type, or use `fallback = some_fn` instead"
+)]
+pub trait CacheValue: Clone + Send + 'static {}
+
+impl<V: Clone + Send + 'static> CacheValue for V {}
+
+/// One argument's part of a `fallback = cached` key: an owned copy.
+#[inline]
+pub fn cache_key<B>(argument: &B) -> B::Owned
+where
+    B: ?Sized + ToOwned,
+    B::Owned: CacheKey,
+{
+    argument.to_owned()
+}
+
+/// An argument a fallback function gets its own copy of.
+#[diagnostic::on_unimplemented(
+    message = "a `fallback` function gets its own copy of every argument, but `{Self}` is not `Clone`",
+    label = "this argument is cloned for the fallback",
+    note = "take the argument by reference (`&T`), derive `Clone` for its type, or use `fallback = cached`"
+)]
+pub trait FallbackArg: Clone {}
+
+impl<A: Clone> FallbackArg for A {}
+
+/// A copy of an argument for the fallback (for a reference, the reference).
+#[inline]
+pub fn fallback_arg<A: FallbackArg>(argument: &A) -> A {
+    argument.clone()
+}
+
+/// A fallback function's answer as a call result.
+#[inline]
+pub fn answered<T, E>(answer: Result<T, E>) -> Result<T, CallError<E>> {
+    answer.map_err(CallError::Inner)
+}
+
+/// Checks that the `Ok` type of `R` can be cached.
+#[inline]
+pub fn cache_value<R>(_: Returns<R>)
+where
+    R: Fallible,
+    R::Ok: CacheValue,
+{
+}
+
+/// Checks a `quality = ...` evaluator of a function returning `R: Result`.
+#[inline]
+pub fn quality_of_ok<R: Fallible, Q: Fn(&R::Ok) -> f64>(
+    quality: Q,
+    _: Returns<R>,
+) -> impl Fn(&R::Ok) -> f64 {
+    quality
+}
+
+/// Checks a `quality = ...` evaluator of a function returning a plain `R`.
+#[inline]
+pub fn quality_of_value<R, Q: Fn(&R) -> f64>(quality: Q, _: Returns<R>) -> impl Fn(&R) -> f64 {
+    quality
+}
+
+/// Checks a `classify = ...` function of a function returning `R: Result`.
+#[inline]
+pub fn classify_result<R, C: Fn(&R) -> Outcome>(
+    classify: C,
+    _: Returns<R>,
+) -> impl Fn(&R) -> Outcome {
+    classify
+}
+
+/// Adapts a `classify = ...` function of a function returning a plain `R`.
+#[inline]
+pub fn classify_value<R, C: Fn(&R) -> Outcome>(
+    classify: C,
+    _: Returns<R>,
+) -> impl Fn(&Result<R, Infallible>) -> Outcome {
+    move |result: &Result<R, Infallible>| match result {
+        Ok(value) => classify(value),
+        Err(never) => match *never {},
+    }
+}
+
+/// A plain return value as an infallible call result.
+#[inline]
+pub fn ok<R>(value: R) -> Result<R, Infallible> {
+    Ok(value)
+}
+
+/// The call result for a site whose breaker could not be created.
+#[cold]
+pub fn unavailable<T, E>(error: &BreakerError) -> Result<T, CallError<E>> {
+    Err(CallError::Breaker(error.clone()))
+}
+
+/// A `Result` function's return value, no fallback or a cached one: the
+/// breaker's errors become `E`.
+#[inline]
+pub fn finish<T, E: FromBreakerError>(result: Result<T, CallError<E>>) -> Result<T, E> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::Breaker(error)) => Err(E::from_breaker_error(error)),
+    }
+}
+
+/// A `Result` function's return value with a fallback function: the fallback
+/// always answers, so a breaker error means it panicked, and the panic goes on.
+#[inline]
+pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::Breaker(error)) => fallback_failed(error),
+    }
+}
+
+/// A plain function's return value: as [`finish_served`].
+#[inline]
+pub fn finish_value<R>(result: Result<R, CallError<Infallible>>) -> R {
+    match result {
+        Ok(value) => value,
+        Err(CallError::Inner(never)) => match never {},
+        Err(CallError::Breaker(error)) => fallback_failed(error),
+    }
+}
+
+/// The value inside an infallible result.
+#[inline]
+pub fn infallible<R>(result: Result<R, Infallible>) -> R {
+    match result {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+#[cold]
+#[track_caller]
+fn fallback_failed(error: BreakerError) -> ! {
+    panic!("{error}")
+}
+
+/// Awaits an async fallback's answer, or takes a sync one as it is: a
+/// `fallback = ...` of an async function may be either.
+pub mod serve {
+    use super::{Future, Infallible, Returns};
+
+    /// Marks an answer that is a future.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Later;
+
+    /// Marks an answer that is already there.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Now;
+
+    /// Picked first, for futures.
+    pub trait IsFuture {
+        /// [`Later`].
+        fn breaker_answer_kind(&self) -> Later {
+            Later
+        }
+    }
+
+    impl<F: Future> IsFuture for F {}
+
+    /// Picked by autoref when the answer is not a future.
+    pub trait IsValue {
+        /// [`Now`].
+        fn breaker_answer_kind(&self) -> Now {
+            Now
+        }
+    }
+
+    impl<V> IsValue for &V {}
+
+    impl Later {
+        /// The answer of a function returning `R: Result`.
+        pub fn result<R>(
+            self,
+            answer: impl Future<Output = R>,
+            _: Returns<R>,
+        ) -> impl Future<Output = R> {
+            answer
+        }
+
+        /// The answer of a function returning a plain `R`.
+        pub async fn value<R>(
+            self,
+            answer: impl Future<Output = R>,
+            _: Returns<R>,
+        ) -> Result<R, Infallible> {
+            Ok(answer.await)
+        }
+    }
+
+    impl Now {
+        /// The answer of a function returning `R: Result`.
+        pub fn result<R>(self, answer: R, _: Returns<R>) -> std::future::Ready<R> {
+            std::future::ready(answer)
+        }
+
+        /// The answer of a function returning a plain `R`.
+        pub fn value<R>(
+            self,
+            answer: R,
+            _: Returns<R>,
+        ) -> std::future::Ready<Result<R, Infallible>> {
+            std::future::ready(Ok(answer))
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::breaker::{CircuitBreaker, Permit};
-use crate::clock::duration_nanos;
+use crate::clock::{ClockHandle, duration_nanos};
 use crate::counters::{self, Count};
 use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
@@ -503,8 +503,10 @@ impl CircuitBreaker {
                 let timeout = self.inner.config.timeout_duration;
                 let clock = &self.inner.core.clock;
                 let sampled = counters::sample_this_call();
+                #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
-                match run_with_deadline(timeout, fut).await {
+                match run_with_deadline(timeout, clock, fut).await {
+                    #[cfg(feature = "tokio")]
                     Finished::OnTime(result) => {
                         if sampled {
                             self.sample_response(clock.now().saturating_sub(start));
@@ -517,13 +519,19 @@ impl CircuitBreaker {
                             AsyncFallbackFor::record_success,
                         )
                     }
-                    Finished::Unenforced(result, elapsed) => self.judge(
-                        permit,
-                        result,
-                        elapsed > timeout,
-                        options,
-                        AsyncFallbackFor::record_success,
-                    ),
+                    Finished::Unenforced(result, elapsed) => {
+                        if sampled {
+                            self.sample_response(elapsed);
+                        }
+                        self.judge(
+                            permit,
+                            result,
+                            elapsed > duration_nanos(timeout),
+                            options,
+                            AsyncFallbackFor::record_success,
+                        )
+                    }
+                    #[cfg(feature = "tokio")]
                     Finished::Late => self.timed_out(permit, timeout),
                 }
             }
@@ -531,12 +539,20 @@ impl CircuitBreaker {
         match verdict {
             Verdict::Return(result) => result,
             Verdict::Fallback { reason, otherwise } => {
-                match AsyncFallbackFor::serve(&options.fallback, &reason) {
-                    None => self.otherwise(reason, otherwise),
-                    Some(fallback) => {
+                // Making the future runs the fallback's synchronous part, so
+                // it too sees its reason and has its panics caught.
+                let fallback = panic::catch_unwind(AssertUnwindSafe(|| {
+                    with_reason(reason, || {
+                        AsyncFallbackFor::serve(&options.fallback, &reason)
+                    })
+                }));
+                match fallback {
+                    Ok(None) => self.otherwise(reason, otherwise),
+                    Ok(Some(fallback)) => {
                         let served = catch_unwind_future(reason, fallback).await;
                         self.settle_fallback(reason, served)
                     }
+                    Err(payload) => self.settle_fallback(reason, Err(payload)),
                 }
             }
         }
@@ -735,13 +751,20 @@ impl CircuitBreaker {
 
 /// How an async call under a deadline ended.
 enum Finished<R> {
+    #[cfg(feature = "tokio")]
     OnTime(R),
-    /// No timer was available; the call ran for the given time.
-    Unenforced(R, Duration),
+    /// No timer was available; the call ran for the given time (ns of the
+    /// breaker's clock).
+    Unenforced(R, u64),
+    #[cfg(feature = "tokio")]
     Late,
 }
 
-async fn run_with_deadline<R>(timeout: Duration, fut: impl Future<Output = R>) -> Finished<R> {
+async fn run_with_deadline<R>(
+    timeout: Duration,
+    clock: &ClockHandle,
+    fut: impl Future<Output = R>,
+) -> Finished<R> {
     #[cfg(feature = "tokio")]
     if tokio::runtime::Handle::try_current().is_ok() {
         return match tokio::time::timeout(timeout, fut).await {
@@ -749,9 +772,11 @@ async fn run_with_deadline<R>(timeout: Duration, fut: impl Future<Output = R>) -
             Err(_) => Finished::Late,
         };
     }
-    let start = std::time::Instant::now();
+    #[cfg(not(feature = "tokio"))]
+    let _ = timeout;
+    let start = clock.now();
     let result = fut.await;
-    Finished::Unenforced(result, start.elapsed())
+    Finished::Unenforced(result, clock.now().saturating_sub(start))
 }
 
 /// Polls a fallback future with its reason visible to

@@ -274,10 +274,10 @@ impl Core {
         self.load().detailed()
     }
 
-    /// Admits a call, or says why not. Rejections are counted here.
-    #[inline]
-    /// A transition, if any, is the one this admission caused (open to
+    /// Admits a call, or says why not. Rejections are counted here. A
+    /// transition, if any, is the one this admission caused (open to
     /// half-open) or found the rejection with.
+    #[inline]
     pub(crate) fn acquire(&self) -> Result<Admitted, (FallbackReason, Option<Transition>)> {
         let word = self.load();
         match word.mode() {
@@ -497,12 +497,12 @@ impl Core {
                     }
                     _ => false,
                 };
-                if retry_until.is_some() {
-                    Some(TransitionCause::RetryAfter)
-                } else if fails >= self.failure_threshold {
+                if fails >= self.failure_threshold {
                     Some(TransitionCause::FailureThreshold)
                 } else if rate_tripped {
                     Some(TransitionCause::FailureRate)
+                } else if retry_until.is_some() {
+                    Some(TransitionCause::RetryAfter)
                 } else {
                     self.store(Word::new(MODE_CLOSED, word.generation(), fails));
                     None

@@ -10,7 +10,7 @@
 use std::cell::Cell;
 
 use crate::error::FailureType;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// One counter per slot of a shard. Sixteen `u64`s fill a 128-byte shard,
 /// which is the unit of false sharing on current x86 (adjacent-line
@@ -114,7 +114,9 @@ fn shard_count() -> usize {
     cores.next_power_of_two().clamp(4, 64)
 }
 
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+// std even under loom: a round-robin hint, not engine state (and loom's
+// atomics cannot be statics).
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 thread_local! {
     static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };

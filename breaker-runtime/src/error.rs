@@ -53,7 +53,7 @@ impl FailureType {
 
 impl fmt::Display for FailureType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -210,7 +210,11 @@ impl fmt::Display for RegistryStatus {
                 let m = &b.metrics;
                 let mut notes = Vec::new();
                 if m.consecutive_failures > 0 {
-                    notes.push(format!("{} consecutive failures", m.consecutive_failures));
+                    let plural = if m.consecutive_failures == 1 { "" } else { "s" };
+                    notes.push(format!(
+                        "{} consecutive failure{plural}",
+                        m.consecutive_failures
+                    ));
                 }
                 if let Some(last) = m.last_failure {
                     notes.push(format!(
@@ -239,7 +243,11 @@ impl fmt::Display for RegistryStatus {
                     m.rate_limited_calls.to_string(),
                     m.fallback_calls.to_string(),
                     format!("{:.1}%", m.success_rate * 100.0),
-                    format!("{:.1?}", m.average_response_time),
+                    if m.average_response_time.is_zero() {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.1?}", m.average_response_time)
+                    },
                     notes.join("; "),
                 ]
             })

@@ -3,9 +3,9 @@
 //! real code rather than of a copy.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A mutex whose `lock` cannot fail: parking_lot's outside loom, loom's
 /// (unwrapped, since loom's poisoning cannot happen in our models) inside.
