@@ -1,1 +1,313 @@
+//! Loom models of the state machine's concurrency guarantees.
+//!
+//! Under `cfg(loom)` the engine's atomics and mutex are loom's (see
+//! `src/sync.rs`), and so is the [`ManualClock`]'s counter, so every model
+//! builds its breaker and clock inside `loom::model` and loom explores the
+//! interleavings of the real code. Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test -p breaker-runtime --no-default-features --test loom --release
+//! ```
 #![cfg(loom)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+use std::time::Duration;
+
+use breaker_runtime::{
+    CircuitBreaker, CircuitBreakerConfig, DetailedState, EventKind, FailureType, ManualClock,
+    Outcome, subscribe,
+};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+const RECOVERY: Duration = Duration::from_secs(1);
+
+/// Explores every interleaving, or (with `Some(n)`) those with at most `n`
+/// forced switches: two-thread models run exhaustively in milliseconds;
+/// three-thread ones need a bound of 3 to finish in seconds.
+fn check(preemptions: Option<usize>, model: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = preemptions;
+    builder.check(model);
+}
+
+/// A breaker on a manual clock; both must be made inside `loom::model`.
+fn breaker(name: &str, config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder(name)
+        .config(config)
+        .clock(clock.clone())
+        .build()
+        .expect("valid configuration");
+    (breaker, clock)
+}
+
+/// A breaker that tripped on one failure and whose recovery timeout has
+/// passed: the next call takes it to half-open.
+fn ready_to_probe(
+    name: &str,
+    success_threshold: u32,
+    half_open_max_calls: u32,
+) -> (CircuitBreaker, ManualClock) {
+    ready_to_probe_after(name, 1, success_threshold, half_open_max_calls)
+}
+
+/// As [`ready_to_probe`], tripped by `failure_threshold` failures.
+fn ready_to_probe_after(
+    name: &str,
+    failure_threshold: u32,
+    success_threshold: u32,
+    half_open_max_calls: u32,
+) -> (CircuitBreaker, ManualClock) {
+    let config = CircuitBreakerConfig::builder()
+        .failure_threshold(failure_threshold)
+        .success_threshold(success_threshold)
+        .half_open_max_calls(half_open_max_calls)
+        .recovery_timeout(RECOVERY)
+        .build()
+        .expect("valid configuration");
+    let (breaker, clock) = breaker(name, config);
+    for _ in 0..failure_threshold {
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(Outcome::Failure(FailureType::Error));
+    }
+    assert_eq!(breaker.detailed_state(), DetailedState::Open);
+    clock.advance(RECOVERY);
+    (breaker, clock)
+}
+
+/// Counts the transition events of the breaker named `name`; the counter
+/// is a std atomic because listeners outlive each loom execution.
+fn count_transitions(name: &'static str) -> Arc<AtomicU64> {
+    let seen = Arc::new(AtomicU64::new(0));
+    let sink = Arc::clone(&seen);
+    // Listens for the whole test binary: each model uses its own name.
+    let _subscription = subscribe(move |event| {
+        if event.breaker == name && matches!(event.kind, EventKind::Transition { .. }) {
+            sink.fetch_add(1, StdOrdering::Relaxed);
+        }
+    });
+    seen
+}
+
+/// Half-open admission never exceeds `half_open_max_calls`: each thread
+/// counts itself in while it holds a probe permit.
+fn probes_stay_within_limit(name: &'static str, max_calls: u32, threads: usize) {
+    check(Some(3), move || {
+        // A success threshold out of reach keeps the circuit half-open, so
+        // every thread competes for the same slots.
+        let (breaker, _clock) = ready_to_probe(name, 10, max_calls);
+        let holding = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let breaker = breaker.clone();
+                let holding = Arc::clone(&holding);
+                thread::spawn(move || {
+                    let Ok(permit) = breaker.try_acquire() else {
+                        return false;
+                    };
+                    // SeqCst: the count must be one total order across threads.
+                    let now_holding = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    assert!(
+                        now_holding <= max_calls as usize,
+                        "{now_holding} probes admitted at once, limit {max_calls}"
+                    );
+                    assert!(permit.is_probe());
+                    holding.fetch_sub(1, Ordering::SeqCst);
+                    permit.record(Outcome::Success);
+                    true
+                })
+            })
+            .collect();
+        let admitted = handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .filter(|&admitted| admitted)
+            .count() as u64;
+        let metrics = breaker.get_metrics();
+        assert_eq!(metrics.detailed_state, DetailedState::HalfOpen);
+        assert_eq!(metrics.probes_in_flight, 0, "every slot was given back");
+        assert!(admitted >= u64::from(max_calls.min(threads as u32)));
+        assert_eq!(metrics.successful_calls, admitted);
+        assert_eq!(metrics.rejected_calls, threads as u64 - admitted);
+        assert_eq!(
+            metrics.transitions, 2,
+            "Closed -> Open -> HalfOpen, once each"
+        );
+    });
+}
+
+#[test]
+fn one_probe_slot_admits_one_probe_at_a_time() {
+    probes_stay_within_limit("loom-one-slot", 1, 3);
+}
+
+#[test]
+fn two_probe_slots_admit_at_most_two_probes() {
+    probes_stay_within_limit("loom-two-slots", 2, 3);
+}
+
+#[test]
+fn concurrent_failures_open_the_circuit_once() {
+    const NAME: &str = "loom-failures";
+    let events = count_transitions(NAME);
+    check(None, move || {
+        events.store(0, StdOrdering::Relaxed);
+        let config = CircuitBreakerConfig::builder()
+            .failure_threshold(2)
+            .build()
+            .expect("valid configuration");
+        let (breaker, _clock) = breaker(NAME, config);
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let breaker = breaker.clone();
+                thread::spawn(move || {
+                    // The first failure cannot open the circuit, so both
+                    // calls are admitted whatever the interleaving.
+                    let permit = breaker.try_acquire().expect("closed below the threshold");
+                    permit.record(Outcome::Failure(FailureType::Error));
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        let metrics = breaker.get_metrics();
+        assert_eq!(metrics.detailed_state, DetailedState::Open);
+        assert_eq!(metrics.transitions, 1, "exactly one Closed -> Open");
+        assert_eq!(metrics.failures_by_type.error, 2);
+        assert_eq!(metrics.consecutive_failures, 0, "reset by the transition");
+        assert_eq!(
+            events.load(StdOrdering::Relaxed),
+            1,
+            "one event per transition"
+        );
+    });
+}
+
+#[test]
+fn concurrent_probe_successes_close_the_circuit_once() {
+    const NAME: &str = "loom-probes-close";
+    let events = count_transitions(NAME);
+    check(None, move || {
+        events.store(0, StdOrdering::Relaxed);
+        let (breaker, _clock) = ready_to_probe(NAME, 2, 2);
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let breaker = breaker.clone();
+                thread::spawn(move || {
+                    // Both race to move Open -> HalfOpen; the circuit cannot
+                    // close before both succeed, so both are admitted.
+                    let permit = breaker.try_acquire().expect("a probe slot is free");
+                    assert!(permit.is_probe());
+                    permit.record(Outcome::Success);
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        let metrics = breaker.get_metrics();
+        assert_eq!(metrics.detailed_state, DetailedState::Closed);
+        assert_eq!(
+            metrics.transitions, 3,
+            "Closed -> Open, then exactly one Open -> HalfOpen and one HalfOpen -> Closed"
+        );
+        assert_eq!(metrics.successful_calls, 2);
+        assert_eq!(metrics.probes_in_flight, 0);
+        // The setup's Closed -> Open counts too.
+        assert_eq!(events.load(StdOrdering::Relaxed), 3);
+    });
+}
+
+#[test]
+fn racing_probe_success_and_failure_leave_half_open_once() {
+    const NAME: &str = "loom-probes-race";
+    let events = count_transitions(NAME);
+    check(None, move || {
+        events.store(0, StdOrdering::Relaxed);
+        // Two failures to trip, so a failure the closed circuit admits
+        // after the success closed it cannot trip it again.
+        let (breaker, _clock) = ready_to_probe_after(NAME, 2, 1, 2);
+        let outcomes = [Outcome::Success, Outcome::Failure(FailureType::Timeout)];
+        let handles: Vec<_> = outcomes
+            .into_iter()
+            .map(|outcome| {
+                let breaker = breaker.clone();
+                thread::spawn(move || {
+                    // Admitted as a probe, or (after the other probe decided)
+                    // by the closed circuit or refused by the reopened one.
+                    if let Ok(permit) = breaker.try_acquire() {
+                        permit.record(outcome);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        let metrics = breaker.get_metrics();
+        let state = metrics.detailed_state;
+        assert!(
+            matches!(state, DetailedState::Closed | DetailedState::Open),
+            "the first outcome decides: {state:?}"
+        );
+        assert_eq!(metrics.transitions, 3, "one way out of half-open, not both");
+        assert_eq!(metrics.probes_in_flight, 0);
+        assert_eq!(
+            metrics.successful_calls + metrics.failed_calls + metrics.rejected_calls,
+            4,
+            "the setup's failures and both calls, each counted once"
+        );
+        assert_eq!(events.load(StdOrdering::Relaxed), 3);
+    });
+}
+
+#[test]
+fn cancelled_probe_gives_its_slot_back() {
+    check(None, || {
+        let (breaker, _clock) = ready_to_probe("loom-cancel", 1, 1);
+        let canceller = {
+            let breaker = breaker.clone();
+            thread::spawn(move || {
+                // Dropped unrecorded: a cancelled future or abandoned call.
+                drop(breaker.try_acquire());
+            })
+        };
+        let prober = {
+            let breaker = breaker.clone();
+            thread::spawn(move || {
+                if let Ok(permit) = breaker.try_acquire() {
+                    permit.record(Outcome::Success);
+                }
+            })
+        };
+        canceller.join().unwrap();
+        prober.join().unwrap();
+        // Whoever lost the race for the one slot, it is free again: the
+        // circuit either closed already or admits a probe now.
+        let mut calls = 3;
+        if breaker.detailed_state() == DetailedState::HalfOpen {
+            let permit = breaker
+                .try_acquire()
+                .expect("the cancelled probe gave its slot back");
+            assert!(permit.is_probe());
+            permit.record(Outcome::Success);
+            calls += 1;
+        }
+        let metrics = breaker.get_metrics();
+        assert_eq!(metrics.detailed_state, DetailedState::Closed);
+        assert_eq!(metrics.probes_in_flight, 0);
+        assert_eq!(
+            metrics.total_calls, calls,
+            "the setup's failure and every call since"
+        );
+        assert_eq!(
+            metrics.cancelled_calls + metrics.rejected_calls + metrics.successful_calls,
+            calls - 1
+        );
+    });
+}

@@ -150,7 +150,7 @@ fn status_prints_an_aligned_table_and_serialises_to_json() {
             .iter()
             .all(|line| line[state_column - 2..].starts_with("  "))
     );
-    assert!(lines[2].contains("1 consecutive failures"), "{table}");
+    assert!(lines[2].contains("1 consecutive failure;"), "{table}");
 
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["breakers"][1]["name"], "llm");
