@@ -1,8 +1,274 @@
-//! The `#[circuit_breaker]` attribute.
+//! The `#[circuit_breaker]` attribute of `breaker-runtime`. Use it through
+//! `breaker_runtime::circuit_breaker`; see that re-export for the keys.
+//!
+//! `attr.rs` parses the arguments, `valid.rs` checks them against each other
+//! and against the function (`func.rs`), and `expand.rs` writes the code.
+
+mod attr;
+mod errors;
+mod expand;
+mod func;
+mod valid;
+
 use proc_macro::TokenStream;
 
-/// Placeholder until the macro lands.
+/// Guards a function with the circuit breaker named `name`.
+///
+/// Every function annotated with the same `name` shares one breaker, created
+/// by the first call through `registry().get_or_register(name, config)`.
+/// Each call site keeps its breaker in a `static`, so a call never looks the
+/// name up again. The function keeps its signature as written; only the
+/// body is wrapped, so `return` and `?` work as before.
+///
+/// ```
+/// use breaker_runtime::{BreakerError, circuit_breaker};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum LlmError {
+///     #[error("the model failed")]
+///     Model,
+///     #[error(transparent)]
+///     Breaker(#[from] BreakerError),
+/// }
+///
+/// #[circuit_breaker(name = "llm", failure_threshold = 5, timeout_duration = 10.0)]
+/// async fn ask_llm(prompt: &str) -> Result<String, LlmError> {
+///     if prompt.is_empty() {
+///         return Err(LlmError::Model);
+///     }
+///     Ok(format!("echo: {prompt}"))
+/// }
+/// # tokio_test(async { assert_eq!(ask_llm("hi").await.unwrap(), "echo: hi") });
+/// # fn tokio_test(f: impl std::future::Future) { tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f); }
+/// ```
+///
+/// # What the caller gets
+///
+/// For `Result<T, E>`, a call the breaker rejects or fails (open circuit,
+/// timeout, rate limit, low quality) with no fallback to answer returns
+/// `Err(E::from(BreakerError))`, so `E: From<BreakerError>` is required
+/// unless a `fallback` function always answers. A function that does not
+/// return a `Result` must have a `fallback`.
+///
+/// # Keys
+///
+/// Durations are seconds, as an integer or float literal (`0.25`), or a
+/// string with a unit: `"500ms"`, `"2s"`, `"2m"`, `"1h"` (also `ns`, `us`).
+///
+/// | key | default | meaning |
+/// |---|---|---|
+/// | `name` | required | the breaker's name, a non-empty string literal |
+/// | `failure_threshold` | 5 | consecutive failures that open the circuit |
+/// | `recovery_timeout` | 60 s | how long an open circuit waits before probing |
+/// | `success_threshold` | 3 | probe successes that close a half-open circuit |
+/// | `timeout_duration` | 30 s | a call's deadline (see below) |
+/// | `quality_threshold` | 0.7 | the lowest acceptable `quality` score, in `[0, 1]` |
+/// | `rate_limit_per_minute` | none | calls admitted per minute |
+/// | `rate_limit_burst` | the limit | calls admitted at once before the pace applies |
+/// | `sliding_window_size` | 100 | calls in the failure-rate window |
+/// | `half_open_max_calls` | 5 | probes admitted at once while half-open |
+/// | `failure_rate_threshold` | none | failure rate in `(0, 1]` over the window that opens the circuit |
+/// | `minimum_calls` | 10 | calls the window needs before the rate is judged |
+/// | `fallback` | none | `cached`, or a function answering in place of the call |
+/// | `quality` | none | a `Fn(&T) -> f64` scoring good results |
+/// | `classify` | none | a `Fn(&Result<T, E>) -> Outcome` deciding how a result counts |
+///
+/// `sliding_window_size` and `minimum_calls` need `failure_rate_threshold`;
+/// `rate_limit_burst` needs `rate_limit_per_minute`. Every value is checked
+/// at compile time.
+///
+/// ## Thresholds and the failure-rate window
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, circuit_breaker};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(
+///     name = "payments",
+///     failure_threshold = 3,       // open after 3 failures in a row...
+///     failure_rate_threshold = 0.5, // ...or when half the calls in the window fail
+///     sliding_window_size = 20,
+///     minimum_calls = 10,
+///     recovery_timeout = "30s",    // then wait 30 s
+///     half_open_max_calls = 2,     // probe with 2 calls at a time
+///     success_threshold = 2,       // and close after 2 good probes
+/// )]
+/// fn charge(cents: u64) -> Result<u64, E> {
+///     Ok(cents)
+/// }
+/// assert_eq!(charge(100).unwrap(), 100);
+/// ```
+///
+/// ## `timeout_duration`
+///
+/// An `async fn` is cancelled at the deadline. A sync fn with
+/// `timeout_duration` written on it gets a hard deadline: it runs on a
+/// worker thread and its caller is released at the deadline, so its
+/// arguments must be owned (`String`, not `&str`; `self: Arc<Self>`, not
+/// `&self`). A sync fn without the key is never interrupted: a late result
+/// is returned but counts as a timeout failure.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use breaker_runtime::{BreakerError, circuit_breaker};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "slow-disk", timeout_duration = "50ms")]
+/// fn read(path: String) -> Result<String, E> {
+///     std::thread::sleep(Duration::from_secs(5));
+///     Ok(path)
+/// }
+/// assert!(matches!(read("/data".into()), Err(E(BreakerError::Timeout { .. }))));
+/// ```
+///
+/// ## `rate_limit_per_minute` and `rate_limit_burst`
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, circuit_breaker};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "search-api", rate_limit_per_minute = 60, rate_limit_burst = 2)]
+/// fn search(query: &str) -> Result<usize, E> {
+///     Ok(query.len())
+/// }
+/// assert!(search("a").is_ok() && search("b").is_ok());
+/// assert!(matches!(search("c"), Err(E(BreakerError::RateLimited { .. }))));
+/// ```
+///
+/// ## `fallback = some_fn`
+///
+/// A function with the same parameters (a method's receiver included) and
+/// the same return type; for an `async fn` it may be `async` or not. It
+/// answers whenever the call is rejected or fails, and learns why from
+/// [`fallback_reason()`](../breaker_runtime/fn.fallback_reason.html). Owned
+/// arguments are cloned for it before the call (so they must be `Clone`);
+/// references are passed as they are.
+///
+/// ```
+/// # use breaker_runtime::{circuit_breaker, fallback_reason};
+/// fn canned(prompt: &str) -> String {
+///     format!("no answer for {prompt:?}: {}", fallback_reason().unwrap())
+/// }
+///
+/// #[circuit_breaker(name = "summaries", fallback = canned)]
+/// fn summarize(prompt: &str) -> String {
+///     prompt.chars().take(10).collect()
+/// }
+///
+/// let _ = summarize("warm up"); // registers the breaker
+/// breaker_runtime::registry().get("summaries").unwrap().force_open();
+/// assert_eq!(summarize("hello"), "no answer for \"hello\": circuit forced open");
+/// ```
+///
+/// ## `fallback = cached`
+///
+/// Serves the last good result for equal arguments, or an entry added by
+/// hand. The key is the tuple of the arguments as owned values (`&str`
+/// becomes `String`; `self` is left out), so the arguments must be
+/// `Hash + Eq + Clone`, and `T` must be `Clone`. The function must return a
+/// `Result` and must not be generic.
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "weather", fallback = cached)]
+/// fn forecast(city: &str) -> Result<String, E> {
+///     Ok(format!("sunny in {city}"))
+/// }
+///
+/// assert_eq!(forecast("Oslo").unwrap(), "sunny in Oslo");
+/// let breaker = registry().get("weather").unwrap();
+/// breaker.cache::<(String,), String>().add_to_cache(("Lima".into(),), "mild".into());
+/// breaker.force_open();
+/// assert_eq!(forecast("Oslo").unwrap(), "sunny in Oslo", "the last good result");
+/// assert_eq!(forecast("Lima").unwrap(), "mild", "pre-populated");
+/// assert!(forecast("Rome").is_err(), "nothing cached");
+/// ```
+///
+/// ## `quality` and `quality_threshold`
+///
+/// A `Fn(&T) -> f64` (a function path or a closure), where `T` is the `Ok`
+/// type, or the return type of a function that does not return a `Result`.
+/// A score below `quality_threshold` counts as a failure.
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, circuit_breaker};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "writer", quality_threshold = 0.5, quality = |text: &String| if text.len() > 3 { 1.0 } else { 0.0 })]
+/// fn write(topic: &str) -> Result<String, E> {
+///     Ok(topic.to_owned())
+/// }
+/// assert!(write("a long text").is_ok());
+/// assert!(matches!(write("no"), Err(E(BreakerError::LowQuality { .. }))));
+/// ```
+///
+/// ## `classify`
+///
+/// Decides how a result counts: a client's own mistake can be ignored
+/// rather than count against the dependency. For a function that does not
+/// return a `Result`, it takes `&T`.
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, FailureType, Outcome, circuit_breaker};
+/// #[derive(Debug)]
+/// enum HttpError { BadRequest, Unavailable, Breaker(BreakerError) }
+/// # impl From<BreakerError> for HttpError { fn from(e: BreakerError) -> Self { Self::Breaker(e) } }
+///
+/// fn by_status(result: &Result<u16, HttpError>) -> Outcome {
+///     match result {
+///         Err(HttpError::BadRequest) => Outcome::Ignored,
+///         Err(_) => Outcome::Failure(FailureType::Error),
+///         Ok(_) => Outcome::Success,
+///     }
+/// }
+///
+/// #[circuit_breaker(name = "http", failure_threshold = 1, classify = by_status)]
+/// fn get(ok: bool) -> Result<u16, HttpError> {
+///     if ok { Ok(200) } else { Err(HttpError::BadRequest) }
+/// }
+/// assert!(matches!(get(false), Err(HttpError::BadRequest)));
+/// assert_eq!(get(true).unwrap(), 200, "a bad request did not open the circuit");
+/// ```
+///
+/// # Supported functions
+///
+/// Free functions and methods (any receiver), `async fn`, `async fn` under
+/// `#[async_trait]`, functions returning `impl Future<Output = ...>`, and
+/// generic functions. Not `const fn`, and not an `impl Trait` return type
+/// other than a future.
+///
+/// # Testing
+///
+/// Register a breaker with the same name before the first call, say on a
+/// `ManualClock`, and the annotated function will use it:
+///
+/// ```
+/// # use std::time::Duration;
+/// # use breaker_runtime::*;
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "clocked", failure_threshold = 1, recovery_timeout = 10)]
+/// fn call(fail: bool) -> Result<(), E> {
+///     if fail { Err(E(BreakerError::ForcedOpen { name: "test".into() })) } else { Ok(()) }
+/// }
+///
+/// let clock = ManualClock::new();
+/// let config = CircuitBreakerConfig {
+///     failure_threshold: 1,
+///     recovery_timeout: Duration::from_secs(10),
+///     ..Default::default()
+/// };
+/// let breaker = CircuitBreaker::builder("clocked").config(config).clock(clock.clone()).build()?;
+/// let breaker = registry().register(breaker).unwrap();
+/// let _ = call(true);
+/// assert_eq!(breaker.state(), CircuitState::Open);
+/// clock.advance(Duration::from_secs(10));
+/// assert!(call(false).is_ok());
+/// # Ok::<(), ConfigError>(())
+/// ```
 #[proc_macro_attribute]
-pub fn circuit_breaker(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn circuit_breaker(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::circuit_breaker(args.into(), item.into()).into()
 }

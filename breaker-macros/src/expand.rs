@@ -1,0 +1,447 @@
+//! The code `#[circuit_breaker]` becomes.
+//!
+//! The function keeps its signature; only its body changes, into:
+//!
+//! 1. a `static` [`Site`] that resolves the named breaker through the
+//!    registry on the first call and keeps it for every later one;
+//! 2. copies of the arguments a fallback needs (taken before the body can
+//!    move them);
+//! 3. one call into a generic runtime method (`call_with`,
+//!    `call_with_deadline` or `call_async_with`) with the original body as a
+//!    closure or an `async` block, so `return` and `?` keep working;
+//! 4. one conversion of the call's result into the declared return type.
+//!
+//! Calls to the user's `fallback`, `quality` and `classify` functions, and
+//! the bounds on the return type, are spanned at the user's tokens so type
+//! errors point there. Locals are `__breaker_*` at `Span::mixed_site()`.
+//!
+//! [`Site`]: ../../breaker_runtime/__private/struct.Site.html
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Item, Type};
+
+use crate::attr::{Args, FallbackArg, RawArgs};
+use crate::errors::Errors;
+use crate::func::{Flavor, Func, Param};
+use crate::valid;
+
+/// The attribute: expansion, or the function as written plus every error.
+pub(crate) fn circuit_breaker(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = match syn::parse2::<RawArgs>(args) {
+        Ok(raw) => {
+            let args = raw.interpret(&mut errors);
+            valid::check_args(&args, &mut errors);
+            Some(args)
+        }
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    };
+    let func = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(item_fn)) => Some(Func::new(item_fn)),
+        Ok(other) => {
+            errors.push(syn::Error::new(
+                not_a_function_span(&other),
+                "`#[circuit_breaker]` goes on a function with a body: a free `fn` or a method in an `impl` block",
+            ));
+            None
+        }
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    };
+    if let (Some(args), Some(func)) = (&args, &func) {
+        valid::check_function(args, func, &mut errors);
+    }
+    match (errors.finish(), args, func) {
+        (None, Some(args), Some(func)) => expand(&args, func),
+        (error, _, _) => {
+            // The function as written, so the rest of the crate still
+            // type-checks against it and only the attribute's errors show.
+            let error = error.map(|e| e.to_compile_error());
+            quote!(#item #error)
+        }
+    }
+}
+
+fn not_a_function_span(item: &Item) -> Span {
+    match item {
+        Item::Struct(s) => s.struct_token.span,
+        Item::Enum(e) => e.enum_token.span,
+        Item::Impl(i) => i.impl_token.span,
+        Item::Trait(t) => t.trait_token.span,
+        Item::Mod(m) => m.mod_token.span,
+        Item::Static(s) => s.static_token.span,
+        Item::Const(c) => c.const_token.span,
+        Item::Type(t) => t.type_token.span,
+        other => other.span(),
+    }
+}
+
+/// Idents of the generated locals, hygienic so they cannot collide with
+/// the user's.
+struct Locals {
+    site: Ident,
+    breaker: Ident,
+    options: Ident,
+    result: Ident,
+    error: Ident,
+    answer: Ident,
+    served: Ident,
+    key: Ident,
+    cache: Ident,
+    body: Ident,
+    future: Ident,
+    config: Ident,
+}
+
+impl Locals {
+    fn new() -> Self {
+        let local = |name: &str| Ident::new(name, Span::mixed_site());
+        Self {
+            site: local("__BREAKER_SITE"),
+            breaker: local("__breaker"),
+            options: local("__breaker_options"),
+            result: local("__breaker_result"),
+            error: local("__breaker_error"),
+            answer: local("__breaker_answer"),
+            served: local("__breaker_served"),
+            key: local("__breaker_key"),
+            cache: local("__breaker_cache"),
+            body: local("__breaker_body"),
+            future: local("__breaker_future"),
+            config: local("__breaker_config"),
+        }
+    }
+}
+
+fn expand(args: &Args, func: Func) -> TokenStream {
+    let p = quote!(::breaker_runtime::__private);
+    let l = Locals::new();
+    let Locals {
+        site,
+        breaker,
+        options,
+        result,
+        error,
+        answer,
+        served,
+        key,
+        cache,
+        body,
+        future,
+        ..
+    } = &l;
+    let name = args
+        .name
+        .as_ref()
+        .map(|name| name.value.clone())
+        .unwrap_or_default();
+    let config = config_fn(args, &p, &l);
+    let out_ty = &func.output.ty;
+    let out_span = func.output.span;
+    let is_result = func.output.is_result;
+    let returns = quote_spanned!(out_span=> #p::returns::<#out_ty>());
+    // The result, named where the return type is written, so that a missing
+    // `From<BreakerError>` is reported there.
+    let result_at_output = Ident::new("__breaker_result", Span::mixed_site().located_at(out_span));
+    let asynchronous = func.flavor != Flavor::Sync;
+    let deadline = func.flavor == Flavor::Sync && args.timeout_duration.is_some();
+    let block = &func.item.block;
+
+    // Before the body runs: copies for a fallback, or the cache key.
+    let mut before = TokenStream::new();
+    // Just before the breaker is resolved: the fallback's answer closure.
+    let mut prepare = TokenStream::new();
+    // In the resolved arm, before the options: the cache handle.
+    let mut resolved = TokenStream::new();
+    let mut option_calls = TokenStream::new();
+    let unavailable;
+    let finish;
+    match &args.fallback {
+        Some(FallbackArg::Function(path)) => {
+            let copies: Vec<Ident> = (0..func.params.len())
+                .map(|i| format_ident!("__breaker_arg{}", i, span = Span::mixed_site()))
+                .collect();
+            for (param, copy) in func.params.iter().zip(&copies) {
+                let span = param.span();
+                let argument = match param {
+                    Param::Receiver { .. } => quote_spanned!(span=> self),
+                    Param::Named { ident, .. } => ident.to_token_stream(),
+                    Param::Pattern { .. } => unreachable!("rejected by valid.rs"),
+                };
+                before.extend(quote_spanned! {span=>
+                    let #copy = #p::fallback_arg(&#argument);
+                });
+            }
+            let path_span = path.span();
+            let call = quote_spanned! {path_span=>
+                #path(#(#p::fallback_arg(&#copies)),*)
+            };
+            let shape = if is_result {
+                quote!(result)
+            } else {
+                quote!(value)
+            };
+            let answer_fn = if asynchronous {
+                quote_spanned! {path_span=>
+                    let #answer = || {
+                        let #served = #call;
+                        #[allow(unused_imports)]
+                        use #p::serve::{IsFuture as _, IsValue as _};
+                        (&#served).breaker_answer_kind().#shape(#served, #returns)
+                    };
+                }
+            } else {
+                quote_spanned! {path_span=>
+                    let #answer = || {
+                        let #served: #out_ty = #call;
+                        #served
+                    };
+                }
+            };
+            prepare.extend(answer_fn);
+            let answered = match (asynchronous, is_result) {
+                (true, _) => quote!(#answer().await),
+                (false, true) => quote!(#answer()),
+                (false, false) => quote!(#p::ok(#answer())),
+            };
+            option_calls.extend(if asynchronous {
+                quote! {
+                    .fallback(#p::AsyncFallback(|_: &#p::FallbackReason| {
+                        #p::core::option::Option::Some(#answer())
+                    }))
+                }
+            } else {
+                quote! {
+                    .fallback(|_: &#p::FallbackReason| #p::core::option::Option::Some(#answered))
+                }
+            });
+            unavailable = quote!(#p::answered(#answered));
+            finish = if is_result {
+                quote!(#p::finish_served(#result))
+            } else {
+                quote!(#p::finish_value(#result))
+            };
+        }
+        Some(FallbackArg::Cached(_)) => {
+            let parts = func.params.iter().filter_map(|param| match param {
+                Param::Receiver { .. } => None,
+                Param::Named { ident, ty, span } => Some(if is_reference(ty) {
+                    quote_spanned!(*span=> #p::cache_key(#ident))
+                } else {
+                    quote_spanned!(*span=> #p::cache_key(&#ident))
+                }),
+                Param::Pattern { .. } => unreachable!("rejected by valid.rs"),
+            });
+            before.extend(quote! {
+                let #key = (#(#parts,)*);
+            });
+            before.extend(quote_spanned!(out_span=> #p::cache_value(#returns);));
+            resolved.extend(quote! {
+                let #cache = #site.cache(#breaker, &#key, #returns);
+            });
+            option_calls.extend(quote!(.fallback_for(&*#cache, &#key)));
+            unavailable = quote!(#p::unavailable(#error));
+            finish = quote_spanned!(out_span=> #p::finish(#result_at_output));
+        }
+        None => {
+            unavailable = quote!(#p::unavailable(#error));
+            finish = if is_result {
+                quote_spanned!(out_span=> #p::finish(#result_at_output))
+            } else {
+                quote!(#p::finish_value(#result))
+            };
+        }
+    }
+    if let Some(quality) = &args.quality {
+        let check = if is_result {
+            quote!(quality_of_ok)
+        } else {
+            quote!(quality_of_value)
+        };
+        let span = quality.span();
+        option_calls.extend(quote_spanned!(span=> .quality(#p::#check(#quality, #returns))));
+    }
+    if let Some(classify) = &args.classify {
+        let adapt = if is_result {
+            quote!(classify_result)
+        } else {
+            quote!(classify_value)
+        };
+        let span = classify.span();
+        option_calls.extend(quote_spanned!(span=> .classify(#p::#adapt(#classify, #returns))));
+    }
+    let error_binding = if matches!(args.fallback, Some(FallbackArg::Function(_))) {
+        quote!(_)
+    } else {
+        error.to_token_stream()
+    };
+
+    let call = match func.flavor {
+        Flavor::Sync => {
+            let (method, capture) = if deadline {
+                (quote!(call_with_deadline), quote!(move))
+            } else {
+                (quote!(call_with), quote!())
+            };
+            if is_result {
+                quote!(#breaker.#method(&#options, #capture || #block))
+            } else {
+                quote! {{
+                    let #body = #capture || #block;
+                    #breaker.#method(&#options, #capture || #p::ok(#body()))
+                }}
+            }
+        }
+        Flavor::Async => {
+            if is_result {
+                quote!(#breaker.call_async_with(&#options, async #block).await)
+            } else {
+                quote!(#breaker.call_async_with(&#options, async { #p::ok(async #block.await) }).await)
+            }
+        }
+        Flavor::Future { .. } => {
+            if is_result {
+                quote!(#breaker.call_async_with(&#options, #future).await)
+            } else {
+                quote!(#breaker.call_async_with(&#options, async move { #p::ok(#future.await) }).await)
+            }
+        }
+    };
+
+    let guarded = quote! {
+        #prepare
+        let #result = match #site.breaker(#config) {
+            #p::core::result::Result::Ok(#breaker) => {
+                #resolved
+                let #options = #p::CallOptions::new() #option_calls;
+                #call
+            }
+            #p::core::result::Result::Err(#error_binding) => #unavailable,
+        };
+        #finish
+    };
+    let site_static = quote! {
+        static #site: #p::Site = #p::Site::new(#name);
+    };
+    let new_body = match func.flavor {
+        Flavor::Sync | Flavor::Async => quote! {{
+            #site_static
+            #before
+            #guarded
+        }},
+        Flavor::Future { boxed } => {
+            let wrapped = quote!(async move { #guarded });
+            let wrapped = if boxed {
+                quote!(#p::std::boxed::Box::pin(#wrapped))
+            } else {
+                wrapped
+            };
+            quote! {{
+                #site_static
+                #before
+                let #future = (|| #block)();
+                #wrapped
+            }}
+        }
+    };
+    let mut item = func.item;
+    item.block = Box::new(syn::parse2(new_body).expect("the expansion is a block"));
+    item.into_token_stream()
+}
+
+fn is_reference(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(_) => true,
+        Type::Paren(paren) => is_reference(&paren.elem),
+        Type::Group(group) => is_reference(&group.elem),
+        _ => false,
+    }
+}
+
+/// `|| { let mut c = Default::default(); c.field = value; ...; c }`, or the
+/// default constructor itself when no field is set.
+fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
+    let config = &l.config;
+    let default = quote!(<#p::CircuitBreakerConfig as #p::core::default::Default>::default);
+    let mut fields = TokenStream::new();
+    let some = quote!(#p::core::option::Option::Some);
+    let mut set = |field: &str, value: TokenStream| {
+        let field = Ident::new(field, Span::call_site());
+        fields.extend(quote!(#config.#field = #value;));
+    };
+    for (field, count, optional) in [
+        ("failure_threshold", &args.failure_threshold, false),
+        ("success_threshold", &args.success_threshold, false),
+        ("rate_limit_per_minute", &args.rate_limit_per_minute, true),
+        ("rate_limit_burst", &args.rate_limit_burst, true),
+        ("sliding_window_size", &args.sliding_window_size, false),
+        ("half_open_max_calls", &args.half_open_max_calls, false),
+        ("minimum_calls", &args.minimum_calls, false),
+    ] {
+        if let Some(count) = count {
+            let value = Literal::u32_unsuffixed(count.value as u32);
+            set(
+                field,
+                if optional {
+                    quote!(#some(#value))
+                } else {
+                    quote!(#value)
+                },
+            );
+        }
+    }
+    for (field, secs) in [
+        ("recovery_timeout", &args.recovery_timeout),
+        ("timeout_duration", &args.timeout_duration),
+    ] {
+        if let Some(secs) = secs {
+            let nanos = Literal::u64_unsuffixed((secs.value * 1e9).round() as u64);
+            set(field, quote!(#p::Duration::from_nanos(#nanos)));
+        }
+    }
+    if let Some(quality) = &args.quality_threshold {
+        let value = Literal::f64_unsuffixed(quality.value);
+        set("quality_threshold", quote!(#value));
+    }
+    if let Some(rate) = &args.failure_rate_threshold {
+        let value = Literal::f64_unsuffixed(rate.value);
+        set("failure_rate_threshold", quote!(#some(#value)));
+    }
+    if fields.is_empty() {
+        return default;
+    }
+    quote! {
+        || {
+            let mut #config = #default();
+            #fields
+            #config
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[ignore = "prints an expansion for reading"]
+    fn print_expansion() {
+        let args = quote::quote!(
+            name = "llm",
+            failure_threshold = 5,
+            fallback = cached_answer,
+            quality = eval_fn
+        );
+        let item = quote::quote!(
+            async fn ask_llm(prompt: &str) -> Result<String, LlmError> {
+                client().complete(prompt).await
+            }
+        );
+        println!("{}", super::circuit_breaker(args, item));
+    }
+}

@@ -1,0 +1,479 @@
+//! `#[circuit_breaker]` functions driven through their breaker's states.
+//!
+//! State-machine tests never sleep: each registers its breaker on a
+//! `ManualClock` first (under a name no other test uses, the registry being
+//! process-global), so the annotated function's call site finds it, and then
+//! advances the clock. Only the timeout tests use real time.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use breaker_runtime::{
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, FallbackReason, ManualClock,
+    circuit_breaker, fallback_reason, registry,
+};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum LlmError {
+    #[error("service failed: {0}")]
+    Service(String),
+    #[error(transparent)]
+    Breaker(#[from] BreakerError),
+}
+
+fn down() -> LlmError {
+    LlmError::Service("503".to_owned())
+}
+
+/// Registers `name` on a fresh manual clock with `config`, which must be
+/// the configuration the attribute writes.
+fn register(name: &str, config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder(name)
+        .config(config)
+        .clock(clock.clone())
+        .build()
+        .expect("valid config");
+    let breaker = registry()
+        .register(breaker)
+        .expect("the name is unique to this test");
+    (breaker, clock)
+}
+
+fn config(
+    failure_threshold: u32,
+    recovery_secs: u64,
+    success_threshold: u32,
+) -> CircuitBreakerConfig {
+    CircuitBreakerConfig {
+        failure_threshold,
+        recovery_timeout: Duration::from_secs(recovery_secs),
+        success_threshold,
+        ..CircuitBreakerConfig::default()
+    }
+}
+
+fn is_open(result: &Result<u32, LlmError>) -> bool {
+    matches!(result, Err(LlmError::Breaker(BreakerError::Open { .. })))
+}
+
+static SYNC_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[circuit_breaker(
+    name = "behaviour-sync",
+    failure_threshold = 2,
+    recovery_timeout = 10,
+    success_threshold = 2
+)]
+fn sync_call(fail: bool) -> Result<u32, LlmError> {
+    SYNC_RUNS.fetch_add(1, Ordering::Relaxed);
+    if fail {
+        return Err(down());
+    }
+    Ok(7)
+}
+
+#[test]
+fn sync_fn_goes_closed_open_half_open_closed() {
+    let (breaker, clock) = register("behaviour-sync", config(2, 10, 2));
+    assert_eq!(sync_call(false), Ok(7));
+    assert_eq!(sync_call(true), Err(down()));
+    assert_eq!(sync_call(true), Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+
+    let runs = SYNC_RUNS.load(Ordering::Relaxed);
+    assert!(is_open(&sync_call(false)), "an open circuit rejects");
+    assert_eq!(
+        SYNC_RUNS.load(Ordering::Relaxed),
+        runs,
+        "a rejected call does not run"
+    );
+
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(sync_call(false), Ok(7), "the first probe goes through");
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    assert_eq!(sync_call(false), Ok(7));
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[test]
+fn a_failed_probe_reopens() {
+    let (breaker, clock) = register("behaviour-reopen", config(1, 5, 1));
+    #[circuit_breaker(
+        name = "behaviour-reopen",
+        failure_threshold = 1,
+        recovery_timeout = 5,
+        success_threshold = 1
+    )]
+    fn call(fail: bool) -> Result<u32, LlmError> {
+        if fail { Err(down()) } else { Ok(1) }
+    }
+    assert_eq!(call(true), Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(call(true), Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(is_open(&call(false)));
+}
+
+#[circuit_breaker(
+    name = "behaviour-async",
+    failure_threshold = 2,
+    recovery_timeout = 10,
+    success_threshold = 1
+)]
+async fn async_call(fail: bool) -> Result<u32, LlmError> {
+    tokio::task::yield_now().await;
+    if fail {
+        return Err(down());
+    }
+    Ok(9)
+}
+
+#[tokio::test]
+async fn async_fn_goes_closed_open_half_open_closed() {
+    let (breaker, clock) = register("behaviour-async", config(2, 10, 1));
+    assert_eq!(async_call(true).await, Err(down()));
+    assert_eq!(async_call(true).await, Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(is_open(&async_call(false).await));
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(async_call(false).await, Ok(9));
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+fn fallback_answer(prompt: &str, _fail: bool) -> Result<String, LlmError> {
+    let reason = fallback_reason().expect("called as a fallback");
+    Ok(format!(
+        "fallback for {prompt}: {}",
+        if reason.is_rejection() {
+            "rejected"
+        } else {
+            "failed"
+        }
+    ))
+}
+
+#[circuit_breaker(name = "behaviour-fallback", failure_threshold = 1, fallback = fallback_answer)]
+fn with_fallback(prompt: &str, fail: bool) -> Result<String, LlmError> {
+    if fail {
+        Err(down())
+    } else {
+        Ok(format!("live {prompt}"))
+    }
+}
+
+#[test]
+fn a_fallback_function_answers_and_learns_why() {
+    let (breaker, _clock) = register("behaviour-fallback", config(1, 60, 3));
+    assert_eq!(with_fallback("a", false), Ok("live a".to_owned()));
+    assert_eq!(
+        with_fallback("b", true),
+        Ok("fallback for b: failed".to_owned())
+    );
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(
+        with_fallback("c", false),
+        Ok("fallback for c: rejected".to_owned())
+    );
+    assert_eq!(breaker.get_metrics().fallback_calls, 2);
+}
+
+async fn async_fallback_answer(prompt: String) -> Result<String, LlmError> {
+    tokio::task::yield_now().await;
+    Ok(format!(
+        "async fallback for {prompt} ({})",
+        fallback_reason().unwrap()
+    ))
+}
+
+#[circuit_breaker(name = "behaviour-async-fallback", failure_threshold = 1, fallback = async_fallback_answer)]
+async fn async_with_fallback(prompt: String) -> Result<String, LlmError> {
+    // Consumes its argument: the fallback gets its own copy.
+    let prompt = prompt;
+    Err(LlmError::Service(prompt))
+}
+
+#[tokio::test]
+async fn an_async_fallback_function_answers() {
+    let (_breaker, _clock) = register("behaviour-async-fallback", config(1, 60, 3));
+    let answer = async_with_fallback("q".to_owned()).await.unwrap();
+    assert_eq!(answer, "async fallback for q (call failed (error))");
+    let answer = async_with_fallback("r".to_owned()).await.unwrap();
+    assert!(
+        answer.starts_with("async fallback for r (circuit open"),
+        "{answer}"
+    );
+}
+
+static CACHED_FAILS: AtomicBool = AtomicBool::new(false);
+
+#[circuit_breaker(name = "behaviour-cached", failure_threshold = 1, recovery_timeout = 10, success_threshold = 1, fallback = cached)]
+fn cached_call(prompt: &str, attempt: u32) -> Result<String, LlmError> {
+    if CACHED_FAILS.load(Ordering::Relaxed) {
+        Err(down())
+    } else {
+        Ok(format!("answer to {prompt} #{attempt}"))
+    }
+}
+
+#[test]
+fn the_cached_fallback_serves_the_last_good_result_or_a_seeded_one() {
+    let (breaker, _clock) = register("behaviour-cached", config(1, 10, 1));
+    assert_eq!(cached_call("x", 1), Ok("answer to x #1".to_owned()));
+    CACHED_FAILS.store(true, Ordering::Relaxed);
+    assert_eq!(
+        cached_call("x", 1),
+        Ok("answer to x #1".to_owned()),
+        "the last good result"
+    );
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(
+        cached_call("x", 1),
+        Ok("answer to x #1".to_owned()),
+        "served while open"
+    );
+    assert!(
+        matches!(
+            cached_call("x", 2),
+            Err(LlmError::Breaker(BreakerError::Open { .. }))
+        ),
+        "nothing cached for other arguments"
+    );
+
+    // Pre-populated: the key is the tuple of owned arguments.
+    registry()
+        .get("behaviour-cached")
+        .unwrap()
+        .cache::<(String, u32), String>()
+        .add_to_cache(("y".to_owned(), 7), "seeded".to_owned());
+    assert_eq!(cached_call("y", 7), Ok("seeded".to_owned()));
+}
+
+fn length_score(answer: &Answer) -> f64 {
+    (answer.0.len() as f64 / 10.0).min(1.0)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Answer(String);
+
+#[circuit_breaker(name = "behaviour-quality", failure_threshold = 2, quality_threshold = 0.5, quality = length_score)]
+fn judged(text: &str) -> Result<Answer, LlmError> {
+    Ok(Answer(text.to_owned()))
+}
+
+#[test]
+fn a_low_quality_result_is_a_failure() {
+    let quality = CircuitBreakerConfig {
+        failure_threshold: 2,
+        quality_threshold: 0.5,
+        ..CircuitBreakerConfig::default()
+    };
+    let (breaker, _clock) = register("behaviour-quality", quality);
+    assert_eq!(judged("long enough"), Ok(Answer("long enough".to_owned())));
+    assert!(matches!(
+        judged("meh"),
+        Err(LlmError::Breaker(BreakerError::LowQuality { .. }))
+    ));
+    assert_eq!(breaker.get_metrics().failures_by_type.quality_threshold, 1);
+    let _ = judged("bad");
+    assert_eq!(breaker.state(), CircuitState::Open);
+}
+
+#[circuit_breaker(name = "behaviour-async-timeout", timeout_duration = 0.1)]
+async fn hangs_async() -> Result<u32, LlmError> {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    Ok(1)
+}
+
+#[tokio::test]
+async fn a_hanging_async_call_is_cancelled_at_its_deadline() {
+    let start = Instant::now();
+    let result = hangs_async().await;
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(result, Err(LlmError::Breaker(BreakerError::Timeout { .. }))),
+        "{result:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(95), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+}
+
+#[circuit_breaker(name = "behaviour-sync-timeout", timeout_duration = "100ms")]
+fn hangs_sync(for_secs: u64) -> Result<u32, LlmError> {
+    std::thread::sleep(Duration::from_secs(for_secs));
+    Ok(1)
+}
+
+#[test]
+fn a_hanging_sync_call_with_a_deadline_releases_its_caller() {
+    let start = Instant::now();
+    let result = hangs_sync(3);
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(result, Err(LlmError::Breaker(BreakerError::Timeout { .. }))),
+        "{result:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(95), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+    let metrics = registry()
+        .get("behaviour-sync-timeout")
+        .unwrap()
+        .get_metrics();
+    assert_eq!(metrics.failures_by_type.timeout, 1);
+}
+
+#[circuit_breaker(name = "behaviour-rate", rate_limit_per_minute = 2)]
+fn limited() -> Result<u32, LlmError> {
+    Ok(3)
+}
+
+#[test]
+fn the_local_rate_limit_refuses_calls_over_it() {
+    let limit = CircuitBreakerConfig {
+        rate_limit_per_minute: Some(2),
+        ..CircuitBreakerConfig::default()
+    };
+    let (breaker, clock) = register("behaviour-rate", limit);
+    assert_eq!(limited(), Ok(3));
+    assert_eq!(limited(), Ok(3));
+    assert!(matches!(
+        limited(),
+        Err(LlmError::Breaker(BreakerError::RateLimited { .. }))
+    ));
+    assert_eq!(breaker.get_metrics().rate_limited_calls, 1);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(limited(), Ok(3), "a permit comes back with time");
+}
+
+#[circuit_breaker(name = "behaviour-shared", failure_threshold = 2)]
+fn shared_one(fail: bool) -> Result<u32, LlmError> {
+    if fail { Err(down()) } else { Ok(1) }
+}
+
+#[circuit_breaker(name = "behaviour-shared", failure_threshold = 2)]
+async fn shared_two() -> Result<u32, LlmError> {
+    Ok(2)
+}
+
+#[tokio::test]
+async fn one_name_is_one_breaker_for_every_function() {
+    let (breaker, _clock) = register("behaviour-shared", config(2, 60, 3));
+    assert_eq!(shared_two().await, Ok(2));
+    let _ = shared_one(true);
+    let _ = shared_one(true);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(
+        is_open(&shared_two().await),
+        "the other function's failures opened it"
+    );
+    assert_eq!(breaker.get_metrics().total_calls, 4);
+}
+
+struct Client {
+    calls: AtomicUsize,
+    healthy: bool,
+}
+
+impl Client {
+    fn offline(&self, prompt: &str) -> Result<String, LlmError> {
+        Ok(format!(
+            "offline answer to {prompt} after {} calls",
+            self.calls.load(Ordering::Relaxed)
+        ))
+    }
+
+    #[circuit_breaker(name = "behaviour-method", failure_threshold = 1, fallback = Self::offline)]
+    fn ask(&self, prompt: &str) -> Result<String, LlmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.healthy {
+            Ok(prompt.to_uppercase())
+        } else {
+            Err(down())
+        }
+    }
+
+    #[circuit_breaker(name = "behaviour-method-async", failure_threshold = 1)]
+    async fn ask_async(&self, prompt: &str) -> Result<String, LlmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.healthy {
+            Ok(prompt.to_uppercase())
+        } else {
+            Err(down())
+        }
+    }
+}
+
+#[tokio::test]
+async fn methods_with_self_receivers() {
+    let (breaker, _clock) = register("behaviour-method", config(1, 60, 3));
+    let sick = Client {
+        calls: AtomicUsize::new(0),
+        healthy: false,
+    };
+    assert_eq!(
+        sick.ask("hi"),
+        Ok("offline answer to hi after 1 calls".to_owned())
+    );
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(
+        sick.ask("hi"),
+        Ok("offline answer to hi after 1 calls".to_owned())
+    );
+
+    let (breaker, _clock) = register("behaviour-method-async", config(1, 60, 3));
+    let well = Client {
+        calls: AtomicUsize::new(0),
+        healthy: true,
+    };
+    assert_eq!(well.ask_async("hi").await, Ok("HI".to_owned()));
+    assert_eq!(sick.ask_async("hi").await, Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(matches!(
+        well.ask_async("hi").await,
+        Err(LlmError::Breaker(BreakerError::Open { .. }))
+    ));
+}
+
+#[circuit_breaker(name = "behaviour-generic", failure_threshold = 2)]
+fn describe<T: std::fmt::Debug>(value: T, fail: bool) -> Result<String, LlmError> {
+    if fail {
+        Err(down())
+    } else {
+        Ok(format!("{value:?}"))
+    }
+}
+
+#[test]
+fn generic_functions_share_their_breaker_across_instantiations() {
+    let (breaker, _clock) = register("behaviour-generic", config(2, 60, 3));
+    assert_eq!(describe(1, false), Ok("1".to_owned()));
+    assert_eq!(describe("s", false), Ok("\"s\"".to_owned()));
+    let _ = describe(1u8, true);
+    let _ = describe(vec![1], true);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(matches!(
+        describe((), false),
+        Err(LlmError::Breaker(BreakerError::Open { .. }))
+    ));
+}
+
+fn zero_tokens(_prompt: &str) -> usize {
+    0
+}
+
+#[circuit_breaker(name = "behaviour-plain", failure_threshold = 1, fallback = zero_tokens)]
+fn count_tokens(prompt: &str) -> usize {
+    prompt.split_whitespace().count()
+}
+
+#[test]
+fn a_plain_function_falls_back_while_open() {
+    let (breaker, _clock) = register("behaviour-plain", config(1, 60, 3));
+    assert_eq!(count_tokens("a b c"), 3);
+    breaker.force_open();
+    assert_eq!(count_tokens("a b c"), 0);
+    assert_eq!(breaker.get_metrics().fallback_calls, 1);
+    let reason = FallbackReason::ForcedOpen;
+    assert!(reason.is_rejection());
+}
