@@ -322,7 +322,9 @@ fn async_timeout(c: &mut Criterion) {
     .unwrap();
     group.bench_function(ids::OURS_DIRECT, |b| {
         b.iter_custom(|iters| {
-            async_loop(&rt, iters, async || ours.call_async(async { work(1) }).await)
+            async_loop(&rt, iters, async || {
+                ours.call_async(async { work(1) }).await
+            })
         })
     });
     // group.bench_function(ids::OURS_MACRO, |b| {
@@ -381,12 +383,14 @@ fn rate_limit(c: &mut Criterion) {
             .unwrap(),
     )
     .unwrap();
-    group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::ONE_THREAD), |b| {
-        b.iter(|| ours.call(|| work(1)))
-    });
-    group.bench_function(BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::TWO_THREADS), |b| {
-        b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1))))
-    });
+    group.bench_function(
+        BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::ONE_THREAD),
+        |b| b.iter(|| ours.call(|| work(1))),
+    );
+    group.bench_function(
+        BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::TWO_THREADS),
+        |b| b.iter_custom(|iters| two_threads(iters, || ours.call(|| work(1)))),
+    );
 
     let limiter = RateLimiter::direct(quota);
     // A denial takes a cheaper path than an admission; count them (only on
