@@ -72,17 +72,25 @@ async fn timed_work(x: u64) -> Result<u64, WorkFailed> {
     }
 }
 
-// OURS: the `#[circuit_breaker]` functions, once breaker-macros is ready
-// (attribute arguments are a guess; use the macro's real keys).
-// #[breaker_runtime::circuit_breaker(name = "bench")]
-// fn ours_macro_work(x: u64) -> Result<u64, ()> {
-//     work(x)
-// }
-//
-// #[breaker_runtime::circuit_breaker(name = "bench_async", timeout_duration = "30s")]
-// async fn ours_macro_timed_work(x: u64) -> Result<u64, ()> {
-//     work(x)
-// }
+/// The error of the annotated functions: it must carry the breaker's own.
+#[derive(Debug)]
+struct MacroError;
+
+impl From<breaker_runtime::BreakerError> for MacroError {
+    fn from(_: breaker_runtime::BreakerError) -> Self {
+        MacroError
+    }
+}
+
+#[breaker_runtime::circuit_breaker(name = "bench_macro")]
+fn ours_macro_work(x: u64) -> Result<u64, MacroError> {
+    work(x).map_err(|()| MacroError)
+}
+
+#[breaker_runtime::circuit_breaker(name = "bench_macro_async", timeout_duration = 30)]
+async fn ours_macro_timed_work(x: u64) -> Result<u64, MacroError> {
+    work(x).map_err(|()| MacroError)
+}
 
 fn failsafe_default() -> impl FailsafeSync + FailsafeAsync + Clone + Sync {
     failsafe::Config::new().build()
@@ -141,9 +149,9 @@ fn closed_1t(c: &mut Criterion) {
     assert!(ours.call(|| work(1)).is_ok());
     group.bench_function(ids::OURS_DIRECT, |b| b.iter(|| ours.call(|| work(1))));
 
-    // OURS: the `#[circuit_breaker]` fn declared at the top of this file.
-    // assert!(ours_macro_work(1).is_ok());
-    // group.bench_function(ids::OURS_MACRO, |b| b.iter(|| ours_macro_work(1)));
+    // The `#[circuit_breaker]` fn declared at the top of this file.
+    assert!(ours_macro_work(1).is_ok());
+    group.bench_function(ids::OURS_MACRO, |b| b.iter(|| ours_macro_work(1)));
 
     let failsafe = failsafe_default();
     assert!(FailsafeSync::call(&failsafe, || work(1)).is_ok());
@@ -327,9 +335,9 @@ fn async_timeout(c: &mut Criterion) {
             })
         })
     });
-    // group.bench_function(ids::OURS_MACRO, |b| {
-    //     b.iter_custom(|iters| async_loop(&rt, iters, async || ours_macro_timed_work(1).await))
-    // });
+    group.bench_function(ids::OURS_MACRO, |b| {
+        b.iter_custom(|iters| async_loop(&rt, iters, async || ours_macro_timed_work(1).await))
+    });
 
     // The peers have no timeout of their own: the deadline goes inside the
     // breaker so that an elapsed deadline would count as a failure.
@@ -416,12 +424,26 @@ fn rate_limit(c: &mut Criterion) {
     group.finish();
 }
 
+fn scale(c: &mut Criterion) {
+    let mut group = c.benchmark_group(groups::SCALE);
+    group.sample_size(10);
+    let registry = breaker_runtime::Registry::new();
+    for i in 0..10_000 {
+        registry
+            .get_or_register(&format!("breaker-{i:05}"), Default::default())
+            .unwrap();
+    }
+    group.bench_function(ids::STATUS_10K, |b| b.iter(|| black_box(registry.status())));
+    group.finish();
+}
+
 criterion_group!(
     compare,
     closed_1t,
     closed_2t,
     open_reject,
     async_timeout,
-    rate_limit
+    rate_limit,
+    scale
 );
 criterion_main!(compare);

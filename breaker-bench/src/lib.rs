@@ -21,6 +21,8 @@ pub mod groups {
     pub const ASYNC_TIMEOUT: &str = "async_timeout";
     /// Rate limiter admission (`check`) with a quota that never denies.
     pub const RATE_LIMIT: &str = "rate_limit";
+    /// `registry().status()` over 10 000 registered breakers.
+    pub const SCALE: &str = "scale";
 }
 
 /// Benchmark ids (criterion's `function_id`).
@@ -43,6 +45,8 @@ pub mod ids {
     pub const TOWER_RESILIENCE: &str = "tower-resilience";
     /// governor 0.10 direct rate limiter.
     pub const GOVERNOR: &str = "governor";
+    /// `Registry::status()` with 10 000 breakers.
+    pub const STATUS_10K: &str = "status_10k";
     /// Parameter for single-threaded cases inside a group.
     pub const ONE_THREAD: &str = "1t";
     /// Parameter for two-thread cases inside a group.
@@ -129,6 +133,13 @@ pub const GROUPS: &[GroupSpec] = &[
         baseline: None,
         order: &[ids::OURS_RATE_LIMIT, ids::GOVERNOR],
         note: "check() with a quota that never denies; 2t = wall time / (2 x iters)",
+    },
+    GroupSpec {
+        name: groups::SCALE,
+        ours: ids::STATUS_10K,
+        baseline: None,
+        order: &[ids::STATUS_10K],
+        note: "one `status()` snapshot of 10 000 registered breakers (target: under 10 ms = 10 000 000 ns)",
     },
 ];
 

@@ -172,6 +172,12 @@ fn run() -> Result<(), String> {
         return Err(format!("no criterion results under {}", home.display()));
     }
     print!("{}", render_markdown(&estimates));
+    let breaker = breaker_runtime::CircuitBreaker::new("memory", Default::default())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "- memory of one breaker (default config, excluding fallback caches): {} bytes (target: under 1 KiB)",
+        breaker.memory_size()
+    );
     if since.is_some() {
         eprintln!("bench + table took {:.0?}", started.elapsed());
     }

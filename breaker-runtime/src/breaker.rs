@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::clock::{Clock, ClockHandle};
+use crate::clock::{Clock, ClockHandle, duration_nanos};
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::core::{Admission, Admitted, Core, Transition};
 use crate::counters::Count;
@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) config: CircuitBreakerConfig,
     pub(crate) core: Core,
     pub(crate) limiter: Option<RateLimiter>,
+    /// `config.timeout_duration` in clock nanoseconds.
+    pub(crate) timeout_nanos: u64,
     caches: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
 }
 
@@ -101,6 +103,7 @@ impl CircuitBreakerBuilder {
             inner: Arc::new(Inner {
                 core: Core::new(&self.config, self.clock),
                 name: self.name.into_boxed_str(),
+                timeout_nanos: duration_nanos(self.config.timeout_duration),
                 config: self.config,
                 limiter,
                 caches: Mutex::new(Vec::new()),
@@ -208,7 +211,7 @@ impl CircuitBreaker {
     }
 
     /// Admits a call or counts and reports its rejection.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit(&self) -> Result<Permit<'_>, FallbackReason> {
         let inner = &*self.inner;
         let admission = match inner.core.acquire() {
@@ -220,11 +223,7 @@ impl CircuitBreaker {
                 return Err(self.rate_limited(admission, retry_after));
             }
         }
-        Ok(Permit {
-            breaker: self,
-            admission,
-            settled: false,
-        })
+        Ok(Permit::admitted(self, admission))
     }
 
     /// Reports what an admission off the closed path brought: a transition,
@@ -354,9 +353,27 @@ impl fmt::Debug for Permit<'_> {
     }
 }
 
-impl Permit<'_> {
+impl<'a> Permit<'a> {
+    #[inline(always)]
+    pub(crate) fn admitted(breaker: &'a CircuitBreaker, admission: Admission) -> Self {
+        Self {
+            breaker,
+            admission,
+            settled: false,
+        }
+    }
+
+    /// [`record`](Self::record)`(Outcome::Success)` for a permit the caller
+    /// knows a closed circuit of `generation` admitted.
+    #[inline(always)]
+    pub(crate) fn record_closed_success(self, generation: u32) {
+        // Settled here, so no drop glue: the permit holds nothing to free.
+        let this = std::mem::ManuallyDrop::new(self);
+        this.breaker.inner.core.record_closed_success(generation);
+    }
+
     /// Tells the breaker how the call went.
-    #[inline]
+    #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {
         self.settled = true;
         let transition = self.breaker.inner.core.record(self.admission, outcome);
@@ -372,6 +389,7 @@ impl Permit<'_> {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.settled {
             let panicking = std::thread::panicking();

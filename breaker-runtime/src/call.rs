@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::breaker::{CircuitBreaker, Permit};
 use crate::clock::{ClockHandle, duration_nanos};
+use crate::core::Admission;
 use crate::counters::{self, Count};
 use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
@@ -341,27 +342,30 @@ impl CircuitBreaker {
         Q: QualityFor<T>,
         C: Classify<T, E>,
     {
+        let inner = &*self.inner;
+        // The hot path: a closed circuit without a local rate limit, and a
+        // good result, skip the permit and the verdict altogether.
+        if inner.limiter.is_none() {
+            if let Some(generation) = inner.core.closed_generation() {
+                // Held across the call so a panic counts as a failure.
+                let permit = Permit::admitted(self, Admission::Closed(generation));
+                let (result, late) = self.run_timed(f);
+                if !late && self.is_good(&result, options) {
+                    if let Ok(value) = &result {
+                        FallbackFor::record_success(&options.fallback, value);
+                    }
+                    permit.record_closed_success(generation);
+                    return result.map_err(CallError::Inner);
+                }
+                let verdict =
+                    self.judge(permit, result, late, options, FallbackFor::record_success);
+                return self.resolve_sync(verdict, &options.fallback);
+            }
+        }
         let verdict = match self.admit() {
             Err(reason) => self.rejected(reason),
             Ok(permit) => {
-                let clock = &self.inner.core.clock;
-                let sampled = counters::sample_this_call();
-                let start = if sampled {
-                    clock.now()
-                } else {
-                    clock.coarse_now()
-                };
-                let result = f();
-                let end = if sampled {
-                    clock.now()
-                } else {
-                    clock.coarse_now()
-                };
-                let elapsed = end.saturating_sub(start);
-                if sampled {
-                    self.sample_response(elapsed);
-                }
-                let late = elapsed > duration_nanos(self.inner.config.timeout_duration);
+                let (result, late) = self.run_timed(f);
                 self.judge(permit, result, late, options, FallbackFor::record_success)
             }
         };
@@ -558,6 +562,55 @@ impl CircuitBreaker {
         }
     }
 
+    /// Runs `f`, telling whether it ran past the deadline. Sampled calls
+    /// read the real clock and feed the average response time; the others
+    /// read the coarse clock.
+    #[inline(always)]
+    fn run_timed<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
+        let clock = &self.inner.core.clock;
+        let sampled = counters::sample_this_call();
+        let start = if sampled {
+            clock.now()
+        } else {
+            clock.coarse_now()
+        };
+        let result = f();
+        let end = if sampled {
+            clock.now()
+        } else {
+            clock.coarse_now()
+        };
+        let elapsed = end.saturating_sub(start);
+        if sampled {
+            self.sample_response(elapsed);
+        }
+        (result, elapsed > self.inner.timeout_nanos)
+    }
+
+    /// Whether `result` counts as a plain success: classified so, and of
+    /// good quality if judged.
+    #[inline(always)]
+    fn is_good<T, E, Fb, Q, C>(
+        &self,
+        result: &Result<T, E>,
+        options: &CallOptions<Fb, Q, C>,
+    ) -> bool
+    where
+        Q: QualityFor<T>,
+        C: Classify<T, E>,
+    {
+        let threshold = self.inner.config.quality_threshold;
+        // NaN fails both comparisons, so it is not good either.
+        let good = |score: f64| score >= threshold && score <= 1.0;
+        match result {
+            Ok(value) => {
+                options.classify.classify(result) == Outcome::Success
+                    && options.quality.score(value).is_none_or(good)
+            }
+            Err(_) => false,
+        }
+    }
+
     fn otherwise<T, E>(
         &self,
         reason: FallbackReason,
@@ -605,17 +658,14 @@ impl CircuitBreaker {
         Q: QualityFor<T>,
         C: Classify<T, E>,
     {
-        let outcome = options.classify.classify(&result);
-        if let (Outcome::Success, Ok(value), false) = (outcome, &result, late) {
-            let threshold = self.inner.config.quality_threshold;
-            // NaN fails both comparisons, so it is a failure too.
-            let good = |score: f64| score >= threshold && score <= 1.0;
-            if options.quality.score(value).is_none_or(good) {
+        if !late && self.is_good(&result, options) {
+            if let Ok(value) = &result {
                 record_success(&options.fallback, value);
-                permit.record(Outcome::Success);
-                return Verdict::Return(result.map_err(CallError::Inner));
             }
+            permit.record(Outcome::Success);
+            return Verdict::Return(result.map_err(CallError::Inner));
         }
+        let outcome = options.classify.classify(&result);
         self.judge_slow(permit, result, outcome, late, options, record_success)
     }
 

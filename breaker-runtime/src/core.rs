@@ -277,7 +277,7 @@ impl Core {
     /// Admits a call, or says why not. Rejections are counted here. A
     /// transition, if any, is the one this admission caused (open to
     /// half-open) or found the rejection with.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire(&self) -> Result<Admitted, (FallbackReason, Option<Transition>)> {
         let word = self.load();
         match word.mode() {
@@ -354,16 +354,30 @@ impl Core {
         Err((FallbackReason::HalfOpenFull, transition))
     }
 
+    /// The generation of a closed circuit, which admits a call with no
+    /// further check; `None` in any other state.
+    #[inline(always)]
+    pub(crate) fn closed_generation(&self) -> Option<u32> {
+        let word = self.load();
+        (word.mode() == MODE_CLOSED).then(|| word.generation())
+    }
+
+    /// Records the success of a call admitted by a closed circuit.
+    #[inline(always)]
+    pub(crate) fn record_closed_success(&self, generation: u32) {
+        self.counters.add(Count::Success, 1);
+        // Only reads, unless failures must be reset or a failure-rate
+        // window must see the success.
+        if self.load().fails() != 0 || self.failure_rate.is_some() {
+            self.closed_success_slow(generation);
+        }
+    }
+
     /// Records the outcome of an admitted call and moves the state.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, admission: Admission, outcome: Outcome) -> Option<Transition> {
         if let (Outcome::Success, Admission::Closed(generation)) = (outcome, admission) {
-            // The hot path: only reads, unless failures must be reset or a
-            // failure-rate window must see the success.
-            self.counters.add(Count::Success, 1);
-            if self.load().fails() != 0 || self.failure_rate.is_some() {
-                self.closed_success_slow(generation);
-            }
+            self.record_closed_success(generation);
             return None;
         }
         self.record_slow(admission, outcome)

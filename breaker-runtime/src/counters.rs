@@ -141,7 +141,7 @@ fn thread_slot() -> usize {
 
 /// One call in [`SAMPLE_EVERY`] per thread is timed for the average
 /// response time, so the hot path does not read the clock twice per call.
-pub(crate) const SAMPLE_EVERY: u32 = 16;
+pub(crate) const SAMPLE_EVERY: u32 = 64;
 
 /// Whether this thread's current call is one of the timed sample.
 #[inline]

@@ -67,7 +67,7 @@
 //! On the closed-state success path a call loads the state word, makes the
 //! call, and adds one to a counter in a per-thread shard: no lock, no
 //! allocation, no shared cache-line write. The average response time is
-//! estimated from one call in 16 per thread.
+//! estimated from one call in 64 per thread.
 #![warn(missing_docs)]
 
 extern crate self as breaker_runtime;

@@ -48,7 +48,7 @@ pub struct Metrics {
     /// `successful_calls / (successful_calls + failed_calls)`; 1 when no
     /// call has finished.
     pub success_rate: f64,
-    /// Mean duration of the calls that ran, estimated from one call in 16
+    /// Mean duration of the calls that ran, estimated from one call in 64
     /// per thread so the hot path reads the clock only for those.
     #[serde(serialize_with = "crate::config::secs")]
     pub average_response_time: Duration,
