@@ -1,7 +1,7 @@
 //! The process-global registry: one breaker per name, shared by every call
 //! site, and the status snapshot that monitoring reads.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -17,7 +17,9 @@ use crate::state::DetailedState;
 /// Named breakers, shared process-wide. Get it with [`registry()`].
 #[derive(Debug, Default)]
 pub struct Registry {
-    entries: RwLock<HashMap<Box<str>, Entry>>,
+    /// Sorted by name, so the status needs no sort (and no moving of
+    /// large snapshots).
+    entries: RwLock<BTreeMap<Box<str>, Entry>>,
 }
 
 #[derive(Debug)]
@@ -133,24 +135,19 @@ impl Registry {
 
     /// The registered names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.entries.read().keys().map(|k| k.to_string()).collect();
-        names.sort_unstable();
-        names
+        self.entries.read().keys().map(|k| k.to_string()).collect()
     }
 
     /// A snapshot of every breaker, sorted by name.
     pub fn status(&self) -> RegistryStatus {
-        let entries: Vec<(CircuitBreaker, Vec<CircuitBreakerConfig>)> = self
+        // Snapshotting under the read lock is safe: a breaker's own lock is
+        // never held while the registry's is taken.
+        let breakers = self
             .entries
             .read()
             .values()
-            .map(|e| (e.breaker.clone(), e.conflicts.clone()))
+            .map(|e| BreakerStatus::new(&e.breaker, e.conflicts.clone()))
             .collect();
-        let mut breakers: Vec<BreakerStatus> = entries
-            .into_iter()
-            .map(|(breaker, config_conflicts)| BreakerStatus::new(&breaker, config_conflicts))
-            .collect();
-        breakers.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         RegistryStatus { breakers }
     }
 }
