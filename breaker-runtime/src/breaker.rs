@@ -274,6 +274,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     pub(crate) fn count(&self, count: Count) {
         self.inner.core.counters.add(count, 1);
     }

@@ -362,6 +362,17 @@ impl CircuitBreaker {
                 return self.resolve_sync(verdict, &options.fallback);
             }
         }
+        // The rejection path: an open circuit serves its fallback without
+        // taking the lock.
+        if let Some(retry_after) = inner.core.open_rejection() {
+            let reason = FallbackReason::Open { retry_after };
+            events::emit(&inner.name, EventKind::Rejected { reason });
+            let verdict = Verdict::Fallback {
+                reason,
+                otherwise: None,
+            };
+            return self.resolve_sync(verdict, &options.fallback);
+        }
         let verdict = match self.admit() {
             Err(reason) => self.rejected(reason),
             Ok(permit) => {
@@ -764,6 +775,7 @@ impl CircuitBreaker {
     }
 
     /// Counts a fallback that ran and shapes what the caller gets.
+    #[inline]
     fn settle_fallback<T, E>(
         &self,
         reason: FallbackReason,

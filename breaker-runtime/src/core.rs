@@ -354,6 +354,24 @@ impl Core {
         Err((FallbackReason::HalfOpenFull, transition))
     }
 
+    /// For an open circuit whose period has not ended, counts the rejection
+    /// and says how long until a probe; `None` in any other case, for
+    /// [`acquire`](Self::acquire) to decide.
+    #[inline(always)]
+    pub(crate) fn open_rejection(&self) -> Option<Duration> {
+        if self.load().mode() != MODE_OPEN {
+            return None;
+        }
+        let now = self.clock.coarse_now();
+        // Relaxed: ordered by the Acquire load of the word (invariant 4).
+        let until = self.open_until.load(Ordering::Relaxed);
+        if now >= until {
+            return None;
+        }
+        self.counters.add(Count::RejectedOpen, 1);
+        Some(Duration::from_nanos(until - now))
+    }
+
     /// The generation of a closed circuit, which admits a call with no
     /// further check; `None` in any other state.
     #[inline(always)]

@@ -123,7 +123,20 @@ pub fn subscribe(listener: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Subsc
 }
 
 /// Emits `kind` for `breaker`, to tracing and to listeners.
+#[inline]
 pub(crate) fn emit(breaker: &str, kind: EventKind) {
+    // Relaxed: see `emit_to_all`. With no tracing subscriber the maximum
+    // level is OFF, and with no listener there is nobody to tell.
+    if tracing::level_filters::LevelFilter::current() == tracing::level_filters::LevelFilter::OFF
+        && !ANY_LISTENER.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    emit_to_all(breaker, kind);
+}
+
+#[inline(never)]
+fn emit_to_all(breaker: &str, kind: EventKind) {
     match &kind {
         EventKind::Transition { from, to, cause } => tracing::warn!(
             breaker,
