@@ -50,6 +50,13 @@ use proc_macro::TokenStream;
 /// unless a `fallback` function always answers. A function that does not
 /// return a `Result` must have a `fallback`.
 ///
+/// The attribute sees tokens, not types: a return type is a `Result` when
+/// its last path segment is named `Result` (`Result<T, E>`,
+/// `io::Result<T>`, `anyhow::Result<T>`). An alias with another name
+/// (`type Reply = Result<String, E>`) is treated as a plain value: it needs a
+/// fallback, and its `Err` values count as successes. Write `Result<...>` in
+/// the signature to have errors counted.
+///
 /// # Keys
 ///
 /// Durations are seconds, as an integer or float literal (`0.25`), or a
