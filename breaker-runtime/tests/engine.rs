@@ -611,3 +611,16 @@ fn metrics_add_up_and_serialise() {
     assert_eq!(json["detailed_state"], "forced_open");
     assert_eq!(json["failures_by_type"]["error"], 1);
 }
+
+#[test]
+fn every_public_handle_is_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CircuitBreaker>();
+    send_sync::<breaker_runtime::Permit<'static>>();
+    send_sync::<breaker_runtime::Registry>();
+    send_sync::<CachedFallback<String, String>>();
+    send_sync::<ManualClock>();
+    send_sync::<BreakerError>();
+    send_sync::<breaker_runtime::Metrics>();
+    send_sync::<breaker_runtime::RegistryStatus>();
+}
