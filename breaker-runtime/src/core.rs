@@ -633,11 +633,7 @@ impl Core {
         } else if word.detailed() == to {
             return None;
         }
-        let transition = self.transition(&mut slow, word, to, TransitionCause::Manual, now);
-        if to == DetailedState::Closed {
-            slow.trips_in_a_row = 0;
-        }
-        Some(transition)
+        Some(self.transition(&mut slow, word, to, TransitionCause::Manual, now))
     }
 
     pub(crate) fn snapshot(&self) -> StateSnapshot {
