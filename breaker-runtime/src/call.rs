@@ -479,11 +479,14 @@ impl CircuitBreaker {
     /// # Cancel safety
     /// Dropping the returned future drops `fut` and counts the call as
     /// cancelled; a half-open probe slot it held is given back.
-    pub async fn call_async<T, E>(
+    pub fn call_async<T, E>(
         &self,
         fut: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, CallError<E>> {
-        self.call_async_with(&CallOptions::new(), fut).await
+    ) -> impl Future<Output = Result<T, CallError<E>>> {
+        // Returned as is, not awaited in a wrapper: a wrapper future would
+        // copy this one into its own state on every call.
+        const NO_OPTIONS: CallOptions = CallOptions::new();
+        self.call_async_with(&NO_OPTIONS, fut)
     }
 
     /// Awaits `fut` through the breaker with `options`, cancelling it at
