@@ -367,11 +367,7 @@ impl CircuitBreaker {
         if let Some(retry_after) = inner.core.open_rejection() {
             let reason = FallbackReason::Open { retry_after };
             events::emit(&inner.name, EventKind::Rejected { reason });
-            let verdict = Verdict::Fallback {
-                reason,
-                otherwise: None,
-            };
-            return self.resolve_sync(verdict, &options.fallback);
+            return self.resolve_sync(self.rejected(reason), &options.fallback);
         }
         let verdict = match self.admit() {
             Err(reason) => self.rejected(reason),

@@ -293,21 +293,8 @@ impl Core {
             self.counters.add(Count::RejectedOpen, 1);
             return Err((FallbackReason::ForcedOpen, None));
         }
-        if word.mode() == MODE_OPEN {
-            // Coarse: a probe admitted a tick late does no harm, and the
-            // rejection path then reads no clock.
-            let now = self.clock.coarse_now();
-            // Relaxed: ordered by the Acquire load of the word (invariant 4).
-            let until = self.open_until.load(Ordering::Relaxed);
-            if now < until {
-                self.counters.add(Count::RejectedOpen, 1);
-                return Err((
-                    FallbackReason::Open {
-                        retry_after: Duration::from_nanos(until - now),
-                    },
-                    None,
-                ));
-            }
+        if let Some(retry_after) = self.open_rejection() {
+            return Err((FallbackReason::Open { retry_after }, None));
         }
         let mut slow = self.slow.lock();
         // Re-read under the lock: another thread may have moved the state.
@@ -326,13 +313,8 @@ impl Core {
                 let until = self.open_until.load(Ordering::Relaxed);
                 if now < until {
                     drop(slow);
-                    self.counters.add(Count::RejectedOpen, 1);
-                    return Err((
-                        FallbackReason::Open {
-                            retry_after: Duration::from_nanos(until - now),
-                        },
-                        None,
-                    ));
+                    let retry_after = self.count_open_rejection(now, until);
+                    return Err((FallbackReason::Open { retry_after }, None));
                 }
                 transition = Some(self.transition(
                     &mut slow,
@@ -362,14 +344,19 @@ impl Core {
         if self.load().mode() != MODE_OPEN {
             return None;
         }
+        // Coarse: a probe admitted a tick late does no harm, and the
+        // rejection path then reads no clock.
         let now = self.clock.coarse_now();
         // Relaxed: ordered by the Acquire load of the word (invariant 4).
         let until = self.open_until.load(Ordering::Relaxed);
-        if now >= until {
-            return None;
-        }
+        (now < until).then(|| self.count_open_rejection(now, until))
+    }
+
+    /// Counts a call an open circuit refused at `now`; the time to wait.
+    #[inline(always)]
+    fn count_open_rejection(&self, now: u64, until: u64) -> Duration {
         self.counters.add(Count::RejectedOpen, 1);
-        Some(Duration::from_nanos(until - now))
+        Duration::from_nanos(until - now)
     }
 
     /// The generation of a closed circuit, which admits a call with no
@@ -404,19 +391,20 @@ impl Core {
     #[inline(never)]
     fn record_slow(&self, admission: Admission, outcome: Outcome) -> Option<Transition> {
         match outcome {
-            Outcome::Success => {
-                self.counters.add(Count::Success, 1);
-                match admission {
-                    Admission::Closed(generation) => {
-                        if self.load().fails() != 0 || self.failure_rate.is_some() {
-                            self.closed_success_slow(generation);
-                        }
-                        None
-                    }
-                    Admission::Probe(generation) => self.probe_success(generation),
-                    Admission::Bypass => None,
+            Outcome::Success => match admission {
+                Admission::Closed(generation) => {
+                    self.record_closed_success(generation);
+                    None
                 }
-            }
+                Admission::Probe(generation) => {
+                    self.counters.add(Count::Success, 1);
+                    self.probe_success(generation)
+                }
+                Admission::Bypass => {
+                    self.counters.add(Count::Success, 1);
+                    None
+                }
+            },
             Outcome::Failure(failure_type) => self.failure(admission, failure_type, None),
             Outcome::RateLimited { retry_after } => {
                 self.failure(admission, FailureType::RateLimit, retry_after)
