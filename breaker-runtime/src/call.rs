@@ -343,31 +343,33 @@ impl CircuitBreaker {
         C: Classify<T, E>,
     {
         let inner = &*self.inner;
-        // The hot path: a closed circuit without a local rate limit, and a
-        // good result, skip the permit and the verdict altogether.
-        if inner.limiter.is_none() {
-            if let Some(generation) = inner.core.closed_generation() {
-                // Held across the call so a panic counts as a failure.
-                let permit = Permit::admitted(self, Admission::Closed(generation));
-                let (result, late) = self.run_timed(f);
-                if !late && self.is_good(&result, options) {
-                    if let Ok(value) = &result {
-                        FallbackFor::record_success(&options.fallback, value);
-                    }
-                    permit.record_closed_success(generation);
-                    return result.map_err(CallError::Inner);
+        // The hot path: a closed circuit and a good result skip the permit
+        // and the verdict altogether.
+        if let Some(generation) = inner.core.closed_generation() {
+            if let Some(limiter) = &inner.limiter {
+                if let Err(retry_after) = limiter.check() {
+                    let admission = Admission::Closed(generation);
+                    let reason = self.rate_limited(admission, retry_after);
+                    return self.resolve_sync(self.rejected(reason), &options.fallback);
                 }
-                let verdict =
-                    self.judge(permit, result, late, options, FallbackFor::record_success);
-                return self.resolve_sync(verdict, &options.fallback);
             }
+            // Held across the call so a panic counts as a failure.
+            let permit = Permit::admitted(self, Admission::Closed(generation));
+            let (result, late) = self.run_timed(f);
+            if !late && self.is_good(&result, options) {
+                if let Ok(value) = &result {
+                    FallbackFor::record_success(&options.fallback, value);
+                }
+                permit.record_closed_success(generation);
+                return result.map_err(CallError::Inner);
+            }
+            let verdict = self.judge(permit, result, late, options, FallbackFor::record_success);
+            return self.resolve_sync(verdict, &options.fallback);
         }
         // The rejection path: an open circuit serves its fallback without
         // taking the lock.
-        if let Some(retry_after) = inner.core.open_rejection() {
-            let reason = FallbackReason::Open { retry_after };
-            events::emit(&inner.name, EventKind::Rejected { reason });
-            return self.resolve_sync(self.rejected(reason), &options.fallback);
+        if let Some(retry_after) = inner.core.open_wait() {
+            return self.serve_open_rejection(retry_after, &options.fallback);
         }
         let verdict = match self.admit() {
             Err(reason) => self.rejected(reason),
@@ -438,7 +440,7 @@ impl CircuitBreaker {
             .spawn(move || {
                 let result = panic::catch_unwind(AssertUnwindSafe(f));
                 if !worker_handoff.deliver(result) {
-                    breaker.count(Count::LateResult);
+                    breaker.inner.core.count_late_result();
                 }
             });
         if let Err(error) = spawned {
@@ -780,15 +782,49 @@ impl CircuitBreaker {
         match verdict {
             Verdict::Return(result) => result,
             Verdict::Fallback { reason, otherwise } => {
-                let served = panic::catch_unwind(AssertUnwindSafe(|| {
-                    with_reason(reason, || fallback.serve(&reason))
-                }));
-                match served {
-                    Ok(None) => self.otherwise(reason, otherwise),
-                    Ok(Some(result)) => self.settle_fallback(reason, Ok(result)),
-                    Err(payload) => self.settle_fallback(reason, Err(payload)),
-                }
+                let served = serve_sync(reason, fallback);
+                self.settle_served(reason, otherwise, served)
             }
+        }
+    }
+
+    /// Answers a call an open circuit refused with its fallback. A fallback
+    /// that serves a value is counted with the rejection in one add.
+    #[inline(never)]
+    fn serve_open_rejection<T, E, Fb: FallbackFor<T, E>>(
+        &self,
+        retry_after: Duration,
+        fallback: &Fb,
+    ) -> Result<T, CallError<E>> {
+        let reason = FallbackReason::Open { retry_after };
+        let counters = &self.inner.core.counters;
+        match serve_sync(reason, fallback) {
+            Ok(Some(Ok(value))) => {
+                counters.add(Count::OpenServed, 1);
+                events::emit(self.name(), EventKind::Rejected { reason });
+                events::emit(self.name(), EventKind::Fallback { reason });
+                Ok(value)
+            }
+            served => {
+                counters.add(Count::RejectedOpen, 1);
+                events::emit(self.name(), EventKind::Rejected { reason });
+                self.settle_served(reason, None, served)
+            }
+        }
+    }
+
+    /// Shapes what the caller gets from a fallback that ran (or had nothing
+    /// to serve, `Ok(None)`), and counts it.
+    fn settle_served<T, E>(
+        &self,
+        reason: FallbackReason,
+        otherwise: Option<Result<T, CallError<E>>>,
+        served: std::thread::Result<Option<Result<T, E>>>,
+    ) -> Result<T, CallError<E>> {
+        match served {
+            Ok(None) => self.otherwise(reason, otherwise),
+            Ok(Some(result)) => self.settle_fallback(reason, Ok(result)),
+            Err(payload) => self.settle_fallback(reason, Err(payload)),
         }
     }
 
@@ -838,6 +874,18 @@ enum Finished<R> {
     Unenforced(R, u64),
     #[cfg(feature = "tokio")]
     Late,
+}
+
+/// Asks a sync fallback for its replacement, with its reason visible to
+/// [`fallback_reason`](crate::fallback_reason), catching a panic.
+#[inline(always)]
+fn serve_sync<T, E, Fb: FallbackFor<T, E>>(
+    reason: FallbackReason,
+    fallback: &Fb,
+) -> std::thread::Result<Option<Result<T, E>>> {
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        with_reason(reason, || fallback.serve(&reason))
+    }))
 }
 
 /// Polls a fallback future with its reason visible to

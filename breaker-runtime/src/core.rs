@@ -150,6 +150,9 @@ struct Slow {
     last_transition_at: Option<u64>,
     last_failure: Option<(FailureType, u64)>,
     window: Option<Window>,
+    /// Results of deadline workers that arrived after their caller left:
+    /// rare, so kept here rather than in a counter slot.
+    late_results: u64,
 }
 
 /// The last `size` outcomes of closed-state calls, for the failure rate.
@@ -208,6 +211,7 @@ pub(crate) struct StateSnapshot {
     pub(crate) probes_in_flight: u32,
     pub(crate) window: Option<(usize, usize)>,
     pub(crate) open_until: Option<u64>,
+    pub(crate) late_results: u64,
 }
 
 #[derive(Debug)]
@@ -241,6 +245,7 @@ impl Core {
                 window: config
                     .failure_rate_threshold
                     .map(|_| Window::new(config.sliding_window_size)),
+                late_results: 0,
             }),
             counters: Counters::new(),
             clock,
@@ -341,6 +346,15 @@ impl Core {
     /// [`acquire`](Self::acquire) to decide.
     #[inline(always)]
     pub(crate) fn open_rejection(&self) -> Option<Duration> {
+        let wait = self.open_wait()?;
+        self.counters.add(Count::RejectedOpen, 1);
+        Some(wait)
+    }
+
+    /// As [`open_rejection`](Self::open_rejection), but counts nothing: the
+    /// caller counts the rejection once it knows how its fallback went.
+    #[inline(always)]
+    pub(crate) fn open_wait(&self) -> Option<Duration> {
         if self.load().mode() != MODE_OPEN {
             return None;
         }
@@ -349,7 +363,12 @@ impl Core {
         let now = self.clock.coarse_now();
         // Relaxed: ordered by the Acquire load of the word (invariant 4).
         let until = self.open_until.load(Ordering::Relaxed);
-        (now < until).then(|| self.count_open_rejection(now, until))
+        (now < until).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// Counts a deadline worker's result that arrived after its caller left.
+    pub(crate) fn count_late_result(&self) {
+        self.slow.lock().late_results += 1;
     }
 
     /// Counts a call an open circuit refused at `now`; the time to wait.
@@ -636,6 +655,7 @@ impl Core {
             probes_in_flight: slow.probes_in_flight,
             window: slow.window.as_ref().map(|w| (w.len, w.failures)),
             open_until: (word.mode() == MODE_OPEN).then(|| self.open_until.load(Ordering::Relaxed)),
+            late_results: slow.late_results,
         }
     }
 

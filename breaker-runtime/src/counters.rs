@@ -25,7 +25,10 @@ pub(crate) enum Count {
     RateLimited = 9,
     Fallback = 10,
     FallbackFailed = 11,
-    LateResult = 12,
+    /// An open circuit refused the call and its fallback served a value:
+    /// one add where a rejection and a fallback would take two. Read back
+    /// through [`Totals::get`] as both.
+    OpenServed = 12,
     ResponseNanos = 13,
     ResponseSamples = 14,
     Cancelled = 15,
@@ -50,7 +53,11 @@ pub(crate) struct Totals([u64; SLOTS]);
 
 impl Totals {
     pub(crate) fn get(&self, count: Count) -> u64 {
-        self.0[count as usize]
+        let own = self.0[count as usize];
+        match count {
+            Count::RejectedOpen | Count::Fallback => own + self.0[Count::OpenServed as usize],
+            _ => own,
+        }
     }
 
     pub(crate) fn failures(&self, failure_type: FailureType) -> u64 {

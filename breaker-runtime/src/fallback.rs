@@ -13,7 +13,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, ClockHandle, duration_nanos};
-use crate::error::FallbackReason;
+use crate::error::{FailureType, FallbackReason};
 
 /// A fallback strategy for calls whose input is `K` and whose result is `T`.
 ///
@@ -211,7 +211,61 @@ where
 }
 
 thread_local! {
-    static CURRENT_REASON: Cell<Option<FallbackReason>> = const { Cell::new(None) };
+    static CURRENT_REASON: Cell<PackedReason> = const { Cell::new(PackedReason::NONE) };
+}
+
+/// An `Option<FallbackReason>` as three whole words, for the thread-local.
+///
+/// Copying the enum itself moves a tag byte and narrower fields with wide
+/// loads that straddle the stores which just wrote them; the CPU then stalls
+/// on each copy, and the open-state rejection path copies twice. Words are
+/// stored and loaded whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PackedReason([u64; 3]);
+
+impl PackedReason {
+    const NONE: Self = Self([0; 3]);
+
+    #[inline(always)]
+    fn pack(reason: FallbackReason) -> Self {
+        let duration = |tag, d: Duration| [tag, d.as_secs(), u64::from(d.subsec_nanos())];
+        Self(match reason {
+            FallbackReason::Open { retry_after } => duration(1, retry_after),
+            FallbackReason::ForcedOpen => [2, 0, 0],
+            FallbackReason::HalfOpenFull => [3, 0, 0],
+            FallbackReason::RateLimited { retry_after } => duration(4, retry_after),
+            FallbackReason::Timeout { after } => duration(5, after),
+            FallbackReason::Failure { failure_type } => [6, failure_type.index() as u64, 0],
+            FallbackReason::LowQuality { score, threshold } => {
+                [7, score.to_bits(), threshold.to_bits()]
+            }
+        })
+    }
+
+    fn unpack(self) -> Option<FallbackReason> {
+        let [tag, a, b] = self.0;
+        // `b` came from `subsec_nanos`, so it fits and never carries.
+        let duration = || Duration::new(a, b as u32);
+        Some(match tag {
+            1 => FallbackReason::Open {
+                retry_after: duration(),
+            },
+            2 => FallbackReason::ForcedOpen,
+            3 => FallbackReason::HalfOpenFull,
+            4 => FallbackReason::RateLimited {
+                retry_after: duration(),
+            },
+            5 => FallbackReason::Timeout { after: duration() },
+            6 => FallbackReason::Failure {
+                failure_type: *FailureType::ALL.get(a as usize)?,
+            },
+            7 => FallbackReason::LowQuality {
+                score: f64::from_bits(a),
+                threshold: f64::from_bits(b),
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// Why the fallback running on this thread was called, or `None` outside a
@@ -232,17 +286,71 @@ thread_local! {
 /// # Ok::<(), breaker_runtime::ConfigError>(())
 /// ```
 pub fn fallback_reason() -> Option<FallbackReason> {
-    CURRENT_REASON.with(Cell::get)
+    CURRENT_REASON.with(Cell::get).unpack()
 }
 
 /// Runs `f` with [`fallback_reason`] answering `reason`.
 pub(crate) fn with_reason<R>(reason: FallbackReason, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<FallbackReason>);
+    struct Restore(PackedReason);
     impl Drop for Restore {
+        #[inline]
         fn drop(&mut self) {
             CURRENT_REASON.with(|current| current.set(self.0));
         }
     }
-    let _restore = Restore(CURRENT_REASON.with(|current| current.replace(Some(reason))));
+    let packed = PackedReason::pack(reason);
+    let _restore = Restore(CURRENT_REASON.with(|current| current.replace(packed)));
     f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_inside_its_fallback_and_nesting_restores_the_outer_one() {
+        let second = Duration::from_secs(1);
+        let odd = Duration::new(7, 999_999_999);
+        let mut reasons = vec![
+            FallbackReason::Open { retry_after: odd },
+            FallbackReason::ForcedOpen,
+            FallbackReason::HalfOpenFull,
+            FallbackReason::RateLimited {
+                retry_after: second,
+            },
+            FallbackReason::Timeout { after: odd },
+            FallbackReason::LowQuality {
+                score: -0.0,
+                threshold: 0.7,
+            },
+        ];
+        reasons.extend(
+            FailureType::ALL.map(|failure_type| FallbackReason::Failure { failure_type }),
+        );
+        assert_eq!(fallback_reason(), None);
+        for &outer in &reasons {
+            for &inner in &reasons {
+                with_reason(outer, || {
+                    assert_eq!(fallback_reason(), Some(outer));
+                    with_reason(inner, || assert_eq!(fallback_reason(), Some(inner)));
+                    assert_eq!(fallback_reason(), Some(outer));
+                });
+            }
+        }
+        assert_eq!(fallback_reason(), None);
+    }
+
+    #[test]
+    fn a_nan_score_reads_back_as_the_same_nan() {
+        let reason = FallbackReason::LowQuality {
+            score: f64::NAN,
+            threshold: 0.5,
+        };
+        let Some(FallbackReason::LowQuality { score, threshold }) =
+            with_reason(reason, fallback_reason)
+        else {
+            panic!("not read back as LowQuality")
+        };
+        assert_eq!((score.to_bits(), threshold), (f64::NAN.to_bits(), 0.5));
+    }
 }

@@ -157,7 +157,7 @@ impl Metrics {
             fallback_calls: totals.get(Count::Fallback),
             fallback_failures: totals.get(Count::FallbackFailed),
             timeouts: failures_by_type.timeout,
-            late_results: totals.get(Count::LateResult),
+            late_results: state.late_results,
             success_rate: if finished == 0 {
                 1.0
             } else {

@@ -5,6 +5,14 @@
 //! `rate_limit_per_minute` permits per minute, with a burst of
 //! `rate_limit_burst` (by default the whole minute's worth): an idle limiter
 //! admits that many calls at once, then one every `60 s / rate`.
+//!
+//! On the system clock the limiter reads the coarse clock (10 ms steps, an
+//! atomic load) instead of the monotonic clock (30 ns on a virtual machine)
+//! whenever the burst holds at least one step's worth of permits, as the
+//! default burst does. Time then advances in 10 ms jumps, and each jump's
+//! permits fit in the bucket, so the rate over any longer period is exact.
+//! A burst smaller than that would lose permits at each jump, so such a
+//! limiter reads the precise clock.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -15,17 +23,26 @@ use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter as Gcra};
 
-use crate::clock::ClockHandle;
+use crate::clock::{COARSE_TICK, ClockHandle, duration_nanos};
 
 /// governor's view of the breaker's clock.
 #[derive(Debug, Clone)]
-pub(crate) struct LimiterClock(ClockHandle);
+pub(crate) struct LimiterClock {
+    clock: ClockHandle,
+    /// Read the coarse clock: see the module docs.
+    coarse: bool,
+}
 
 impl GovernorClock for LimiterClock {
     type Instant = Nanos;
 
+    #[inline]
     fn now(&self) -> Nanos {
-        Nanos::from(self.0.now())
+        Nanos::from(if self.coarse {
+            self.clock.coarse_now()
+        } else {
+            self.clock.now()
+        })
     }
 }
 
@@ -41,11 +58,20 @@ impl RateLimiter {
         let per_minute = NonZeroU32::new(per_minute)?;
         let burst = burst.and_then(NonZeroU32::new).unwrap_or(per_minute);
         let quota = Quota::per_minute(per_minute).allow_burst(burst);
-        let clock = LimiterClock(clock);
+        let clock = LimiterClock {
+            clock,
+            coarse: bucket_spans_a_tick(per_minute, burst),
+        };
         Some(Self {
             gcra: Gcra::direct_with_clock(quota, clock.clone()),
             clock,
         })
+    }
+
+    /// Whether this limiter reads the coarse clock.
+    #[cfg(test)]
+    fn is_coarse(&self) -> bool {
+        self.clock.coarse
     }
 
     /// Takes a permit, or says how long until the next one.
@@ -54,5 +80,41 @@ impl RateLimiter {
         self.gcra
             .check()
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// Whether a full bucket of `burst` permits refills in at least one coarse
+/// tick: then a tick's permits always fit, and the coarse clock loses none.
+fn bucket_spans_a_tick(per_minute: NonZeroU32, burst: NonZeroU32) -> bool {
+    let refill_nanos = u128::from(duration_nanos(Duration::from_secs(60))) * u128::from(burst.get())
+        / u128::from(per_minute.get());
+    refill_nanos >= u128::from(duration_nanos(COARSE_TICK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(per_minute: u32, burst: Option<u32>) -> RateLimiter {
+        RateLimiter::new(per_minute, burst, ClockHandle::System).expect("a non-zero limit")
+    }
+
+    #[test]
+    fn the_default_burst_always_reads_the_coarse_clock() {
+        for per_minute in [1, 60, 6_000, 1_000_000, u32::MAX] {
+            assert!(limiter(per_minute, None).is_coarse(), "{per_minute}/min");
+        }
+    }
+
+    #[test]
+    fn a_burst_that_refills_within_one_tick_reads_the_precise_clock() {
+        // 6 000/min is one permit per 10 ms: a burst of 1 refills in
+        // exactly one tick, so the coarse clock still loses nothing.
+        assert!(limiter(6_000, Some(1)).is_coarse());
+        // 60 000/min with a burst of 1 refills in 1 ms: a 10 ms jump of
+        // the coarse clock would drop nine permits in ten.
+        assert!(!limiter(60_000, Some(1)).is_coarse());
+        assert!(!limiter(60_000, Some(9)).is_coarse());
+        assert!(limiter(60_000, Some(10)).is_coarse());
     }
 }
