@@ -249,7 +249,11 @@ impl CircuitBreaker {
 
     #[cold]
     #[inline(never)]
-    pub(crate) fn rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
+    pub(crate) fn rate_limited(
+        &self,
+        admission: Admission,
+        retry_after: Duration,
+    ) -> FallbackReason {
         let core = &self.inner.core;
         // Never made, so it moves nothing: give back a probe slot.
         core.release(admission);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::breaker::{CircuitBreaker, Permit};
-use crate::clock::duration_nanos;
+use crate::clock::{ClockHandle, duration_nanos};
 use crate::core::Admission;
 use crate::counters::{self, Count};
 use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
@@ -521,26 +521,7 @@ impl CircuitBreaker {
                 let sampled = counters::sample_this_call();
                 #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
-                // Awaited here rather than through a helper future: one
-                // state machine less on every call.
-                #[cfg(feature = "tokio")]
-                let finished = if tokio::runtime::Handle::try_current().is_ok() {
-                    match tokio::time::timeout(timeout, fut).await {
-                        Ok(result) => Finished::OnTime(result),
-                        Err(_) => Finished::Late,
-                    }
-                } else {
-                    let begun = clock.now();
-                    let result = fut.await;
-                    Finished::Unenforced(result, clock.now().saturating_sub(begun))
-                };
-                #[cfg(not(feature = "tokio"))]
-                let finished = {
-                    let begun = clock.now();
-                    let result = fut.await;
-                    Finished::Unenforced(result, clock.now().saturating_sub(begun))
-                };
-                match finished {
+                match under_deadline(fut, timeout, clock).await {
                     #[cfg(feature = "tokio")]
                     Finished::OnTime(result) => {
                         if sampled {
@@ -874,6 +855,89 @@ enum Finished<R> {
     Unenforced(R, u64),
     #[cfg(feature = "tokio")]
     Late,
+}
+
+/// Awaits `fut`, cancelling it `timeout` after this is first polled.
+///
+/// Like `tokio::time::timeout`, but the timer is armed only when `fut`
+/// first has to wait: a call that finishes in its first poll, the common
+/// case, reads no clock and never touches tokio's timer or runtime handle.
+/// The deadline is then set from the moment of arming, less the first
+/// poll's time as the coarse clock saw it, so it is never early, and late
+/// by at most the first poll's time, and by at most two coarse ticks
+/// (20 ms) however long that poll took.
+///
+/// Outside a runtime with timers the deadline cannot be enforced; the call's
+/// time is then measured on the breaker's clock, to its coarse resolution,
+/// as for sync calls.
+#[cfg(feature = "tokio")]
+async fn under_deadline<F: Future>(
+    fut: F,
+    timeout: Duration,
+    clock: &ClockHandle,
+) -> Finished<F::Output> {
+    use crate::clock::{COARSE_TICK, coarse_system_now};
+    use tokio::time::{Instant, Sleep};
+
+    enum Wait {
+        /// Not polled yet, or finished in the first poll.
+        First,
+        /// Waiting under the timer (if the deadline is representable).
+        Timed,
+        /// Waiting with no runtime to time it.
+        Unenforced,
+    }
+
+    // Plain atomic loads: the real clock is read only if `fut` waits.
+    let started = clock.coarse_now();
+    let started_system = coarse_system_now();
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = std::pin::pin!(None::<Sleep>);
+    let mut wait = Wait::First;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(match wait {
+                Wait::Unenforced => {
+                    Finished::Unenforced(output, clock.coarse_now().saturating_sub(started))
+                }
+                _ => Finished::OnTime(output),
+            });
+        }
+        if let Wait::First = wait {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // The coarse clock may lag the first poll by a tick at each
+                // end: take off only what surely elapsed.
+                let first_poll = coarse_system_now()
+                    .saturating_sub(started_system)
+                    .saturating_sub(duration_nanos(COARSE_TICK));
+                let deadline = Instant::now()
+                    .checked_sub(Duration::from_nanos(first_poll))
+                    .and_then(|start| start.checked_add(timeout));
+                if let Some(deadline) = deadline {
+                    timer.set(Some(tokio::time::sleep_until(deadline)));
+                }
+                wait = Wait::Timed;
+            } else {
+                wait = Wait::Unenforced;
+            }
+        }
+        match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Finished::Late),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(not(feature = "tokio"))]
+async fn under_deadline<F: Future>(
+    fut: F,
+    _timeout: Duration,
+    clock: &ClockHandle,
+) -> Finished<F::Output> {
+    let started = clock.coarse_now();
+    let output = fut.await;
+    Finished::Unenforced(output, clock.coarse_now().saturating_sub(started))
 }
 
 /// Asks a sync fallback for its replacement, with its reason visible to

@@ -47,7 +47,7 @@ static COARSE_NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// closed-state call path otherwise does. A thread started on first use
 /// stores the time every tick (100 wake-ups a second); readers load it.
 #[inline]
-fn coarse_system_now() -> u64 {
+pub(crate) fn coarse_system_now() -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
     // Relaxed: the value is a self-contained timestamp; nothing else is
     // published with it.

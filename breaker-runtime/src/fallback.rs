@@ -324,9 +324,8 @@ mod tests {
                 threshold: 0.7,
             },
         ];
-        reasons.extend(
-            FailureType::ALL.map(|failure_type| FallbackReason::Failure { failure_type }),
-        );
+        reasons
+            .extend(FailureType::ALL.map(|failure_type| FallbackReason::Failure { failure_type }));
         assert_eq!(fallback_reason(), None);
         for &outer in &reasons {
             for &inner in &reasons {

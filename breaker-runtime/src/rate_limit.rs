@@ -86,7 +86,8 @@ impl RateLimiter {
 /// Whether a full bucket of `burst` permits refills in at least one coarse
 /// tick: then a tick's permits always fit, and the coarse clock loses none.
 fn bucket_spans_a_tick(per_minute: NonZeroU32, burst: NonZeroU32) -> bool {
-    let refill_nanos = u128::from(duration_nanos(Duration::from_secs(60))) * u128::from(burst.get())
+    let refill_nanos = u128::from(duration_nanos(Duration::from_secs(60)))
+        * u128::from(burst.get())
         / u128::from(per_minute.get());
     refill_nanos >= u128::from(duration_nanos(COARSE_TICK))
 }

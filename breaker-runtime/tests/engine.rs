@@ -624,3 +624,58 @@ fn every_public_handle_is_send_and_sync() {
     send_sync::<breaker_runtime::Metrics>();
     send_sync::<breaker_runtime::RegistryStatus>();
 }
+
+/// Polls `fut` to completion on this thread, with no runtime at all.
+fn block_on_without_runtime<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
+
+/// A future that waits once, advancing `clock` by `during_first` in its
+/// first poll and by `during_second` in its second, then returns `Ok(5)`.
+fn waits_once(
+    clock: &ManualClock,
+    during_first: Duration,
+    during_second: Duration,
+) -> impl std::future::Future<Output = Result<u32, &'static str>> {
+    let mut polls = 0;
+    std::future::poll_fn(move |cx| {
+        polls += 1;
+        if polls == 1 {
+            clock.advance(during_first);
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        clock.advance(during_second);
+        std::task::Poll::Ready(Ok(5))
+    })
+}
+
+#[test]
+fn outside_a_runtime_an_async_call_past_its_deadline_keeps_its_result_and_counts_as_a_timeout() {
+    let (breaker, clock) = breaker_with(config().timeout_duration(SECOND).build().unwrap());
+    let half = SECOND / 2;
+    let on_time = block_on_without_runtime(breaker.call_async(waits_once(&clock, half, half / 2)));
+    assert_eq!(on_time, Ok(5));
+    assert_eq!(breaker.get_metrics().timeouts, 0);
+
+    // Late by its second poll, and late by its first: the time of every
+    // poll counts.
+    for (first, second) in [(half, SECOND), (SECOND * 2, Duration::ZERO)] {
+        let late = block_on_without_runtime(breaker.call_async(waits_once(&clock, first, second)));
+        assert_eq!(
+            late,
+            Ok(5),
+            "a deadline that cannot be enforced keeps the result"
+        );
+    }
+    let metrics = breaker.get_metrics();
+    assert_eq!(metrics.timeouts, 2);
+    assert_eq!(metrics.successful_calls, 1);
+    assert_eq!(metrics.failed_calls, 2);
+}

@@ -110,6 +110,34 @@ async fn a_sleeping_async_call_is_dropped_at_its_deadline() {
     assert_one_timeout(&breaker.get_metrics());
 }
 
+/// The timer is armed only once a call first waits, but its deadline still
+/// runs from the start of the call: a first poll that blocks past the
+/// deadline is cut off as soon as the call waits. On tokio's paused clock,
+/// the timer then fires without the clock moving; a deadline armed from the
+/// moment of waiting would need the whole timeout to pass first.
+#[cfg(feature = "tokio")]
+#[tokio::test(start_paused = true)]
+async fn a_first_poll_that_blocks_past_the_deadline_times_out_once_the_call_waits() {
+    let breaker = breaker("timeouts-async-first-poll");
+    let paused_start = tokio::time::Instant::now();
+    let mut first_poll = true;
+    let blocking_then_pending = std::future::poll_fn(|_| {
+        if std::mem::take(&mut first_poll) {
+            // Real time: the paused clock does not see it.
+            thread::sleep(TIMEOUT * 3);
+        }
+        std::task::Poll::<Result<u32, String>>::Pending
+    });
+    let result = breaker.call_async(blocking_then_pending).await;
+    assert_timed_out(&breaker, result);
+    assert_one_timeout(&breaker.get_metrics());
+    let waited = paused_start.elapsed();
+    assert!(
+        waited < TIMEOUT,
+        "the deadline ran from when the call first waited: the paused clock moved {waited:?}"
+    );
+}
+
 #[test]
 fn a_hanging_sync_call_releases_its_caller_at_a_hard_deadline() {
     let breaker = breaker("timeouts-deadline-hang");
