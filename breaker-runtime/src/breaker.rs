@@ -51,7 +51,9 @@ pub(crate) struct Inner {
     pub(crate) name: Box<str>,
     pub(crate) config: CircuitBreakerConfig,
     pub(crate) core: Core,
-    pub(crate) limiter: Option<RateLimiter>,
+    /// Boxed: most breakers have no rate limit, and the limiter is larger
+    /// than the rest of the breaker's own fields together.
+    pub(crate) limiter: Option<Box<RateLimiter>>,
     /// `config.timeout_duration` in clock nanoseconds.
     pub(crate) timeout_nanos: u64,
     caches: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
@@ -98,6 +100,7 @@ impl CircuitBreakerBuilder {
         self.config.validate()?;
         let limiter = self.config.rate_limit_per_minute.and_then(|per_minute| {
             RateLimiter::new(per_minute, self.config.rate_limit_burst, self.clock.clone())
+                .map(Box::new)
         });
         Ok(CircuitBreaker {
             inner: Arc::new(Inner {
@@ -326,7 +329,12 @@ impl CircuitBreaker {
     /// The bytes one breaker occupies, excluding its name's text, its
     /// fallback caches and listeners.
     pub fn memory_size(&self) -> usize {
-        std::mem::size_of::<Inner>() + self.inner.core.counters.memory_size()
+        let limiter = self
+            .inner
+            .limiter
+            .as_ref()
+            .map_or(0, |limiter| std::mem::size_of_val(&**limiter));
+        std::mem::size_of::<Inner>() + self.inner.core.counters.memory_size() + limiter
     }
 
     /// Whether `self` and `other` are handles to the same breaker.

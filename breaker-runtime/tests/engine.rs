@@ -679,3 +679,14 @@ fn outside_a_runtime_an_async_call_past_its_deadline_keeps_its_result_and_counts
     assert_eq!(metrics.successful_calls, 1);
     assert_eq!(metrics.failed_calls, 2);
 }
+
+#[test]
+fn memory_size_counts_a_rate_limiter_only_where_there_is_one() {
+    let (plain, _clock) = breaker_with(config().build().unwrap());
+    let (limited, _clock) = breaker_with(config().rate_limit_per_minute(60).build().unwrap());
+    let limiter = limited.memory_size() - plain.memory_size();
+    assert!(
+        (32..=256).contains(&limiter),
+        "a rate limiter adds {limiter} bytes"
+    );
+}
