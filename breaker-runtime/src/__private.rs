@@ -254,7 +254,7 @@ pub fn ok<R>(value: R) -> Result<R, Infallible> {
 /// The call result for a site whose breaker could not be created.
 #[cold]
 pub fn unavailable<T, E>(error: &BreakerError) -> Result<T, CallError<E>> {
-    Err(CallError::Breaker(error.clone()))
+    Err(CallError::from(error.clone()))
 }
 
 /// A `Result` function's return value, no fallback or a cached one: the
@@ -264,7 +264,7 @@ pub fn finish<T, E: FromBreakerError>(result: Result<T, CallError<E>>) -> Result
     match result {
         Ok(value) => Ok(value),
         Err(CallError::Inner(error)) => Err(error),
-        Err(CallError::Breaker(error)) => Err(E::from_breaker_error(error)),
+        Err(CallError::Breaker(error)) => Err(E::from_breaker_error(*error)),
     }
 }
 
@@ -275,7 +275,7 @@ pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
     match result {
         Ok(value) => Ok(value),
         Err(CallError::Inner(error)) => Err(error),
-        Err(CallError::Breaker(error)) => fallback_failed(error),
+        Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }
 
@@ -285,7 +285,7 @@ pub fn finish_value<R>(result: Result<R, CallError<Infallible>>) -> R {
     match result {
         Ok(value) => value,
         Err(CallError::Inner(never)) => match never {},
-        Err(CallError::Breaker(error)) => fallback_failed(error),
+        Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }
 

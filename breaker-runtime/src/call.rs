@@ -445,7 +445,7 @@ impl CircuitBreaker {
             });
         if let Err(error) = spawned {
             drop(permit); // never made: counts as cancelled
-            return Verdict::Return(Err(CallError::Breaker(BreakerError::FallbackFailed {
+            return Verdict::Return(Err(CallError::from(BreakerError::FallbackFailed {
                 name: self.name().to_owned(),
                 reason: FallbackReason::Failure {
                     failure_type: FailureType::Error,
@@ -628,7 +628,7 @@ impl CircuitBreaker {
         reason: FallbackReason,
         otherwise: Option<Result<T, CallError<E>>>,
     ) -> Result<T, CallError<E>> {
-        otherwise.unwrap_or_else(|| Err(CallError::Breaker(self.reason_error(reason))))
+        otherwise.unwrap_or_else(|| Err(CallError::from(self.reason_error(reason))))
     }
 
     fn sample_response(&self, elapsed: u64) {
@@ -838,7 +838,7 @@ impl CircuitBreaker {
                 cause: cause.clone(),
             },
         );
-        Err(CallError::Breaker(BreakerError::FallbackFailed {
+        Err(CallError::from(BreakerError::FallbackFailed {
             name: self.name().to_owned(),
             reason,
             cause,

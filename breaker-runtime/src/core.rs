@@ -389,12 +389,13 @@ impl Core {
     /// Records the success of a call admitted by a closed circuit.
     #[inline(always)]
     pub(crate) fn record_closed_success(&self, generation: u32) {
-        self.counters.add(Count::Success, 1);
         // Only reads, unless failures must be reset or a failure-rate
         // window must see the success.
         if self.load().fails() != 0 || self.failure_rate.is_some() {
             self.closed_success_slow(generation);
         }
+        // Last: the locked add holds back every load after it.
+        self.counters.add(Count::Success, 1);
     }
 
     /// Records the outcome of an admitted call and moves the state.

@@ -272,6 +272,10 @@ impl BreakerError {
 
 /// The error of a call made through a breaker: the call's own error, or the
 /// breaker's reason for not producing a result.
+///
+/// The breaker's error is boxed so that a `Result<T, CallError<E>>` is no
+/// larger than the call's own result needs: for small `T` and `E` it comes
+/// back in registers, and every call, good or bad, is cheaper for it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError<E> {
     /// The protected call (or its fallback) returned this error.
@@ -279,7 +283,13 @@ pub enum CallError<E> {
     Inner(E),
     /// The breaker rejected, timed out or failed the call.
     #[error(transparent)]
-    Breaker(BreakerError),
+    Breaker(Box<BreakerError>),
+}
+
+impl<E> From<BreakerError> for CallError<E> {
+    fn from(error: BreakerError) -> Self {
+        Self::Breaker(Box::new(error))
+    }
 }
 
 impl<E> CallError<E> {
@@ -306,7 +316,7 @@ impl<E> CallError<E> {
     {
         match self {
             Self::Inner(err) => err,
-            Self::Breaker(err) => E::from(err),
+            Self::Breaker(err) => E::from(*err),
         }
     }
 }

@@ -125,14 +125,18 @@ pub fn subscribe(listener: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Subsc
 /// Emits `kind` for `breaker`, to tracing and to listeners.
 #[inline]
 pub(crate) fn emit(breaker: &str, kind: EventKind) {
-    // Relaxed: see `emit_to_all`. With no tracing subscriber the maximum
-    // level is OFF, and with no listener there is nobody to tell.
-    if tracing::level_filters::LevelFilter::current() == tracing::level_filters::LevelFilter::OFF
-        && !ANY_LISTENER.load(Ordering::Relaxed)
-    {
-        return;
+    if enabled() {
+        emit_to_all(breaker, kind);
     }
-    emit_to_all(breaker, kind);
+}
+
+/// Whether anybody may hear an event: with no tracing subscriber the
+/// maximum level is OFF, and with no listener there is nobody to tell.
+#[inline]
+pub(crate) fn enabled() -> bool {
+    // Relaxed: see `emit_to_all`.
+    tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF
+        || ANY_LISTENER.load(Ordering::Relaxed)
 }
 
 #[inline(never)]

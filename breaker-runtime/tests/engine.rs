@@ -81,7 +81,7 @@ fn an_open_circuit_rejects_without_calling_and_says_when_to_retry() {
     assert!(!called, "an open circuit must not make the call");
     assert_eq!(
         err,
-        CallError::Breaker(BreakerError::Open {
+        CallError::from(BreakerError::Open {
             name: "engine".into(),
             retry_after: Duration::from_secs(6),
         })
@@ -116,8 +116,8 @@ fn a_failed_probe_reopens_the_circuit() {
     // The open period starts again from the probe's failure.
     clock.advance(Duration::from_secs(9));
     assert!(matches!(
-        fail(&breaker),
-        Err(CallError::Breaker(BreakerError::Open { .. }))
+        fail(&breaker).unwrap_err().breaker_error(),
+        Some(BreakerError::Open { .. })
     ));
 }
 
@@ -197,7 +197,7 @@ fn forced_open_stays_open_until_reset() {
     clock.advance(Duration::from_secs(3600));
     assert_eq!(
         succeed(&breaker).unwrap_err(),
-        CallError::Breaker(BreakerError::ForcedOpen {
+        CallError::from(BreakerError::ForcedOpen {
             name: "engine".into()
         })
     );
@@ -368,7 +368,7 @@ fn low_quality_is_a_failure_and_nan_or_out_of_range_scores_fail_too() {
         } else {
             let err = result.unwrap_err();
             assert!(
-                matches!(err, CallError::Breaker(BreakerError::LowQuality { .. })),
+                matches!(err.breaker_error(), Some(BreakerError::LowQuality { .. })),
                 "score {score}: {err:?}"
             );
         }
@@ -401,7 +401,7 @@ fn the_local_rate_limit_rejects_without_calling_or_counting_toward_opening() {
         })
         .unwrap_err();
     assert!(!called);
-    let CallError::Breaker(BreakerError::RateLimited { retry_after, .. }) = err else {
+    let Some(&BreakerError::RateLimited { retry_after, .. }) = err.breaker_error() else {
         panic!("expected a rate-limit rejection, got {err:?}");
     };
     assert_eq!(
@@ -452,7 +452,7 @@ fn a_panicking_fallback_yields_an_error_with_both_causes() {
     let options = CallOptions::new()
         .fallback(|_: &FallbackReason| -> Option<Result<u32, ()>> { panic!("cache exploded") });
     let err = breaker.call_with(&options, || Ok(1)).unwrap_err();
-    let CallError::Breaker(err @ BreakerError::FallbackFailed { .. }) = err else {
+    let Some(err @ BreakerError::FallbackFailed { .. }) = err.breaker_error() else {
         panic!("expected FallbackFailed, got {err:?}");
     };
     assert_eq!(

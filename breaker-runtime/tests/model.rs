@@ -550,7 +550,7 @@ fn call_through(
             model.counts.fallbacks += 1;
             Ok(FALLBACK_VALUE)
         }
-        Err(rejection) => Err(CallError::Breaker(model.error(rejection, &name))),
+        Err(rejection) => Err(CallError::from(model.error(rejection, &name))),
         Ok(admission) => {
             model.record(admission, outcome);
             match outcome {
@@ -626,7 +626,7 @@ fn run(params: Params, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     Ok::<u32, u32>(1)
                 });
                 let expected = match model.acquire() {
-                    Err(rejection) => Err(CallError::Breaker(model.error(rejection, &name))),
+                    Err(rejection) => Err(CallError::from(model.error(rejection, &name))),
                     Ok(admission) => {
                         model.now += overrun.as_nanos() as u64;
                         model.record(admission, Outcome::Failure(FailureType::Timeout));
@@ -643,7 +643,7 @@ fn run(params: Params, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 match model.acquire() {
                     Err(rejection) => prop_assert_eq!(
                         result.ok(),
-                        Some(Err(CallError::Breaker(model.error(rejection, &name))))
+                        Some(Err(CallError::from(model.error(rejection, &name))))
                     ),
                     Ok(admission) => {
                         prop_assert!(result.is_err(), "the panic reaches the caller");

@@ -205,9 +205,12 @@ fn hammer(breaker: &CircuitBreaker, seed: u64, clock: Option<&ManualClock>) -> T
                     assert_eq!(returned, outcome);
                     tally.count(outcome);
                 }
-                Err(CallError::Breaker(
-                    BreakerError::Open { .. } | BreakerError::HalfOpenFull { .. },
-                )) => {
+                Err(CallError::Breaker(refusal))
+                    if matches!(
+                        *refusal,
+                        BreakerError::Open { .. } | BreakerError::HalfOpenFull { .. }
+                    ) =>
+                {
                     assert!(!ran.get(), "a rejected call never runs");
                     tally.rejected += 1;
                 }

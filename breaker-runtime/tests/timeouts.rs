@@ -46,12 +46,12 @@ fn assert_timed_out<T: std::fmt::Debug, E: std::fmt::Debug>(
     breaker: &CircuitBreaker,
     result: Result<T, CallError<E>>,
 ) {
-    match result {
-        Err(CallError::Breaker(BreakerError::Timeout { name, after })) => {
+    match result.as_ref().map_err(CallError::breaker_error) {
+        Err(Some(BreakerError::Timeout { name, after })) => {
             assert_eq!(name, breaker.name());
-            assert_eq!(after, TIMEOUT);
+            assert_eq!(*after, TIMEOUT);
         }
-        other => panic!("expected a timeout, got {other:?}"),
+        _ => panic!("expected a timeout, got {result:?}"),
     }
 }
 
