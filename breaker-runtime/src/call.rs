@@ -579,23 +579,25 @@ impl CircuitBreaker {
     /// read the coarse clock.
     #[inline(always)]
     fn run_timed<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
-        let clock = &self.inner.core.clock;
-        let sampled = counters::sample_this_call();
-        let start = if sampled {
-            clock.now()
-        } else {
-            clock.coarse_now()
-        };
-        let result = f();
-        let end = if sampled {
-            clock.now()
-        } else {
-            clock.coarse_now()
-        };
-        let elapsed = end.saturating_sub(start);
-        if sampled {
-            self.sample_response(elapsed);
+        if counters::sample_this_call() {
+            return self.run_sampled(f);
         }
+        let clock = &self.inner.core.clock;
+        let start = clock.coarse_now();
+        let result = f();
+        let elapsed = clock.coarse_now().saturating_sub(start);
+        (result, elapsed > self.inner.timeout_nanos)
+    }
+
+    /// [`run_timed`](Self::run_timed) for a call of the timed sample.
+    #[cold]
+    #[inline(never)]
+    fn run_sampled<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
+        let clock = &self.inner.core.clock;
+        let start = clock.now();
+        let result = f();
+        let elapsed = clock.now().saturating_sub(start);
+        self.sample_response(elapsed);
         (result, elapsed > self.inner.timeout_nanos)
     }
 

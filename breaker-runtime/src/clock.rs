@@ -51,14 +51,25 @@ pub(crate) fn coarse_system_now() -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
     // Relaxed: the value is a self-contained timestamp; nothing else is
     // published with it.
-    match COARSE_NOW.load(Relaxed) {
-        0 => start_coarse_ticker(),
-        u64::MAX => SystemClock.now_nanos(),
-        now => now,
+    let now = COARSE_NOW.load(Relaxed);
+    // One comparison for both marks, 0 and u64::MAX.
+    if now.wrapping_sub(1) >= u64::MAX - 1 {
+        return coarse_unavailable(now);
+    }
+    now
+}
+
+/// The coarse clock's marks: not started yet (0), or no ticker (u64::MAX).
+#[cold]
+#[inline(never)]
+fn coarse_unavailable(mark: u64) -> u64 {
+    if mark == 0 {
+        start_coarse_ticker()
+    } else {
+        SystemClock.now_nanos()
     }
 }
 
-#[cold]
 fn start_coarse_ticker() -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
     static START: std::sync::Once = std::sync::Once::new();
@@ -163,15 +174,24 @@ impl ClockHandle {
     /// the others), for deadline checks on the hot path.
     #[inline]
     pub(crate) fn coarse_now(&self) -> u64 {
-        match self {
-            Self::System => coarse_system_now(),
-            Self::Manual(clock) => clock.now_nanos(),
-            Self::Custom(clock) => clock.now_nanos(),
+        // The system clock first and inline; the others are exact anyway.
+        if let Self::System = self {
+            return coarse_system_now();
         }
+        self.injected_now()
     }
 
     #[inline]
     pub(crate) fn now(&self) -> u64 {
+        if let Self::System = self {
+            return SystemClock.now_nanos();
+        }
+        self.injected_now()
+    }
+
+    /// The time of an injected clock, off the hot path of the system one.
+    #[inline(never)]
+    fn injected_now(&self) -> u64 {
         match self {
             Self::System => SystemClock.now_nanos(),
             Self::Manual(clock) => clock.now_nanos(),

@@ -1,13 +1,26 @@
-//! Exact call counts that cost the hot path one uncontended atomic add.
+//! Exact call counts that cost the hot path one plain add.
 //!
-//! Every breaker keeps its counters in a few cache-line-sized shards. A
-//! thread always writes the shard its slot maps to, so two threads calling
-//! one breaker do not fight over a cache line; readers sum the shards.
-//! Each increment is a single `fetch_add`, so totals are exact: nothing is
-//! sampled or dropped. (The response-time sum alone is fed from a sample of
-//! calls; see [`crate::Metrics::average_response_time`].)
+//! Every breaker keeps its counters in a few cache-line-sized shards, and
+//! readers sum the shards. Shard 0 is shared: it takes atomic
+//! `fetch_add`s. Every other shard is a *lane*, owned by at most one thread
+//! at a time. A thread claims a free lane the first time it counts anything
+//! (in any breaker: lane `i` is shard `i` of every breaker) and gives it back
+//! when it exits; threads that find no free lane use the shared shard.
+//!
+//! A lane's owner is its only writer, so it counts with a plain load and
+//! store: no locked instruction, which would hold back every load after it,
+//! and no cache line shared with another writer. Totals stay exact: every
+//! increment lands, since nobody else writes that slot, and a lane changes
+//! owner only through the lane table's mutex, which orders the last store of
+//! the old owner before the first load of the new one. (The response-time
+//! sum alone is fed from a sample of calls; see
+//! [`crate::Metrics::average_response_time`].)
+//!
+//! Under loom every thread counts in the shared shard: loom's threads are
+//! not the OS threads that thread-locals follow.
 
 use std::cell::Cell;
+use std::sync::LazyLock;
 
 use crate::error::FailureType;
 use crate::sync::{AtomicU64, Ordering};
@@ -43,8 +56,8 @@ struct Shard([AtomicU64; SLOTS]);
 
 #[derive(Debug)]
 pub(crate) struct Counters {
+    /// [`SHARDS`] shards: shard 0 shared, the others lanes.
     shards: Box<[Shard]>,
-    mask: usize,
 }
 
 /// Totals of every slot, read shard by shard.
@@ -71,12 +84,10 @@ impl Totals {
 
 impl Counters {
     pub(crate) fn new() -> Self {
-        let shards = shard_count();
         Self {
-            shards: (0..shards)
+            shards: (0..*SHARDS)
                 .map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
-            mask: shards - 1,
         }
     }
 
@@ -92,10 +103,24 @@ impl Counters {
 
     #[inline]
     fn add_slot(&self, slot: usize, n: u64) {
-        let shard = &self.shards[thread_slot() & self.mask];
-        // Relaxed: counts are independent tallies; a reader wants each to be
-        // exact, not ordered against the others or against the state word.
-        shard.0[slot].fetch_add(n, Ordering::Relaxed);
+        // Relaxed throughout: counts are independent tallies; a reader wants
+        // each to be exact, not ordered against the others or against the
+        // state word. A lane's handover is ordered by the lane table.
+        if !cfg!(loom) {
+            let lane = this_lane();
+            if lane != SHARED {
+                if let Some(owned) = self.shards.get(lane) {
+                    let counter = &owned.0[slot];
+                    // This thread owns the lane: nobody else writes `counter`.
+                    counter.store(
+                        counter.load(Ordering::Relaxed).wrapping_add(n),
+                        Ordering::Relaxed,
+                    );
+                    return;
+                }
+            }
+        }
+        self.shards[SHARED].0[slot].fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -114,36 +139,77 @@ impl Counters {
     }
 }
 
-/// A power of two near the core count, at least 4 so that a few threads
-/// rarely share a shard, and at most 64 to bound memory.
-fn shard_count() -> usize {
-    let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-    cores.next_power_of_two().clamp(4, 64)
-}
+/// The shard that takes atomic adds from threads without a lane.
+const SHARED: usize = 0;
 
-// std even under loom: a round-robin hint, not engine state (and loom's
-// atomics cannot be statics).
-static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Shards per breaker: the shared one and a lane per core, at least 4 in
+/// all so that a few threads rarely go without a lane, and at most 64 to
+/// bound memory.
+static SHARDS: LazyLock<usize> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+    (cores + 1).clamp(4, 64)
+});
+
+/// Which lanes are taken, by index; lane 0 is the shared shard.
+static LANES: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+/// No lane looked for yet.
+const UNCLAIMED: usize = usize::MAX;
 
 thread_local! {
-    static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// This thread's lane, [`SHARED`] when it has none.
+    static LANE: Cell<usize> = const { Cell::new(UNCLAIMED) };
+    /// Gives the lane back when the thread exits.
+    static LANE_GUARD: LaneGuard = const { LaneGuard };
     static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
 }
 
-/// This thread's slot, handed out round-robin on first use so that
-/// concurrently running threads land on different shards.
+/// This thread's lane: a shard index, [`SHARED`] when it has none.
 #[inline]
-fn thread_slot() -> usize {
-    THREAD_SLOT.with(|slot| {
-        let current = slot.get();
-        if current != usize::MAX {
-            return current;
+fn this_lane() -> usize {
+    match LANE.with(Cell::get) {
+        UNCLAIMED => claim_lane(),
+        lane => lane,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn claim_lane() -> usize {
+    // Touching the guard registers its destructor; a thread already tearing
+    // down its thread-locals takes no lane, as it could not give it back.
+    let lane = if LANE_GUARD.try_with(|_| ()).is_ok() {
+        let mut taken = lanes();
+        taken.resize(*SHARDS, false);
+        let free = (SHARED + 1..taken.len()).find(|&lane| !taken[lane]);
+        if let Some(lane) = free {
+            taken[lane] = true;
         }
-        // Relaxed: any distinct number will do; nothing is published with it.
-        let fresh = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
-        slot.set(fresh);
-        fresh
-    })
+        free.unwrap_or(SHARED)
+    } else {
+        SHARED
+    };
+    LANE.with(|cell| cell.set(lane));
+    lane
+}
+
+/// The lane table; a panic while it was held cannot leave it inconsistent.
+fn lanes() -> std::sync::MutexGuard<'static, Vec<bool>> {
+    LANES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct LaneGuard;
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        // Anything this thread counts from now on goes to the shared shard.
+        let lane = LANE.with(|cell| cell.replace(SHARED));
+        if lane != SHARED && lane != UNCLAIMED {
+            lanes()[lane] = false;
+        }
+    }
 }
 
 /// One call in [`SAMPLE_EVERY`] per thread is timed for the average

@@ -65,8 +65,8 @@
 //! # Cost
 //!
 //! On the closed-state success path a call loads the state word, makes the
-//! call, and adds one to a counter in a per-thread shard: no lock, no
-//! allocation, no shared cache-line write. The average response time is
+//! call, and adds one to a counter in its thread's own lane: no lock, no
+//! locked instruction, no allocation, no shared cache-line write. The average response time is
 //! estimated from one call in 64 per thread.
 #![warn(missing_docs)]
 

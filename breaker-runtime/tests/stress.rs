@@ -315,3 +315,69 @@ fn counts_are_exact_while_the_circuit_trips_and_recovers() {
     );
     done.assert_matches(&metrics);
 }
+
+/// Threads that count in a breaker own a lane of its counters while they
+/// live and give it back when they exit. Waves of short-lived threads, more
+/// at once than there are lanes, hand lanes over again and again; no count
+/// may be lost in a handover, and a reader polling meanwhile must never see
+/// a total go backwards.
+#[test]
+fn counts_are_exact_while_threads_come_and_go() {
+    const WAVES: u64 = 20;
+    const PER_WAVE: u64 = 6;
+    const CALLS: u64 = 5_000;
+    let config = CircuitBreakerConfig::builder()
+        .failure_threshold(u32::MAX)
+        .build()
+        .expect("valid configuration");
+    let breaker = CircuitBreaker::builder("stress-lanes")
+        .config(config)
+        .clock(ManualClock::new())
+        .build()
+        .expect("valid configuration");
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (breaker, finished) = (breaker.clone(), Arc::clone(&finished));
+        thread::spawn(move || {
+            let mut last = 0;
+            let mut reads = 0_u64;
+            while !finished.load(Ordering::Acquire) {
+                let seen = breaker.get_metrics().successful_calls;
+                assert!(seen >= last, "the total went back from {last} to {seen}");
+                last = seen;
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for wave in 0..WAVES {
+        let handles: Vec<_> = (0..PER_WAVE)
+            .map(|_| {
+                let breaker = breaker.clone();
+                thread::spawn(move || {
+                    for call in 0..CALLS {
+                        let value = breaker.call(|| Ok::<_, ()>(call)).expect("closed");
+                        assert_eq!(value, call);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("a worker panicked");
+        }
+        assert_eq!(
+            breaker.get_metrics().successful_calls,
+            (wave + 1) * PER_WAVE * CALLS,
+            "after wave {wave}"
+        );
+    }
+    finished.store(true, Ordering::Release);
+    let reads = reader.join().expect("the reader panicked");
+    let metrics = breaker.get_metrics();
+    eprintln!(
+        "lanes: {} calls, {reads} reads while counting",
+        metrics.total_calls
+    );
+    assert_eq!(metrics.total_calls, WAVES * PER_WAVE * CALLS);
+    assert_eq!(metrics.successful_calls, WAVES * PER_WAVE * CALLS);
+}
