@@ -250,17 +250,22 @@ fn count_transitions(name: &'static str) -> Arc<AtomicU64> {
     seen
 }
 
-#[test]
-fn counts_are_exact_while_the_circuit_stays_closed() {
+/// A breaker whose failure threshold is out of reach: it stays closed.
+fn never_tripping(name: &str) -> CircuitBreaker {
     let config = CircuitBreakerConfig::builder()
         .failure_threshold(u32::MAX)
         .build()
         .expect("valid configuration");
-    let breaker = CircuitBreaker::builder("stress-closed")
+    CircuitBreaker::builder(name)
         .config(config)
         .clock(ManualClock::new())
         .build()
-        .expect("valid configuration");
+        .expect("valid configuration")
+}
+
+#[test]
+fn counts_are_exact_while_the_circuit_stays_closed() {
+    let breaker = never_tripping("stress-closed");
     let start = Instant::now();
     let done = run_threads(&breaker, None);
     eprintln!("closed: {} calls in {:?}", done.calls, start.elapsed());
@@ -326,15 +331,7 @@ fn counts_are_exact_while_threads_come_and_go() {
     const WAVES: u64 = 20;
     const PER_WAVE: u64 = 6;
     const CALLS: u64 = 5_000;
-    let config = CircuitBreakerConfig::builder()
-        .failure_threshold(u32::MAX)
-        .build()
-        .expect("valid configuration");
-    let breaker = CircuitBreaker::builder("stress-lanes")
-        .config(config)
-        .clock(ManualClock::new())
-        .build()
-        .expect("valid configuration");
+    let breaker = never_tripping("stress-lanes");
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let (breaker, finished) = (breaker.clone(), Arc::clone(&finished));
