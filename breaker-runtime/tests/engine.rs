@@ -2,6 +2,8 @@
 //! clock: every transition, the forced states, backoff, retry-after,
 //! ignored outcomes, quality, rate limits, fallbacks and panics.
 
+mod common;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,13 +18,7 @@ use breaker_runtime::{
 const SECOND: Duration = Duration::from_secs(1);
 
 fn breaker_with(config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
-    let clock = ManualClock::new();
-    let breaker = CircuitBreaker::builder("engine")
-        .config(config)
-        .clock(clock.clone())
-        .build()
-        .expect("valid config");
-    (breaker, clock)
+    common::manual_breaker("engine", config)
 }
 
 fn config() -> breaker_runtime::CircuitBreakerConfigBuilder {

@@ -10,6 +10,8 @@
 //! ```
 #![cfg(loom)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
 use std::time::Duration;
@@ -18,6 +20,7 @@ use breaker_runtime::{
     CircuitBreaker, CircuitBreakerConfig, DetailedState, EventKind, FailureType, ManualClock,
     Outcome, subscribe,
 };
+use common::manual_breaker as breaker;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
@@ -30,17 +33,6 @@ fn check(preemptions: Option<usize>, model: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = preemptions;
     builder.check(model);
-}
-
-/// A breaker on a manual clock; both must be made inside `loom::model`.
-fn breaker(name: &str, config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
-    let clock = ManualClock::new();
-    let breaker = CircuitBreaker::builder(name)
-        .config(config)
-        .clock(clock.clone())
-        .build()
-        .expect("valid configuration");
-    (breaker, clock)
 }
 
 /// A breaker that tripped on one failure and whose recovery timeout has

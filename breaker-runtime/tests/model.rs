@@ -9,6 +9,8 @@
 //! Failing cases are persisted to `tests/proptest-regressions/model.txt`;
 //! commit that file so everyone replays them.
 
+mod common;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -16,9 +18,10 @@ use std::time::Duration;
 
 use breaker_runtime::{
     Backoff, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
-    DetailedState, EventKind, FailureType, FallbackReason, LastFailure, ManualClock, Metrics,
-    Outcome, Permit, TransitionCause, WindowMetrics, subscribe,
+    DetailedState, EventKind, FailureType, FallbackReason, LastFailure, Metrics, Outcome, Permit,
+    TransitionCause, WindowMetrics, subscribe,
 };
+use common::{Tally, manual_breaker};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -127,16 +130,6 @@ struct Transition {
     cause: TransitionCause,
 }
 
-#[derive(Debug, Default)]
-struct Counts {
-    successes: u64,
-    failures: [u64; 5],
-    ignored: u64,
-    cancelled: u64,
-    rejected: u64,
-    fallbacks: u64,
-}
-
 /// The reference state machine.
 #[derive(Debug)]
 struct Model {
@@ -151,20 +144,10 @@ struct Model {
     trips_in_a_row: u32,
     /// Outcomes of current closed-state calls, oldest first; `true` failed.
     window: std::collections::VecDeque<bool>,
-    counts: Counts,
+    counts: Tally,
     transitions: Vec<Transition>,
     last_transition_at: Option<u64>,
     last_failure: Option<(FailureType, u64)>,
-}
-
-fn failure_index(failure_type: FailureType) -> usize {
-    match failure_type {
-        FailureType::Timeout => 0,
-        FailureType::Error => 1,
-        FailureType::RateLimit => 2,
-        FailureType::QualityThreshold => 3,
-        FailureType::Custom => 4,
-    }
 }
 
 impl Model {
@@ -180,7 +163,7 @@ impl Model {
             probe_successes: 0,
             trips_in_a_row: 0,
             window: Default::default(),
-            counts: Counts::default(),
+            counts: Tally::default(),
             transitions: Vec::new(),
             last_transition_at: None,
             last_failure: None,
@@ -324,7 +307,7 @@ impl Model {
         failure_type: FailureType,
         retry: Option<Duration>,
     ) {
-        self.counts.failures[failure_index(failure_type)] += 1;
+        self.counts.fail(failure_type);
         self.last_failure = Some((failure_type, self.now));
         let retry_until = retry.map(|after| self.now + after.as_nanos() as u64);
         if !self.is_current(admission) {
@@ -395,34 +378,9 @@ impl Model {
 
     fn check(&self, breaker: &CircuitBreaker, events: &Events) -> Result<(), TestCaseError> {
         let metrics: Metrics = breaker.get_metrics();
-        let counts = &self.counts;
-        let failed: u64 = counts.failures.iter().sum();
-        let by_type = &metrics.failures_by_type;
         prop_assert_eq!(breaker.detailed_state(), self.state);
         prop_assert_eq!(metrics.detailed_state, self.state);
-        prop_assert_eq!(metrics.successful_calls, counts.successes);
-        prop_assert_eq!(
-            [
-                by_type.timeout,
-                by_type.error,
-                by_type.rate_limit,
-                by_type.quality_threshold,
-                by_type.custom,
-            ],
-            counts.failures
-        );
-        prop_assert_eq!(metrics.failed_calls, failed);
-        prop_assert_eq!(metrics.timeouts, counts.failures[0]);
-        prop_assert_eq!(metrics.ignored_calls, counts.ignored);
-        prop_assert_eq!(metrics.cancelled_calls, counts.cancelled);
-        prop_assert_eq!(metrics.rejected_calls, counts.rejected);
-        prop_assert_eq!(metrics.rate_limited_calls, 0);
-        prop_assert_eq!(metrics.fallback_calls, counts.fallbacks);
-        prop_assert_eq!(metrics.fallback_failures, 0);
-        prop_assert_eq!(
-            metrics.total_calls,
-            counts.successes + failed + counts.ignored + counts.cancelled + counts.rejected
-        );
+        self.counts.assert_matches(&metrics);
         prop_assert_eq!(metrics.consecutive_failures, self.consecutive_failures);
         prop_assert_eq!(metrics.transitions, self.transitions.len() as u64);
         prop_assert_eq!(metrics.probes_in_flight, self.probes_in_flight);
@@ -570,14 +528,9 @@ fn call_through(
 
 fn run(params: Params, steps: Vec<Step>) -> Result<(), TestCaseError> {
     silence_model_panics();
-    let clock = ManualClock::new();
     let name = unique_name();
     let (events, subscription) = record_events(&name);
-    let breaker = CircuitBreaker::builder(name.as_str())
-        .config(params.config())
-        .clock(clock.clone())
-        .build()
-        .expect("valid configuration");
+    let (breaker, clock) = manual_breaker(&name, params.config());
     let mut model = Model::new(params);
     let mut held: Vec<(Permit<'_>, Admission)> = Vec::new();
 
@@ -806,16 +759,6 @@ proptest! {
 // assert the intended behaviour and are ignored until the engine is fixed;
 // the model above marks where it follows the engine instead.
 
-fn breaker_with(name: &str, config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
-    let clock = ManualClock::new();
-    let breaker = CircuitBreaker::builder(name)
-        .config(config)
-        .clock(clock.clone())
-        .build()
-        .expect("valid configuration");
-    (breaker, clock)
-}
-
 #[test]
 fn retry_after_never_shortens_a_threshold_trip() {
     let config = CircuitBreakerConfig::builder()
@@ -823,7 +766,7 @@ fn retry_after_never_shortens_a_threshold_trip() {
         .recovery_timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let (breaker, _clock) = breaker_with("retry-after-at-threshold", config);
+    let (breaker, _clock) = manual_breaker("retry-after-at-threshold", config);
     breaker.try_acquire().unwrap().record(Outcome::RateLimited {
         retry_after: Some(Duration::from_secs(1)),
     });

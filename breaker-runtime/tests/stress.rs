@@ -6,15 +6,18 @@
 //! the breaker's counts must match the sum of the tallies to the call.
 
 use std::cell::Cell;
-use std::ops::AddAssign;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Tally, manual_breaker};
+
 use breaker_runtime::{
     BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig, EventKind,
-    FailureType, FallbackReason, ManualClock, Metrics, Outcome, subscribe,
+    FailureType, FallbackReason, ManualClock, Outcome, subscribe,
 };
 
 const THREADS: u64 = 8;
@@ -39,74 +42,6 @@ impl XorShift {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-/// What one thread did, call by call.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    calls: u64,
-    successes: u64,
-    failures: [u64; 5],
-    ignored: u64,
-    cancelled: u64,
-    rejected: u64,
-    fallbacks: u64,
-}
-
-impl AddAssign for Tally {
-    fn add_assign(&mut self, other: Self) {
-        self.calls += other.calls;
-        self.successes += other.successes;
-        for (mine, theirs) in self.failures.iter_mut().zip(other.failures) {
-            *mine += theirs;
-        }
-        self.ignored += other.ignored;
-        self.cancelled += other.cancelled;
-        self.rejected += other.rejected;
-        self.fallbacks += other.fallbacks;
-    }
-}
-
-impl Tally {
-    fn count(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Success => self.successes += 1,
-            Outcome::Failure(failure_type) => self.failures[failure_type as usize] += 1,
-            Outcome::RateLimited { .. } => self.failures[FailureType::RateLimit as usize] += 1,
-            Outcome::Ignored => self.ignored += 1,
-        }
-    }
-
-    fn assert_matches(&self, metrics: &Metrics) {
-        let by_type = &metrics.failures_by_type;
-        let failed: u64 = self.failures.iter().sum();
-        assert_eq!(metrics.total_calls, self.calls, "total_calls");
-        assert_eq!(metrics.successful_calls, self.successes, "successful_calls");
-        assert_eq!(
-            [
-                by_type.timeout,
-                by_type.error,
-                by_type.rate_limit,
-                by_type.quality_threshold,
-                by_type.custom,
-            ],
-            self.failures,
-            "failures_by_type (timeout, error, rate_limit, quality_threshold, custom)"
-        );
-        assert_eq!(metrics.failed_calls, failed, "failed_calls");
-        assert_eq!(metrics.ignored_calls, self.ignored, "ignored_calls");
-        assert_eq!(metrics.cancelled_calls, self.cancelled, "cancelled_calls");
-        assert_eq!(metrics.rejected_calls, self.rejected, "rejected_calls");
-        assert_eq!(metrics.fallback_calls, self.fallbacks, "fallback_calls");
-        assert_eq!(metrics.rate_limited_calls, 0, "no local rate limit");
-        assert_eq!(metrics.fallback_failures, 0, "the fallback never fails");
-        assert_eq!(metrics.late_results, 0, "no hard deadlines here");
-        assert_eq!(
-            self.calls,
-            self.successes + failed + self.ignored + self.cancelled + self.rejected,
-            "the tally itself adds up"
-        );
     }
 }
 
@@ -146,7 +81,6 @@ fn hammer(breaker: &CircuitBreaker, seed: u64, clock: Option<&ManualClock>) -> T
     let plain = CallOptions::new().classify(classify);
     let with_fallback = plain.fallback(|_: &FallbackReason| Some(Ok(FALLBACK_VALUE)));
     for i in 0..CALLS_PER_THREAD {
-        tally.calls += 1;
         if let Some(clock) = clock {
             if rng.below(8) == 0 {
                 clock.advance(Duration::from_micros(100));
@@ -256,11 +190,7 @@ fn never_tripping(name: &str) -> CircuitBreaker {
         .failure_threshold(u32::MAX)
         .build()
         .expect("valid configuration");
-    CircuitBreaker::builder(name)
-        .config(config)
-        .clock(ManualClock::new())
-        .build()
-        .expect("valid configuration")
+    manual_breaker(name, config).0
 }
 
 #[test]
@@ -268,9 +198,9 @@ fn counts_are_exact_while_the_circuit_stays_closed() {
     let breaker = never_tripping("stress-closed");
     let start = Instant::now();
     let done = run_threads(&breaker, None);
-    eprintln!("closed: {} calls in {:?}", done.calls, start.elapsed());
+    eprintln!("closed: {} calls in {:?}", done.calls(), start.elapsed());
     let metrics = breaker.get_metrics();
-    assert_eq!(done.calls, THREADS * CALLS_PER_THREAD);
+    assert_eq!(done.calls(), THREADS * CALLS_PER_THREAD);
     assert_eq!(metrics.transitions, 0, "the threshold is out of reach");
     assert_eq!(done.rejected, 0);
     done.assert_matches(&metrics);
@@ -287,29 +217,24 @@ fn counts_are_exact_while_the_circuit_trips_and_recovers() {
         .recovery_timeout(Duration::from_millis(1))
         .build()
         .expect("valid configuration");
-    let clock = ManualClock::new();
-    let breaker = CircuitBreaker::builder(NAME)
-        .config(config)
-        .clock(clock.clone())
-        .build()
-        .expect("valid configuration");
+    let (breaker, clock) = manual_breaker(NAME, config);
     let start = Instant::now();
     let done = run_threads(&breaker, Some(&clock));
     let elapsed = start.elapsed();
     let metrics = breaker.get_metrics();
     eprintln!(
         "tripping: {} calls in {elapsed:?}, {} transitions, {} rejected, clock at {:?}",
-        done.calls,
+        done.calls(),
         metrics.transitions,
         done.rejected,
         clock.elapsed()
     );
-    assert_eq!(done.calls, THREADS * CALLS_PER_THREAD);
+    assert_eq!(done.calls(), THREADS * CALLS_PER_THREAD);
     // The run is only worth something if the circuit really moved.
     assert!(metrics.transitions >= 3, "the circuit never cycled");
     assert!(done.rejected > 0, "no call met an open circuit");
     assert!(
-        done.successes > done.calls / 20,
+        done.successes > done.calls() / 20,
         "the circuit was hardly ever closed"
     );
     assert!(metrics.probes_in_flight <= 2);
