@@ -236,7 +236,7 @@ async fn the_agent_survives_a_misbehaving_model_server() {
         let breaker = status
             .breakers
             .iter()
-            .find(|b| b.name == name)
+            .find(|b| *b.name == *name)
             .unwrap_or_else(|| panic!("`{name}` is registered"));
         assert!(breaker.config_conflicts.is_empty(), "{name}: {breaker:#?}");
         assert!(breaker.metrics.total_calls > 0, "{name} was called");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::clock::{Clock, ClockHandle, duration_nanos};
+use crate::clock::{Clock, ClockHandle, SystemClock, duration_nanos};
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::core::{Admission, Admitted, Core, Transition};
 use crate::counters::Count;
@@ -48,7 +48,8 @@ pub struct CircuitBreaker {
 }
 
 pub(crate) struct Inner {
-    pub(crate) name: Box<str>,
+    /// Shared with every status snapshot, which then copies no text.
+    pub(crate) name: Arc<str>,
     pub(crate) config: CircuitBreakerConfig,
     pub(crate) core: Core,
     /// Boxed: most breakers have no rate limit, and the limiter is larger
@@ -105,7 +106,7 @@ impl CircuitBreakerBuilder {
         Ok(CircuitBreaker {
             inner: Arc::new(Inner {
                 core: Core::new(&self.config, self.clock),
-                name: self.name.into_boxed_str(),
+                name: Arc::from(self.name),
                 timeout_nanos: duration_nanos(self.config.timeout_duration),
                 config: self.config,
                 limiter,
@@ -158,11 +159,21 @@ impl CircuitBreaker {
 
     /// A snapshot of the metrics. Safe to call while calls run.
     pub fn get_metrics(&self) -> Metrics {
+        self.metrics_at(&mut SystemNow::default())
+    }
+
+    /// [`get_metrics`](Self::get_metrics), reading the system clock through
+    /// `system_now`, so a snapshot of many breakers reads it once.
+    pub(crate) fn metrics_at(&self, system_now: &mut SystemNow) -> Metrics {
         let core = &self.inner.core;
         // The state first, then the counts: a call finishing in between is
         // then counted, never missing from counts its state change shows.
         let state = core.snapshot();
-        Metrics::new(core.counters.totals(), state, core.clock.now())
+        let now = match core.clock {
+            ClockHandle::System => system_now.get(),
+            _ => core.clock.now(),
+        };
+        Metrics::new(core.counters.totals(), state, now)
     }
 
     /// Opens the circuit and keeps it open, with no automatic half-open,
@@ -409,5 +420,15 @@ impl Drop for Permit<'_> {
             let transition = self.breaker.inner.core.abandon(self.admission, panicking);
             self.breaker.emit_transition(transition);
         }
+    }
+}
+
+/// The system clock, read on first use and then remembered.
+#[derive(Debug, Default)]
+pub(crate) struct SystemNow(Option<u64>);
+
+impl SystemNow {
+    fn get(&mut self) -> u64 {
+        *self.0.get_or_insert_with(|| SystemClock.now_nanos())
     }
 }

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::breaker::CircuitBreaker;
+use crate::breaker::{CircuitBreaker, SystemNow};
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::events::{self, EventKind};
 use crate::metrics::Metrics;
@@ -45,7 +45,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
 /// assert!(llm.ptr_eq(&again), "one name, one breaker");
 ///
 /// let status = registry().status();
-/// assert!(status.breakers.iter().any(|b| b.name == "registry-doc-llm"));
+/// assert!(status.breakers.iter().any(|b| &*b.name == "registry-doc-llm"));
 /// println!("{status}"); // an aligned table
 /// # Ok::<(), breaker_runtime::ConfigError>(())
 /// ```
@@ -142,11 +142,13 @@ impl Registry {
     pub fn status(&self) -> RegistryStatus {
         // Snapshotting under the read lock is safe: a breaker's own lock is
         // never held while the registry's is taken.
+        // One reading of the system clock serves every breaker on it.
+        let mut now = SystemNow::default();
         let breakers = self
             .entries
             .read()
             .values()
-            .map(|e| BreakerStatus::new(&e.breaker, e.conflicts.clone()))
+            .map(|e| BreakerStatus::new(&e.breaker, e.conflicts.clone(), &mut now))
             .collect();
         RegistryStatus { breakers }
     }
@@ -163,8 +165,8 @@ pub struct RegistryStatus {
 /// One breaker in a [`RegistryStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BreakerStatus {
-    /// Its name.
-    pub name: String,
+    /// Its name (shared with the breaker).
+    pub name: Arc<str>,
     /// Its state, telling forced states apart.
     pub state: DetailedState,
     /// The configuration in force.
@@ -179,13 +181,17 @@ pub struct BreakerStatus {
 impl BreakerStatus {
     /// The status of one breaker, whether registered or not.
     pub fn of(breaker: &CircuitBreaker) -> Self {
-        Self::new(breaker, Vec::new())
+        Self::new(breaker, Vec::new(), &mut SystemNow::default())
     }
 
-    fn new(breaker: &CircuitBreaker, config_conflicts: Vec<CircuitBreakerConfig>) -> Self {
-        let metrics = breaker.get_metrics();
+    fn new(
+        breaker: &CircuitBreaker,
+        config_conflicts: Vec<CircuitBreakerConfig>,
+        now: &mut SystemNow,
+    ) -> Self {
+        let metrics = breaker.metrics_at(now);
         Self {
-            name: breaker.name().to_owned(),
+            name: Arc::clone(&breaker.inner.name),
             state: metrics.detailed_state,
             config: breaker.config().clone(),
             metrics,
@@ -231,7 +237,7 @@ impl fmt::Display for RegistryStatus {
                     ));
                 }
                 [
-                    b.name.clone(),
+                    b.name.to_string(),
                     b.state.to_string(),
                     m.total_calls.to_string(),
                     m.successful_calls.to_string(),

@@ -66,7 +66,7 @@ fn a_second_config_for_a_name_is_reported_not_merged() {
     let entry = status
         .breakers
         .iter()
-        .find(|b| b.name == "registry-conflict")
+        .find(|b| &*b.name == "registry-conflict")
         .unwrap();
     assert_eq!(entry.config_conflicts, vec![other]);
     assert!(
@@ -127,11 +127,7 @@ fn status_prints_an_aligned_table_and_serialises_to_json() {
 
     let status = registry.status();
     assert_eq!(
-        status
-            .breakers
-            .iter()
-            .map(|b| b.name.as_str())
-            .collect::<Vec<_>>(),
+        status.breakers.iter().map(|b| &*b.name).collect::<Vec<_>>(),
         ["external_api", "llm"],
         "sorted by name"
     );
@@ -179,5 +175,5 @@ fn status_of_ten_thousand_breakers_is_complete() {
     }
     let status = registry.status();
     assert_eq!(status.breakers.len(), 10_000);
-    assert_eq!(status.breakers[9_999].name, "b09999");
+    assert_eq!(&*status.breakers[9_999].name, "b09999");
 }
