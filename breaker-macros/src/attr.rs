@@ -30,6 +30,8 @@ pub(crate) const KEYS: &[&str] = &[
     "half_open_max_calls",
     "failure_rate_threshold",
     "minimum_calls",
+    "backoff_multiplier",
+    "max_open_duration",
     "fallback",
     "quality",
     "classify",
@@ -69,6 +71,8 @@ pub(crate) struct Args {
     pub(crate) half_open_max_calls: Option<Spanned<i64>>,
     pub(crate) failure_rate_threshold: Option<Spanned<f64>>,
     pub(crate) minimum_calls: Option<Spanned<i64>>,
+    pub(crate) backoff_multiplier: Option<Spanned<f64>>,
+    pub(crate) max_open_duration: Option<Spanned<f64>>,
     pub(crate) fallback: Option<FallbackArg>,
     pub(crate) quality: Option<Expr>,
     pub(crate) classify: Option<Expr>,
@@ -145,6 +149,10 @@ impl RawArgs {
                 "failure_rate_threshold" => {
                     set!(failure_rate_threshold, read_fraction(&name, &value, errors))
                 }
+                "backoff_multiplier" => {
+                    set!(backoff_multiplier, read_factor(&name, &value, errors))
+                }
+                "max_open_duration" => set!(max_open_duration, read_secs(&name, &value, errors)),
                 "fallback" => set!(fallback, read_fallback(&value, errors)),
                 "quality" => set!(quality, read_function(&name, &value, "eval_answer", errors)),
                 "classify" => {
@@ -277,6 +285,22 @@ fn read_fraction(key: &str, value: &Expr, errors: &mut Errors) -> Option<Spanned
             errors.push(syn::Error::new_spanned(
                 value,
                 format!("`{key}` takes a number between 0 and 1, like `{key} = 0.5`"),
+            ));
+            None
+        }
+    }
+}
+
+fn read_factor(key: &str, value: &Expr, errors: &mut Errors) -> Option<Spanned<f64>> {
+    match number(value) {
+        Some((number, _)) => Some(Spanned {
+            value: number,
+            span: value.span(),
+        }),
+        None => {
+            errors.push(syn::Error::new_spanned(
+                value,
+                format!("`{key}` takes a number of at least 1, like `{key} = 2.0`"),
             ));
             None
         }

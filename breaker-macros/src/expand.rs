@@ -414,6 +414,17 @@ fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
         let value = Literal::f64_unsuffixed(rate.value);
         set("failure_rate_threshold", quote!(#some(#value)));
     }
+    if let (Some(multiplier), Some(cap)) = (&args.backoff_multiplier, &args.max_open_duration) {
+        let multiplier = Literal::f64_unsuffixed(multiplier.value);
+        let nanos = Literal::u64_unsuffixed((cap.value * 1e9).round() as u64);
+        set(
+            "backoff",
+            quote!(#some(#p::Backoff {
+                multiplier: #multiplier,
+                max_open_duration: #p::Duration::from_nanos(#nanos),
+            })),
+        );
+    }
     if fields.is_empty() {
         return default;
     }

@@ -76,13 +76,16 @@ use proc_macro::TokenStream;
 /// | `half_open_max_calls` | 5 | probes admitted at once while half-open |
 /// | `failure_rate_threshold` | none | failure rate in `(0, 1]` over the window that opens the circuit |
 /// | `minimum_calls` | 10 | calls the window needs before the rate is judged |
+/// | `backoff_multiplier` | none | growth of the open period at each trip in a row, at least 1 |
+/// | `max_open_duration` | none | the longest an open period may grow to |
 /// | `fallback` | none | `cached`, or a function answering in place of the call |
 /// | `quality` | none | a `Fn(&T) -> f64` scoring good results |
 /// | `classify` | none | a `Fn(&Result<T, E>) -> Outcome` deciding how a result counts |
 ///
 /// `sliding_window_size` and `minimum_calls` need `failure_rate_threshold`;
-/// `rate_limit_burst` needs `rate_limit_per_minute`. Every value is checked
-/// at compile time.
+/// `rate_limit_burst` needs `rate_limit_per_minute`; `backoff_multiplier`
+/// and `max_open_duration` go together. Every value is checked at compile
+/// time.
 ///
 /// ## Thresholds and the failure-rate window
 ///
@@ -104,6 +107,35 @@ use proc_macro::TokenStream;
 ///     Ok(cents)
 /// }
 /// assert_eq!(charge(100).unwrap(), 100);
+/// ```
+///
+/// ## Backoff
+///
+/// A dependency that keeps failing its probes is probed less and less
+/// often: the `n`-th trip in a row stays open for
+/// `recovery_timeout * backoff_multiplier^(n-1)`, up to `max_open_duration`.
+/// A circuit that closes starts again from `recovery_timeout`.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use breaker_runtime::{Backoff, BreakerError, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(
+///     name = "flaky-search",
+///     recovery_timeout = 10,
+///     backoff_multiplier = 2.0, // open 10 s, then 20 s, 40 s...
+///     max_open_duration = "5m", // ...but never longer than 5 minutes
+/// )]
+/// fn search(query: &str) -> Result<usize, E> {
+///     Ok(query.len())
+/// }
+/// assert_eq!(search("rust").unwrap(), 4);
+/// let backoff = registry().get("flaky-search").unwrap().config().backoff;
+/// assert_eq!(
+///     backoff,
+///     Some(Backoff { multiplier: 2.0, max_open_duration: Duration::from_secs(300) })
+/// );
 /// ```
 ///
 /// ## `timeout_duration`

@@ -14,6 +14,8 @@ use crate::func::{Flavor, Func, Param};
 /// The defaults of the two window settings, as in the runtime.
 const DEFAULT_SLIDING_WINDOW_SIZE: i64 = 100;
 const DEFAULT_MINIMUM_CALLS: i64 = 10;
+/// The default `recovery_timeout`, in seconds, as in the runtime.
+const DEFAULT_RECOVERY_SECS: f64 = 60.0;
 
 /// The longest duration a `Duration::from_nanos(u64)` holds, in seconds.
 const MAX_SECS: f64 = u64::MAX as f64 / 1e9;
@@ -53,6 +55,7 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
     for (key, duration) in [
         ("recovery_timeout", &args.recovery_timeout),
         ("timeout_duration", &args.timeout_duration),
+        ("max_open_duration", &args.max_open_duration),
     ] {
         if let Some(duration) = duration {
             check_duration(key, duration, errors);
@@ -75,6 +78,7 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
         }
     }
     check_window(args, errors);
+    check_backoff(args, errors);
     if let (Some(burst), None) = (&args.rate_limit_burst, &args.rate_limit_per_minute) {
         errors.push(syn::Error::new(
             burst.span,
@@ -102,6 +106,49 @@ fn check_duration(key: &str, duration: &Spanned<f64>, errors: &mut Errors) {
             duration.span,
             format!("`{key}` must be at most {MAX_SECS:.0} seconds"),
         ));
+    }
+}
+
+/// `backoff_multiplier` and `max_open_duration` describe one backoff: each
+/// needs the other, and the cap must allow the first open period.
+fn check_backoff(args: &Args, errors: &mut Errors) {
+    match (&args.backoff_multiplier, &args.max_open_duration) {
+        (Some(multiplier), None) => errors.push(syn::Error::new(
+            multiplier.span,
+            "`backoff_multiplier` needs `max_open_duration`, the longest an open period may grow to: add `max_open_duration = 600` (say)",
+        )),
+        (None, Some(cap)) => errors.push(syn::Error::new(
+            cap.span,
+            "`max_open_duration` only applies with `backoff_multiplier`: add `backoff_multiplier = 2.0` (say), or remove `max_open_duration`",
+        )),
+        _ => {}
+    }
+    if let Some(multiplier) = &args.backoff_multiplier {
+        if !(multiplier.value.is_finite() && multiplier.value >= 1.0) {
+            errors.push(syn::Error::new(
+                multiplier.span,
+                "`backoff_multiplier` must be at least 1 (2.0 doubles the open period at each trip in a row)",
+            ));
+        }
+    }
+    if let Some(cap) = &args.max_open_duration {
+        let recovery = args
+            .recovery_timeout
+            .as_ref()
+            .map_or(DEFAULT_RECOVERY_SECS, |r| r.value);
+        if cap.value > 0.0 && cap.value < recovery {
+            errors.push(syn::Error::new(
+                cap.span,
+                format!(
+                    "`max_open_duration` must be at least `recovery_timeout` ({recovery} s{}): the first open period already lasts that long",
+                    if args.recovery_timeout.is_none() {
+                        ", the default"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
     }
 }
 

@@ -11,8 +11,8 @@ pub use ::std;
 pub use ::core::time::Duration;
 
 pub use crate::{
-    AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
-    FallbackReason, Outcome,
+    AsyncFallback, Backoff, BreakerError, CallError, CallOptions, CircuitBreaker,
+    CircuitBreakerConfig, FallbackReason, Outcome,
 };
 
 use std::any::Any;

@@ -39,6 +39,8 @@ fn classify(result: &Result<String, LlmError>) -> Outcome {
     half_open_max_calls = 2,
     failure_rate_threshold = 0.5,
     minimum_calls = 10,
+    backoff_multiplier = 2.0,
+    max_open_duration = "10m",
     fallback = offline,
     quality = |answer: &String| if answer.is_empty() { 0.0 } else { 1.0 },
     classify = classify,
