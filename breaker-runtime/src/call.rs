@@ -474,6 +474,10 @@ impl CircuitBreaker {
     /// # Errors
     /// As [`call`](Self::call), plus [`BreakerError::Timeout`] at the deadline.
     ///
+    /// # Panics
+    /// Inside a tokio runtime built without timers (no `enable_time`), once
+    /// the call has to wait, as `tokio::time::timeout` does.
+    ///
     /// # Cancel safety
     /// Dropping the returned future drops `fut` and counts the call as
     /// cancelled; a half-open probe slot it held is given back.
@@ -499,7 +503,9 @@ impl CircuitBreaker {
     /// the deadline when no fallback serves.
     ///
     /// # Panics
-    /// Re-raises a panic of `fut`, after counting it as a failure.
+    /// Re-raises a panic of `fut`, after counting it as a failure. Panics
+    /// inside a tokio runtime built without timers, once the call has to
+    /// wait, as `tokio::time::timeout` does.
     ///
     /// # Cancel safety
     /// As [`call_async`](Self::call_async).

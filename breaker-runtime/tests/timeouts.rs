@@ -237,3 +237,20 @@ fn a_slow_sync_call_returns_its_result_and_counts_as_a_timeout() {
     assert_eq!(metrics.timeouts, 2, "lateness wins over the error type");
     assert_eq!(metrics.failures_by_type.error, 0);
 }
+
+/// As with `tokio::time::timeout`, a deadline needs the runtime's timer: a
+/// call that has to wait inside a runtime built without `enable_time` panics
+/// with tokio's own message, which says what to do.
+#[cfg(feature = "tokio")]
+#[test]
+#[should_panic(expected = "timers are disabled")]
+fn a_waiting_call_in_a_runtime_without_timers_panics_as_tokio_timeout_does() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let breaker = breaker("timeouts-no-timer");
+    let _ = runtime.block_on(breaker.call_async(async {
+        tokio::task::yield_now().await;
+        Ok::<u32, String>(3)
+    }));
+}
