@@ -1,7 +1,7 @@
 //! Exact call counts that cost the hot path one plain add.
 //!
 //! Every breaker keeps its counters in a few cache-line-sized shards, and
-//! readers sum the shards. Shard 0 is shared: it takes atomic
+//! readers sum the shards. The last shard is shared: it takes atomic
 //! `fetch_add`s. Every other shard is a *lane*, owned by at most one thread
 //! at a time. A thread claims a free lane the first time it counts anything
 //! (in any breaker: lane `i` is shard `i` of every breaker) and gives it back
@@ -56,7 +56,7 @@ struct Shard([AtomicU64; SLOTS]);
 
 #[derive(Debug)]
 pub(crate) struct Counters {
-    /// [`SHARDS`] shards: shard 0 shared, the others lanes.
+    /// [`SHARDS`] shards: the lanes, then the shared one.
     shards: Box<[Shard]>,
 }
 
@@ -106,21 +106,26 @@ impl Counters {
         // Relaxed throughout: counts are independent tallies; a reader wants
         // each to be exact, not ordered against the others or against the
         // state word. A lane's handover is ordered by the lane table.
-        if !cfg!(loom) {
-            let lane = this_lane();
-            if lane != SHARED {
-                if let Some(owned) = self.shards.get(lane) {
-                    let counter = &owned.0[slot];
-                    // This thread owns the lane: nobody else writes `counter`.
-                    counter.store(
-                        counter.load(Ordering::Relaxed).wrapping_add(n),
-                        Ordering::Relaxed,
-                    );
-                    return;
-                }
+        // A thread with no lane (or none yet) holds an index past the
+        // shards, so one bounds check finds an owned lane.
+        match self.shards.get(LANE.with(Cell::get)) {
+            Some(owned) if !cfg!(loom) => add_owned(&owned.0[slot], n),
+            _ => self.add_unowned(slot, n),
+        }
+    }
+
+    /// Counts from a thread that holds no lane, after claiming one if it
+    /// never tried.
+    #[inline(never)]
+    fn add_unowned(&self, slot: usize, n: u64) {
+        if !cfg!(loom) && LANE.with(Cell::get) == UNCLAIMED {
+            if let Some(owned) = self.shards.get(claim_lane()) {
+                return add_owned(&owned.0[slot], n);
             }
         }
-        self.shards[SHARED].0[slot].fetch_add(n, Ordering::Relaxed);
+        if let Some(shared) = self.shards.last() {
+            shared.0[slot].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -139,10 +144,16 @@ impl Counters {
     }
 }
 
-/// The shard that takes atomic adds from threads without a lane.
-const SHARED: usize = 0;
+/// Adds `n` to a counter of a lane this thread owns: nobody else writes it.
+#[inline(always)]
+fn add_owned(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
 
-/// Shards per breaker: the shared one and a lane per core, at least 4 in
+/// Shards per breaker: a lane per core and the shared one, at least 4 in
 /// all so that a few threads rarely go without a lane, and at most 64 to
 /// bound memory.
 static SHARDS: LazyLock<usize> = LazyLock::new(|| {
@@ -150,44 +161,39 @@ static SHARDS: LazyLock<usize> = LazyLock::new(|| {
     (cores + 1).clamp(4, 64)
 });
 
-/// Which lanes are taken, by index; lane 0 is the shared shard.
+/// Which lanes are taken, by shard index (the last, shared shard is never
+/// a lane).
 static LANES: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
 
-/// No lane looked for yet.
+/// No lane looked for yet. Past every shard, like [`NO_LANE`].
 const UNCLAIMED: usize = usize::MAX;
+/// No lane was free: this thread counts in the shared shard.
+const NO_LANE: usize = usize::MAX - 1;
 
 thread_local! {
-    /// This thread's lane, [`SHARED`] when it has none.
+    /// This thread's lane; [`NO_LANE`] or [`UNCLAIMED`] when it has none.
     static LANE: Cell<usize> = const { Cell::new(UNCLAIMED) };
     /// Gives the lane back when the thread exits.
     static LANE_GUARD: LaneGuard = const { LaneGuard };
     static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
 }
 
-/// This thread's lane: a shard index, [`SHARED`] when it has none.
-#[inline]
-fn this_lane() -> usize {
-    match LANE.with(Cell::get) {
-        UNCLAIMED => claim_lane(),
-        lane => lane,
-    }
-}
-
+/// Claims a free lane for this thread: its index, or [`NO_LANE`].
 #[cold]
-#[inline(never)]
 fn claim_lane() -> usize {
     // Touching the guard registers its destructor; a thread already tearing
     // down its thread-locals takes no lane, as it could not give it back.
     let lane = if LANE_GUARD.try_with(|_| ()).is_ok() {
         let mut taken = lanes();
-        taken.resize(*SHARDS, false);
-        let free = (SHARED + 1..taken.len()).find(|&lane| !taken[lane]);
+        // Every shard but the last, shared one.
+        taken.resize(*SHARDS - 1, false);
+        let free = taken.iter().position(|taken| !taken);
         if let Some(lane) = free {
             taken[lane] = true;
         }
-        free.unwrap_or(SHARED)
+        free.unwrap_or(NO_LANE)
     } else {
-        SHARED
+        NO_LANE
     };
     LANE.with(|cell| cell.set(lane));
     lane
@@ -205,9 +211,9 @@ struct LaneGuard;
 impl Drop for LaneGuard {
     fn drop(&mut self) {
         // Anything this thread counts from now on goes to the shared shard.
-        let lane = LANE.with(|cell| cell.replace(SHARED));
-        if lane != SHARED && lane != UNCLAIMED {
-            lanes()[lane] = false;
+        let lane = LANE.with(|cell| cell.replace(NO_LANE));
+        if let Some(taken) = lanes().get_mut(lane) {
+            *taken = false;
         }
     }
 }
