@@ -23,7 +23,7 @@ use crate::state::{CircuitState, DetailedState};
 /// A named circuit breaker. Cheap to clone: clones share one breaker.
 ///
 /// Create one with [`CircuitBreaker::new`] or [`CircuitBreaker::builder`]
-/// for private use, or through [`registry()`](crate::registry) to share it
+/// for private use, or through [`registry()`](fn@crate::registry) to share it
 /// by name (as `#[circuit_breaker]` does).
 ///
 /// ```
@@ -99,13 +99,13 @@ impl CircuitBreakerBuilder {
     /// [`CircuitBreakerConfig::validate`]).
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
         self.config.validate()?;
+        let clock = self.clock.ready();
         let limiter = self.config.rate_limit_per_minute.and_then(|per_minute| {
-            RateLimiter::new(per_minute, self.config.rate_limit_burst, self.clock.clone())
-                .map(Box::new)
+            RateLimiter::new(per_minute, self.config.rate_limit_burst, clock.clone()).map(Box::new)
         });
         Ok(CircuitBreaker {
             inner: Arc::new(Inner {
-                core: Core::new(&self.config, self.clock),
+                core: Core::new(&self.config, clock),
                 name: Arc::from(self.name),
                 timeout_nanos: duration_nanos(self.config.timeout_duration),
                 config: self.config,
@@ -169,9 +169,10 @@ impl CircuitBreaker {
         // The state first, then the counts: a call finishing in between is
         // then counted, never missing from counts its state change shows.
         let state = core.snapshot();
-        let now = match core.clock {
-            ClockHandle::System => system_now.get(),
-            _ => core.clock.now(),
+        let now = if core.clock.is_system() {
+            system_now.get()
+        } else {
+            core.clock.now()
         };
         Metrics::new(core.counters.totals(), state, now)
     }

@@ -44,8 +44,10 @@ static COARSE_NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// The system clock to within [`COARSE_TICK`], without a clock read.
 ///
 /// A clock read costs 30 ns on a virtual machine, more than the whole
-/// closed-state call path otherwise does. A thread started on first use
-/// stores the time every tick (100 wake-ups a second); readers load it.
+/// closed-state call path otherwise does. A thread started on first use (a
+/// breaker on the system clock starts it when it is built, see
+/// [`ClockHandle::ready`]) stores the time every tick (100 wake-ups a
+/// second); readers load it.
 #[inline]
 pub(crate) fn coarse_system_now() -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
@@ -57,6 +59,15 @@ pub(crate) fn coarse_system_now() -> u64 {
         return coarse_unavailable(now);
     }
     now
+}
+
+/// Starts the coarse ticker if it has not started; whether it runs.
+fn coarse_ticker_runs() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    coarse_system_now();
+    // Relaxed: `start_coarse_ticker` stored the mark on this thread, or
+    // under a `Once` this thread has waited for.
+    COARSE_NOW.load(Relaxed) != u64::MAX
 }
 
 /// The coarse clock's marks: not started yet (0), or no ticker (u64::MAX).
@@ -150,8 +161,13 @@ impl Clock for ManualClock {
 /// system clock, the one on the hot path, is a direct call.
 #[derive(Debug, Clone, Default)]
 pub(crate) enum ClockHandle {
+    /// The system clock; each coarse read checks that the ticker runs, and
+    /// starts it the first time.
     #[default]
     System,
+    /// The system clock, its ticker known to run: a coarse read is a plain
+    /// load. Made by [`ready`](Self::ready).
+    Ticking,
     Manual(ManualClock),
     Custom(Arc<dyn Clock>),
 }
@@ -170,20 +186,46 @@ impl ClockHandle {
         }
     }
 
+    /// This clock, ready for a breaker's hot path: the system clock starts
+    /// its coarse ticker now, so that reading it needs no check. (If no
+    /// thread can be started, every coarse read stays checked, and falls
+    /// back to the precise clock.)
+    pub(crate) fn ready(self) -> Self {
+        match self {
+            Self::System if coarse_ticker_runs() => Self::Ticking,
+            other => other,
+        }
+    }
+
+    /// Whether this is the system clock.
+    pub(crate) fn is_system(&self) -> bool {
+        matches!(self, Self::System | Self::Ticking)
+    }
+
     /// The time to within [`COARSE_TICK`] for the system clock (exact for
     /// the others), for deadline checks on the hot path.
     #[inline]
     pub(crate) fn coarse_now(&self) -> u64 {
-        // The system clock first and inline; the others are exact anyway.
-        if let Self::System = self {
-            return coarse_system_now();
+        // The ticking system clock first and inline: one load.
+        if let Self::Ticking = self {
+            // Relaxed: see `coarse_system_now`.
+            return COARSE_NOW.load(std::sync::atomic::Ordering::Relaxed);
         }
-        self.injected_now()
+        self.coarse_otherwise()
+    }
+
+    #[inline(never)]
+    fn coarse_otherwise(&self) -> u64 {
+        match self {
+            Self::System | Self::Ticking => coarse_system_now(),
+            Self::Manual(clock) => clock.now_nanos(),
+            Self::Custom(clock) => clock.now_nanos(),
+        }
     }
 
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        if let Self::System = self {
+        if self.is_system() {
             return SystemClock.now_nanos();
         }
         self.injected_now()
@@ -193,7 +235,7 @@ impl ClockHandle {
     #[inline(never)]
     fn injected_now(&self) -> u64 {
         match self {
-            Self::System => SystemClock.now_nanos(),
+            Self::System | Self::Ticking => SystemClock.now_nanos(),
             Self::Manual(clock) => clock.now_nanos(),
             Self::Custom(clock) => clock.now_nanos(),
         }
