@@ -3,9 +3,11 @@
 //!
 //! Group and id names come from `breaker_bench::{groups, ids}` so the table
 //! printer (`cargo run -p breaker-bench -- --quick`) finds every case.
-//! The `// OURS:` blocks are where breaker-runtime and `#[circuit_breaker]`
-//! drop in once those crates are ready (add `breaker-runtime` as a
-//! dev-dependency); the table already expects their ids.
+//! The `// OURS:` blocks measure breaker-runtime and `#[circuit_breaker]`.
+//!
+//! With `BREAKER_PAIRED_OUT` set, the run ends with paired rounds for the
+//! ratios the targets name (see `breaker_bench::paired`), written to that
+//! file as a Markdown table.
 //!
 //! Multi-threaded cases use `iter_custom`: two scoped threads each make
 //! `iters` calls on one shared breaker, and the routine returns wall time / 2.
@@ -22,9 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use breaker_bench::{groups, ids};
+use breaker_bench::{groups, ids, paired};
 use circuitbreaker_rs::{BreakerError, CircuitBreaker as CbrsBreaker, DefaultPolicy};
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use failsafe::CircuitBreaker as FailsafeSync;
 use failsafe::futures::CircuitBreaker as FailsafeAsync;
 use governor::{Quota, RateLimiter};
@@ -204,10 +206,8 @@ fn closed_2t(c: &mut Criterion) {
     group.finish();
 }
 
-fn open_reject(c: &mut Criterion) {
-    let mut group = c.benchmark_group(groups::OPEN_REJECT);
-
-    // OURS: trip with failures, then measure the rejection.
+/// Our breaker, tripped by failures and open for the whole run.
+fn tripped_ours() -> breaker_runtime::CircuitBreaker {
     let ours = breaker_runtime::CircuitBreaker::new(
         "bench",
         breaker_runtime::CircuitBreakerConfig::builder()
@@ -220,7 +220,51 @@ fn open_reject(c: &mut Criterion) {
         ours.call(|| Err::<u64, ()>(()))
             .is_err_and(|e| e.breaker_error().is_some_and(|b| b.retry_after().is_some()))
     });
-    // The rejection serves a fallback, as an application would.
+    ours
+}
+
+/// recloser, tripped by failures and open for the whole run.
+fn tripped_recloser() -> Recloser {
+    let recloser = Recloser::custom().open_wait(LONG_RECOVERY).build();
+    trip(ids::RECLOSER, || {
+        matches!(
+            recloser.call(|| Err::<u64, ()>(())),
+            Err(recloser::Error::Rejected)
+        )
+    });
+    recloser
+}
+
+/// Our breaker with `timeout_duration` at [`CALL_TIMEOUT`].
+fn ours_timed() -> breaker_runtime::CircuitBreaker {
+    breaker_runtime::CircuitBreaker::new(
+        "bench",
+        breaker_runtime::CircuitBreakerConfig::builder()
+            .timeout_duration(CALL_TIMEOUT)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Our breaker with a rate limit that never denies.
+fn ours_rate_limited() -> breaker_runtime::CircuitBreaker {
+    breaker_runtime::CircuitBreaker::new(
+        "bench",
+        breaker_runtime::CircuitBreakerConfig::builder()
+            .rate_limit_per_minute(u32::MAX)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn open_reject(c: &mut Criterion) {
+    let mut group = c.benchmark_group(groups::OPEN_REJECT);
+
+    // OURS: trip with failures, then measure the rejection. The rejection
+    // serves a fallback, as an application would.
+    let ours = tripped_ours();
     group.bench_function(ids::OURS_DIRECT, |b| {
         b.iter(|| ours.call_with_fallback(|| work(1), || 0))
     });
@@ -243,13 +287,7 @@ fn open_reject(c: &mut Criterion) {
         b.iter(|| FailsafeSync::call(&failsafe, || work(1)))
     });
 
-    let recloser = Recloser::custom().open_wait(LONG_RECOVERY).build();
-    trip(ids::RECLOSER, || {
-        matches!(
-            recloser.call(|| Err::<u64, ()>(())),
-            Err(recloser::Error::Rejected)
-        )
-    });
+    let recloser = tripped_recloser();
     group.bench_function(ids::RECLOSER, |b| b.iter(|| recloser.call(|| work(1))));
 
     let cbrs = CbrsBreaker::<DefaultPolicy, WorkFailed>::builder()
@@ -320,14 +358,7 @@ fn async_timeout(c: &mut Criterion) {
     // OURS: `call_async` applies the breaker's own `timeout_duration`, so set
     // it to CALL_TIMEOUT and pass the bare fn; plus the `#[circuit_breaker]`
     // async fn declared at the top of this file.
-    let ours = breaker_runtime::CircuitBreaker::new(
-        "bench",
-        breaker_runtime::CircuitBreakerConfig::builder()
-            .timeout_duration(CALL_TIMEOUT)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let ours = ours_timed();
     group.bench_function(ids::OURS_DIRECT, |b| {
         b.iter_custom(|iters| {
             async_loop(&rt, iters, async || {
@@ -383,14 +414,7 @@ fn rate_limit(c: &mut Criterion) {
 
     // OURS: breaker_runtime's limiter is crate-private and runs inside a call,
     // so this row is "breaker + limiter" against governor's bare `check`.
-    let ours = breaker_runtime::CircuitBreaker::new(
-        "bench",
-        breaker_runtime::CircuitBreakerConfig::builder()
-            .rate_limit_per_minute(u32::MAX)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let ours = ours_rate_limited();
     group.bench_function(
         BenchmarkId::new(ids::OURS_RATE_LIMIT, ids::ONE_THREAD),
         |b| b.iter(|| ours.call(|| work(1))),
@@ -437,6 +461,65 @@ fn scale(c: &mut Criterion) {
     group.finish();
 }
 
+/// Times `iters` calls of `call` in a loop, as criterion's `iter` does.
+fn sync_loop<R>(iters: u64, mut call: impl FnMut() -> R) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(call());
+    }
+    start.elapsed()
+}
+
+/// Paired rounds (see `breaker_bench::paired`): ours against the peer each
+/// target names, timed alternately within one process.
+fn paired_rounds() -> Vec<paired::Pairing> {
+    let rt = current_thread_runtime();
+    let ours = breaker_runtime::CircuitBreaker::new("bench", Default::default()).unwrap();
+    let failsafe = failsafe_default();
+    let recloser = Recloser::default();
+    let ours_open = tripped_ours();
+    let recloser_open = tripped_recloser();
+    let ours_async = ours_timed();
+    let ours_limited = ours_rate_limited();
+    let limiter = RateLimiter::direct(Quota::per_second(NonZeroU32::MAX));
+    vec![
+        paired::pair(
+            groups::CLOSED_1T,
+            ids::FAILSAFE,
+            |n| sync_loop(n, || ours.call(|| work(1))),
+            |n| sync_loop(n, || FailsafeSync::call(&failsafe, || work(1))),
+        ),
+        paired::pair(
+            groups::CLOSED_1T,
+            ids::RECLOSER,
+            |n| sync_loop(n, || ours.call(|| work(1))),
+            |n| sync_loop(n, || recloser.call(|| work(1))),
+        ),
+        paired::pair(
+            groups::OPEN_REJECT,
+            ids::RECLOSER,
+            |n| sync_loop(n, || ours_open.call_with_fallback(|| work(1), || 0)),
+            |n| sync_loop(n, || recloser_open.call(|| work(1))),
+        ),
+        paired::pair(
+            groups::ASYNC_TIMEOUT,
+            ids::BARE,
+            |n| {
+                async_loop(&rt, n, async || {
+                    ours_async.call_async(async { work(1) }).await
+                })
+            },
+            |n| async_loop(&rt, n, async || timed_work(1).await),
+        ),
+        paired::pair(
+            groups::RATE_LIMIT,
+            ids::GOVERNOR,
+            |n| sync_loop(n, || ours_limited.call(|| work(1))),
+            |n| sync_loop(n, || limiter.check()),
+        ),
+    ]
+}
+
 criterion_group!(
     compare,
     closed_1t,
@@ -446,4 +529,13 @@ criterion_group!(
     rate_limit,
     scale
 );
-criterion_main!(compare);
+
+fn main() {
+    compare();
+    Criterion::default().configure_from_args().final_summary();
+    // The table printer asks for paired rounds by naming a file for them.
+    if let Some(out) = std::env::var_os(paired::OUT_ENV) {
+        let table = paired::render(&paired_rounds());
+        std::fs::write(&out, table).expect("write the paired rounds");
+    }
+}

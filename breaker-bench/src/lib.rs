@@ -53,6 +53,119 @@ pub mod ids {
     pub const TWO_THREADS: &str = "2t";
 }
 
+/// Paired rounds: ours and one peer timed alternately in one process, for
+/// the ratios the targets name.
+///
+/// Criterion measures one case after another, seconds apart. On a shared
+/// machine whose speed changes from one second to the next, the ratio of two
+/// such measurements moves with the machine. Here each round times ours and
+/// the peer back to back, in alternating order, for about 20 ms each; the
+/// table reports the median of the rounds' ratios and their range.
+pub mod paired {
+    use std::fmt::Write as _;
+    use std::time::Duration;
+
+    /// The environment variable naming the file the rounds' table goes to;
+    /// the benchmark runs the rounds only when it is set.
+    pub const OUT_ENV: &str = "BREAKER_PAIRED_OUT";
+    /// Rounds per pairing; odd, so the median is one round's ratio.
+    pub const ROUNDS: usize = 21;
+    /// About how long each side of a round runs.
+    const ROUND: Duration = Duration::from_millis(20);
+
+    /// The ratios of one pairing, `ours / peer` per round.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Pairing {
+        /// The benchmark group the pairing belongs to.
+        pub group: &'static str,
+        /// The peer's id.
+        pub peer: &'static str,
+        /// `ours / peer`, time per call, one ratio per round.
+        pub ratios: Vec<f64>,
+    }
+
+    impl Pairing {
+        /// The median ratio.
+        pub fn median(&self) -> f64 {
+            let mut sorted = self.ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+        }
+
+        /// The lowest and highest ratio.
+        pub fn range(&self) -> (f64, f64) {
+            let low = self.ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = self
+                .ratios
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            (low, high)
+        }
+    }
+
+    /// Times `ours` and `peer` in [`ROUNDS`] alternating rounds. Each
+    /// closure makes the given number of calls and returns their time.
+    pub fn pair(
+        group: &'static str,
+        peer: &'static str,
+        mut ours: impl FnMut(u64) -> Duration,
+        mut theirs: impl FnMut(u64) -> Duration,
+    ) -> Pairing {
+        let ours_calls = calibrate(&mut ours);
+        let their_calls = calibrate(&mut theirs);
+        let per_call = |time: Duration, calls: u64| time.as_secs_f64() / calls as f64;
+        let ratios = (0..ROUNDS)
+            .map(|round| {
+                let (mine, their) = if round % 2 == 0 {
+                    let mine = ours(ours_calls);
+                    (mine, theirs(their_calls))
+                } else {
+                    let their = theirs(their_calls);
+                    (ours(ours_calls), their)
+                };
+                per_call(mine, ours_calls) / per_call(their, their_calls)
+            })
+            .collect();
+        Pairing {
+            group,
+            peer,
+            ratios,
+        }
+    }
+
+    /// How many calls take about one [`ROUND`], warming `calls` up on the way.
+    fn calibrate(calls: &mut impl FnMut(u64) -> Duration) -> u64 {
+        let mut n = 1_000;
+        loop {
+            let time = calls(n);
+            if time >= ROUND / 4 || n >= 1 << 40 {
+                let scale = ROUND.as_secs_f64() / time.as_secs_f64().max(1e-9);
+                return ((n as f64 * scale) as u64).max(1);
+            }
+            n *= 4;
+        }
+    }
+
+    /// The pairings as a Markdown table.
+    pub fn render(pairings: &[Pairing]) -> String {
+        let mut out = format!(
+            "| case | peer | ours / peer, median of {ROUNDS} paired rounds | lowest – highest |\n|---|---|---:|---:|\n"
+        );
+        for pairing in pairings {
+            let (low, high) = pairing.range();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {low:.2} – {high:.2} |",
+                pairing.group,
+                pairing.peer,
+                pairing.median()
+            );
+        }
+        out
+    }
+}
+
 /// How the table treats one benchmark group.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupSpec {
@@ -360,6 +473,39 @@ mod tests {
         assert!(table.contains("| rate_limit (1t) | ours | 10.0 | 9.0 – 11.0 | - | 1.00 |"));
         assert!(table.contains("| rate_limit (1t) | governor | 20.0 | 18.0 – 22.0 | - | 0.50 |"));
         assert!(table.contains("| rate_limit (2t) | governor | 40.0 | 36.0 – 44.0 | - | n/a |"));
+    }
+
+    #[test]
+    fn a_pairing_reports_the_median_round_and_the_range() {
+        let pairing = paired::Pairing {
+            group: groups::CLOSED_1T,
+            peer: ids::FAILSAFE,
+            ratios: vec![0.12, 0.08, 0.3, 0.09, 0.1],
+        };
+        assert_eq!(pairing.median(), 0.1);
+        assert_eq!(pairing.range(), (0.08, 0.3));
+        let table = paired::render(&[pairing]);
+        assert!(
+            table.contains("| closed_1t | failsafe | 0.10 | 0.08 – 0.30 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn paired_rounds_alternate_and_divide_time_per_call() {
+        // Ours takes 2 ns a call, the peer 10 ns: every round says 0.2.
+        let pairing = paired::pair(
+            groups::CLOSED_1T,
+            ids::RECLOSER,
+            |calls| std::time::Duration::from_nanos(2 * calls),
+            |calls| std::time::Duration::from_nanos(10 * calls),
+        );
+        assert_eq!(pairing.ratios.len(), paired::ROUNDS);
+        assert!(
+            pairing.ratios.iter().all(|r| (r - 0.2).abs() < 1e-9),
+            "{:?}",
+            pairing.ratios
+        );
     }
 
     #[test]

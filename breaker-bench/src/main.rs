@@ -10,6 +10,10 @@
 //! * `--table-only`: skip `cargo bench`, print whatever criterion has stored.
 //! * `FILTER`: passed to criterion (a regex on `group/id`), e.g. `closed_1t`.
 //!
+//! A run without a filter ends with paired rounds (see
+//! [`breaker_bench::paired`]): the ratios the targets name, from ours and the
+//! peer timed alternately, printed as a second table.
+//!
 //! Criterion's own output goes to stderr; stdout carries only the table, so
 //! `... > bench.md` keeps it. Results are read from `CRITERION_HOME`, else
 //! `$CARGO_TARGET_DIR/criterion`, else the workspace target dir's `criterion`.
@@ -22,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Instant, SystemTime};
 
-use breaker_bench::{Estimate, render_markdown};
+use breaker_bench::{Estimate, paired, render_markdown};
 
 const USAGE: &str = "usage: breaker-bench [--quick] [--table-only] [FILTER...]";
 
@@ -72,7 +76,7 @@ fn cargo() -> OsString {
     env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-fn run_bench(args: &Args) -> Result<(), String> {
+fn run_bench(args: &Args, paired_out: Option<&Path>) -> Result<(), String> {
     let (warm_up, measurement, samples) = if args.quick { QUICK } else { FULL };
     let mut command = Command::new(cargo());
     command
@@ -86,6 +90,9 @@ fn run_bench(args: &Args) -> Result<(), String> {
         .stdout(Stdio::from(io::stderr()));
     if let Some(dir) = absolute_target_dir() {
         command.env("CARGO_TARGET_DIR", dir);
+    }
+    if let Some(out) = paired_out {
+        command.env(paired::OUT_ENV, out);
     }
     eprintln!("running: {command:?}");
     let status = command
@@ -157,15 +164,20 @@ fn collect(dir: &Path, since: Option<SystemTime>, out: &mut Vec<Estimate>) -> Re
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     let started = Instant::now();
+    let home = criterion_home()?;
+    // Paired rounds for a whole run only; a filtered run asked for less.
+    let paired_out = home.join("breaker-paired.md");
     let since = if args.table_only {
         None
     } else {
         let now = SystemTime::now();
-        run_bench(&args)?;
+        let _ = fs::remove_file(&paired_out);
+        fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+        let paired = args.filters.is_empty().then_some(paired_out.as_path());
+        run_bench(&args, paired)?;
         Some(now)
     };
 
-    let home = criterion_home()?;
     let mut estimates = Vec::new();
     collect(&home, since, &mut estimates)?;
     if estimates.is_empty() {
@@ -178,6 +190,10 @@ fn run() -> Result<(), String> {
         "- memory of one breaker (default config, excluding fallback caches): {} bytes (target: under 1 KiB)",
         breaker.memory_size()
     );
+    if let Ok(rounds) = fs::read_to_string(&paired_out) {
+        println!("\nThe target ratios again, from paired rounds in the same process:\n");
+        print!("{rounds}");
+    }
     if since.is_some() {
         eprintln!("bench + table took {:.0?}", started.elapsed());
     }
