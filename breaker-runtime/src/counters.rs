@@ -231,3 +231,38 @@ pub(crate) fn sample_this_call() -> bool {
         n % SAMPLE_EVERY == 1
     })
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Counts once on a new thread and returns the lane it counted in.
+    fn lane_of_a_thread_that_counted() -> usize {
+        std::thread::spawn(|| {
+            Counters::new().add(Count::Success, 1);
+            LANE.with(Cell::get)
+        })
+        .join()
+        .expect("the thread finished")
+    }
+
+    #[test]
+    fn a_thread_counts_in_its_own_lane_and_gives_it_back_when_it_exits() {
+        let counters = Counters::new();
+        counters.add(Count::Success, 2);
+        let mine = LANE.with(Cell::get);
+        assert!(mine < *SHARDS - 1, "this thread got a lane, not {mine}");
+        assert_eq!(
+            counters.shards[mine].0[Count::Success as usize].load(Ordering::Relaxed),
+            2
+        );
+        assert!(lanes()[mine], "held while this thread lives");
+
+        let theirs = lane_of_a_thread_that_counted();
+        assert_ne!(theirs, mine, "two live threads never share a lane");
+        if theirs != NO_LANE {
+            assert!(!lanes()[theirs], "given back when its thread exited");
+        }
+        assert_eq!(counters.totals().get(Count::Success), 2);
+    }
+}
