@@ -19,6 +19,7 @@ use crate::counters::{self, Count};
 use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
+use crate::pool;
 
 /// A fallback for calls returning `Result<T, E>`: asked for a replacement
 /// result when the call is rejected or fails.
@@ -435,14 +436,12 @@ impl CircuitBreaker {
         let breaker = self.clone();
         let clock = self.inner.core.clock.clone();
         let start = clock.now();
-        let spawned = std::thread::Builder::new()
-            .name(format!("breaker:{}", self.name()))
-            .spawn(move || {
-                let result = panic::catch_unwind(AssertUnwindSafe(f));
-                if !worker_handoff.deliver(result) {
-                    breaker.inner.core.count_late_result();
-                }
-            });
+        let spawned = pool::execute(Box::new(move || {
+            let result = panic::catch_unwind(AssertUnwindSafe(f));
+            if !worker_handoff.deliver(result) {
+                breaker.inner.core.count_late_result();
+            }
+        }));
         if let Err(error) = spawned {
             drop(permit); // never made: counts as cancelled
             return Verdict::Return(Err(CallError::from(BreakerError::FallbackFailed {

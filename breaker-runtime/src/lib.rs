@@ -82,6 +82,7 @@ mod error;
 mod events;
 mod fallback;
 mod metrics;
+mod pool;
 mod rate_limit;
 mod registry;
 mod state;

@@ -191,6 +191,45 @@ fn a_hard_deadline_call_that_finishes_in_time_returns_its_result() {
     assert_eq!(metrics.timeouts, 0);
 }
 
+/// Hard-deadline calls run on pooled workers: sequential calls reuse a few
+/// threads instead of starting one each, and a worker left behind by a
+/// hanging call does not stop the next call from running.
+#[test]
+fn hard_deadline_calls_reuse_their_worker_threads() {
+    const CALLS: usize = 50;
+    let breaker = breaker("timeouts-deadline-pool");
+    let caller = thread::current().id();
+    let mut workers = std::collections::HashSet::new();
+    for _ in 0..CALLS {
+        let worker = breaker
+            .call_with_deadline(&CallOptions::new(), || {
+                Ok::<_, String>(thread::current().id())
+            })
+            .expect("on time");
+        assert_ne!(worker, caller, "the body ran on a worker");
+        workers.insert(worker);
+    }
+    eprintln!("{CALLS} calls ran on {} worker threads", workers.len());
+    assert!(
+        workers.len() <= 8,
+        "{CALLS} sequential calls started {} threads",
+        workers.len()
+    );
+
+    let hung = breaker.call_with_deadline(&CallOptions::new(), || {
+        thread::sleep(TIMEOUT * 3);
+        Ok::<_, String>(thread::current().id())
+    });
+    assert_timed_out(&breaker, hung);
+    let next = breaker.call_with_deadline(&CallOptions::new(), || {
+        Ok::<_, String>(thread::current().id())
+    });
+    assert!(
+        next.is_ok(),
+        "a hung worker does not block the pool: {next:?}"
+    );
+}
+
 /// A sync call cannot be interrupted: one that overruns returns its result
 /// and counts as a timeout failure. Driven by a manual clock, no sleeping.
 #[test]
