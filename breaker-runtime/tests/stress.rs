@@ -303,3 +303,42 @@ fn counts_are_exact_while_threads_come_and_go() {
     assert_eq!(metrics.total_calls, WAVES * PER_WAVE * CALLS);
     assert_eq!(metrics.successful_calls, WAVES * PER_WAVE * CALLS);
 }
+
+/// Hard-deadline calls from many threads at once share the worker pool:
+/// every call must run exactly once and hand back its own result, and the
+/// metrics must count each one.
+#[test]
+fn every_hard_deadline_call_runs_once_on_the_shared_pool() {
+    const CALLERS: u64 = 8;
+    const CALLS: u64 = 500;
+    let config = CircuitBreakerConfig::builder()
+        .failure_threshold(u32::MAX)
+        .timeout_duration(Duration::from_secs(30))
+        .build()
+        .expect("valid configuration");
+    let breaker = CircuitBreaker::new("stress-deadline-pool", config).expect("valid configuration");
+    let ran = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let (breaker, ran) = (breaker.clone(), Arc::clone(&ran));
+            thread::spawn(move || {
+                for call in 0..CALLS {
+                    let ran = Arc::clone(&ran);
+                    let got = breaker.call_with_deadline(&CallOptions::new(), move || {
+                        ran.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, ()>((caller, call))
+                    });
+                    assert_eq!(got, Ok((caller, call)), "a call got another's result");
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("a caller panicked");
+    }
+    let metrics = breaker.get_metrics();
+    assert_eq!(ran.load(Ordering::Relaxed), CALLERS * CALLS, "bodies run");
+    assert_eq!(metrics.successful_calls, CALLERS * CALLS);
+    assert_eq!(metrics.total_calls, CALLERS * CALLS);
+    assert_eq!(metrics.late_results, 0);
+}
