@@ -144,13 +144,22 @@ impl RawArgs {
                 "recovery_timeout" => set!(recovery_timeout, read_secs(&name, &value, errors)),
                 "timeout_duration" => set!(timeout_duration, read_secs(&name, &value, errors)),
                 "quality_threshold" => {
-                    set!(quality_threshold, read_fraction(&name, &value, errors))
+                    set!(
+                        quality_threshold,
+                        read_float(&name, &value, FRACTION, errors)
+                    )
                 }
                 "failure_rate_threshold" => {
-                    set!(failure_rate_threshold, read_fraction(&name, &value, errors))
+                    set!(
+                        failure_rate_threshold,
+                        read_float(&name, &value, FRACTION, errors)
+                    )
                 }
                 "backoff_multiplier" => {
-                    set!(backoff_multiplier, read_factor(&name, &value, errors))
+                    set!(
+                        backoff_multiplier,
+                        read_float(&name, &value, FACTOR, errors)
+                    )
                 }
                 "max_open_duration" => set!(max_open_duration, read_secs(&name, &value, errors)),
                 "fallback" => set!(fallback, read_fallback(&value, errors)),
@@ -275,7 +284,13 @@ fn read_count(key: &str, value: &Expr, errors: &mut Errors) -> Option<Spanned<i6
     }
 }
 
-fn read_fraction(key: &str, value: &Expr, errors: &mut Errors) -> Option<Spanned<f64>> {
+/// A literal number, for a key that takes `kind`, like `key = example`.
+fn read_float(
+    key: &str,
+    value: &Expr,
+    (kind, example): (&str, &str),
+    errors: &mut Errors,
+) -> Option<Spanned<f64>> {
     match number(value) {
         Some((number, _)) => Some(Spanned {
             value: number,
@@ -284,28 +299,15 @@ fn read_fraction(key: &str, value: &Expr, errors: &mut Errors) -> Option<Spanned
         None => {
             errors.push(syn::Error::new_spanned(
                 value,
-                format!("`{key}` takes a number between 0 and 1, like `{key} = 0.5`"),
+                format!("`{key}` takes {kind}, like `{key} = {example}`"),
             ));
             None
         }
     }
 }
 
-fn read_factor(key: &str, value: &Expr, errors: &mut Errors) -> Option<Spanned<f64>> {
-    match number(value) {
-        Some((number, _)) => Some(Spanned {
-            value: number,
-            span: value.span(),
-        }),
-        None => {
-            errors.push(syn::Error::new_spanned(
-                value,
-                format!("`{key}` takes a number of at least 1, like `{key} = 2.0`"),
-            ));
-            None
-        }
-    }
-}
+const FRACTION: (&str, &str) = ("a number between 0 and 1", "0.5");
+const FACTOR: (&str, &str) = ("a number of at least 1", "2.0");
 
 /// A duration in seconds: a number, or a string with a unit.
 fn read_secs(key: &str, value: &Expr, errors: &mut Errors) -> Option<Spanned<f64>> {
