@@ -394,7 +394,8 @@ impl Core {
         if self.load().fails() != 0 || self.failure_rate.is_some() {
             self.closed_success_slow(generation);
         }
-        // Last: the locked add holds back every load after it.
+        // Last, after the loads: in the shared shard the add is a locked
+        // instruction, which would hold back any load after it.
         self.counters.add(Count::Success, 1);
     }
 

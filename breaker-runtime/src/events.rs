@@ -133,7 +133,7 @@ pub(crate) fn emit(breaker: &str, kind: EventKind) {
 /// Whether anybody may hear an event: with no tracing subscriber the
 /// maximum level is OFF, and with no listener there is nobody to tell.
 #[inline]
-pub(crate) fn enabled() -> bool {
+fn enabled() -> bool {
     // Relaxed: see `emit_to_all`.
     tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF
         || ANY_LISTENER.load(Ordering::Relaxed)
