@@ -4,9 +4,9 @@
 //! cargo run -q -p breaker-bench -- [--quick] [--table-only] [FILTER...]
 //! ```
 //!
-//! * `--quick`: 1 s warm-up, 2 s measurement, 30 samples per case (about a
-//!   minute and a half for all cases); without it 2 s / 5 s / 100 samples
-//!   (about four minutes), both on 2 cores.
+//! * `--quick`: 1 s warm-up, 2 s measurement, 30 samples per case (about
+//!   three minutes in all, with the paired rounds); without it 2 s / 5 s /
+//!   100 samples (about six minutes), both on 2 cores.
 //! * `--table-only`: skip `cargo bench`, print whatever criterion has stored.
 //! * `FILTER`: passed to criterion (a regex on `group/id`), e.g. `closed_1t`.
 //!
