@@ -5,7 +5,8 @@
 //! `fetch_add`s. Every other shard is a *lane*, owned by at most one thread
 //! at a time. A thread claims a free lane the first time it counts anything
 //! (in any breaker: lane `i` is shard `i` of every breaker) and gives it back
-//! when it exits; threads that find no free lane use the shared shard.
+//! when it exits; threads that find no free lane use the shared shard, and
+//! look again once a lane has been given back.
 //!
 //! A lane's owner is its only writer, so it counts with a plain load and
 //! store: no locked instruction, which would hold back every load after it,
@@ -21,6 +22,8 @@
 
 use std::cell::Cell;
 use std::sync::LazyLock;
+// std even under loom: lane bookkeeping follows OS threads, not loom's.
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
 use crate::error::FailureType;
 use crate::sync::{AtomicU64, Ordering};
@@ -115,10 +118,10 @@ impl Counters {
     }
 
     /// Counts from a thread that holds no lane, after claiming one if it
-    /// never tried.
+    /// never tried, or if a lane was given back since it last tried.
     #[inline(never)]
     fn add_unowned(&self, slot: usize, n: u64) {
-        if !cfg!(loom) && LANE.with(Cell::get) == UNCLAIMED {
+        if !cfg!(loom) && may_claim() {
             if let Some(owned) = self.shards.get(claim_lane()) {
                 return add_owned(&owned.0[slot], n);
             }
@@ -170,12 +173,29 @@ const UNCLAIMED: usize = usize::MAX;
 /// No lane was free: this thread counts in the shared shard.
 const NO_LANE: usize = usize::MAX - 1;
 
+/// How many times a lane was given back: a thread without a lane looks
+/// again when this has moved since it last looked.
+static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
     /// This thread's lane; [`NO_LANE`] or [`UNCLAIMED`] when it has none.
     static LANE: Cell<usize> = const { Cell::new(UNCLAIMED) };
+    /// [`GIVEN_BACK`] when this thread last looked for a lane.
+    static LOOKED_AT: Cell<usize> = const { Cell::new(0) };
     /// Gives the lane back when the thread exits.
     static LANE_GUARD: LaneGuard = const { LaneGuard };
     static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether this thread, which has no lane, should look for one: it never
+/// did, or a lane was given back since.
+fn may_claim() -> bool {
+    match LANE.with(Cell::get) {
+        UNCLAIMED => true,
+        // Relaxed: a stale count only delays the next look by a call.
+        NO_LANE => GIVEN_BACK.load(StdOrdering::Relaxed) != LOOKED_AT.with(Cell::get),
+        _ => false,
+    }
 }
 
 /// Claims a free lane for this thread: its index, or [`NO_LANE`].
@@ -185,6 +205,8 @@ fn claim_lane() -> usize {
     // down its thread-locals takes no lane, as it could not give it back.
     let lane = if LANE_GUARD.try_with(|_| ()).is_ok() {
         let mut taken = lanes();
+        // Under the table's lock, which every give-back also holds.
+        LOOKED_AT.with(|cell| cell.set(GIVEN_BACK.load(StdOrdering::Relaxed)));
         // Every shard but the last, shared one.
         taken.resize(*SHARDS - 1, false);
         let free = taken.iter().position(|taken| !taken);
@@ -212,8 +234,11 @@ impl Drop for LaneGuard {
     fn drop(&mut self) {
         // Anything this thread counts from now on goes to the shared shard.
         let lane = LANE.with(|cell| cell.replace(NO_LANE));
-        if let Some(taken) = lanes().get_mut(lane) {
+        let mut taken = lanes();
+        if let Some(taken) = taken.get_mut(lane) {
             *taken = false;
+            // Relaxed: read and written under the table's lock.
+            GIVEN_BACK.fetch_add(1, StdOrdering::Relaxed);
         }
     }
 }
@@ -246,8 +271,18 @@ mod tests {
         .expect("the thread finished")
     }
 
+    /// The lane table is process-wide: tests that fill it take turns.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     #[test]
     fn a_thread_counts_in_its_own_lane_and_gives_it_back_when_it_exits() {
+        let _turn = one_at_a_time();
         let counters = Counters::new();
         counters.add(Count::Success, 2);
         let mine = LANE.with(Cell::get);
@@ -264,5 +299,65 @@ mod tests {
             assert!(!lanes()[theirs], "given back when its thread exited");
         }
         assert_eq!(counters.totals().get(Count::Success), 2);
+    }
+
+    /// A helper thread that counts once when told to, says which lane it
+    /// counted in, and exits when its channel closes.
+    fn counting_thread(
+        counters: std::sync::Arc<Counters>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        std::sync::mpsc::Receiver<usize>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (count, counted) = std::sync::mpsc::channel::<()>();
+        let (lane, lanes) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            for () in counted {
+                counters.add(Count::Success, 1);
+                let _ = lane.send(LANE.with(Cell::get));
+            }
+        });
+        (count, lanes, handle)
+    }
+
+    #[test]
+    fn a_thread_without_a_lane_takes_one_once_a_lane_is_given_back() {
+        let _turn = one_at_a_time();
+        let counters = std::sync::Arc::new(Counters::new());
+        // Threads take lanes until one finds none free.
+        let mut holders = Vec::new();
+        let mut sent = 0;
+        let late = loop {
+            let (count, lane, handle) = counting_thread(std::sync::Arc::clone(&counters));
+            count.send(()).expect("the thread listens");
+            sent += 1;
+            let got = lane.recv().expect("the thread counted");
+            if got == NO_LANE {
+                break (count, lane, handle);
+            }
+            assert!(holders.len() < *SHARDS, "more lanes than shards");
+            holders.push((count, handle));
+        };
+        // One holder exits and gives its lane back.
+        let (count, handle) = holders.pop().expect("at least one lane");
+        drop(count);
+        handle.join().expect("the holder exited");
+        let (count, lane, handle) = late;
+        count.send(()).expect("the thread listens");
+        sent += 1;
+        let now = lane.recv().expect("the thread counted");
+        assert!(now < *SHARDS - 1, "took the lane given back, not {now}");
+        drop(count);
+        handle.join().expect("the thread exited");
+        for (count, handle) in holders {
+            drop(count);
+            handle.join().expect("a holder exited");
+        }
+        assert_eq!(
+            counters.totals().get(Count::Success),
+            sent,
+            "every count landed"
+        );
     }
 }
