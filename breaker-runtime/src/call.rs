@@ -357,14 +357,22 @@ impl CircuitBreaker {
             // Held across the call so a panic counts as a failure.
             let permit = Permit::admitted(self, Admission::Closed(generation));
             let (result, late) = self.run_timed(f);
-            if !late && self.is_good(&result, options) {
+            let assessed = self.assess(&result, options);
+            if !late && assessed.outcome == Outcome::Success {
                 if let Ok(value) = &result {
                     FallbackFor::record_success(&options.fallback, value);
                 }
                 permit.record_closed_success(generation);
                 return result.map_err(CallError::Inner);
             }
-            let verdict = self.judge(permit, result, late, options, FallbackFor::record_success);
+            let verdict = self.judge_slow(
+                permit,
+                result,
+                assessed,
+                late,
+                options,
+                FallbackFor::record_success,
+            );
             return self.resolve_sync(verdict, &options.fallback);
         }
         // The rejection path: an open circuit serves its fallback without
@@ -434,7 +442,7 @@ impl CircuitBreaker {
         let handoff = Arc::new(Handoff::<Result<T, E>>::default());
         let worker_handoff = Arc::clone(&handoff);
         let breaker = self.clone();
-        let clock = self.inner.core.clock.clone();
+        let clock = &self.inner.core.clock;
         let start = clock.now();
         let spawned = pool::execute(Box::new(move || {
             let result = panic::catch_unwind(AssertUnwindSafe(f));
@@ -606,27 +614,35 @@ impl CircuitBreaker {
         (result, elapsed > self.inner.timeout_nanos)
     }
 
-    /// Whether `result` counts as a plain success: classified so, and of
-    /// good quality if judged.
+    /// How `result` counts, lateness aside: the classifier's outcome, made
+    /// a [`QualityThreshold`](FailureType::QualityThreshold) failure when a
+    /// success scores low. The classifier and the evaluator each run once.
     #[inline(always)]
-    fn is_good<T, E, Fb, Q, C>(
+    fn assess<T, E, Fb, Q, C>(
         &self,
         result: &Result<T, E>,
         options: &CallOptions<Fb, Q, C>,
-    ) -> bool
+    ) -> Assessed
     where
         Q: QualityFor<T>,
         C: Classify<T, E>,
     {
-        let threshold = self.inner.config.quality_threshold;
-        // NaN fails both comparisons, so it is not good either.
-        let good = |score: f64| score >= threshold && score <= 1.0;
-        match result {
-            Ok(value) => {
-                options.classify.classify(result) == Outcome::Success
-                    && options.quality.score(value).is_none_or(good)
+        let outcome = options.classify.classify(result);
+        if let (Outcome::Success, Ok(value)) = (outcome, result) {
+            if let Some(score) = options.quality.score(value) {
+                let threshold = self.inner.config.quality_threshold;
+                // NaN fails both comparisons, so it is a failure too.
+                if !(score >= threshold && score <= 1.0) {
+                    return Assessed {
+                        outcome: Outcome::Failure(FailureType::QualityThreshold),
+                        low_score: Some((score, threshold)),
+                    };
+                }
             }
-            Err(_) => false,
+        }
+        Assessed {
+            outcome,
+            low_score: None,
         }
     }
 
@@ -677,15 +693,15 @@ impl CircuitBreaker {
         Q: QualityFor<T>,
         C: Classify<T, E>,
     {
-        if !late && self.is_good(&result, options) {
+        let assessed = self.assess(&result, options);
+        if !late && assessed.outcome == Outcome::Success {
             if let Ok(value) = &result {
                 record_success(&options.fallback, value);
             }
             permit.record(Outcome::Success);
             return Verdict::Return(result.map_err(CallError::Inner));
         }
-        let outcome = options.classify.classify(&result);
-        self.judge_slow(permit, result, outcome, late, options, record_success)
+        self.judge_slow(permit, result, assessed, late, options, record_success)
     }
 
     /// The rest of [`judge`](Self::judge): failures, low quality, lateness.
@@ -694,25 +710,15 @@ impl CircuitBreaker {
         &self,
         permit: Permit<'_>,
         result: Result<T, E>,
-        mut outcome: Outcome,
+        assessed: Assessed,
         late: bool,
         options: &CallOptions<Fb, Q, C>,
         record_success: impl FnOnce(&Fb, &T),
-    ) -> Verdict<T, E>
-    where
-        Q: QualityFor<T>,
-    {
-        let mut low_score = None;
-        if let (Outcome::Success, Ok(value)) = (outcome, &result) {
-            if let Some(score) = options.quality.score(value) {
-                let threshold = self.inner.config.quality_threshold;
-                // NaN fails both comparisons, so it is a failure too.
-                if !(score >= threshold && score <= 1.0) {
-                    low_score = Some((score, threshold));
-                    outcome = Outcome::Failure(FailureType::QualityThreshold);
-                }
-            }
-        }
+    ) -> Verdict<T, E> {
+        let Assessed {
+            mut outcome,
+            low_score,
+        } = assessed;
         if late && outcome != Outcome::Ignored {
             outcome = Outcome::Failure(FailureType::Timeout);
             events::emit(
@@ -851,6 +857,15 @@ impl CircuitBreaker {
             cause,
         }))
     }
+}
+
+/// How a finished call counts before lateness; see
+/// [`CircuitBreaker::assess`].
+#[derive(Debug, Clone, Copy)]
+struct Assessed {
+    outcome: Outcome,
+    /// The score and threshold of a success that scored too low.
+    low_score: Option<(f64, f64)>,
 }
 
 /// How an async call under a deadline ended.

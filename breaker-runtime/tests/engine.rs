@@ -686,3 +686,37 @@ fn memory_size_counts_a_rate_limiter_only_where_there_is_one() {
         "a rate limiter adds {limiter} bytes"
     );
 }
+
+#[test]
+fn the_quality_evaluator_and_the_classifier_run_once_per_call() {
+    let (breaker, _clock) = breaker_with(config().failure_threshold(100).build().unwrap());
+    let scored = std::cell::Cell::new(0);
+    let classified = std::cell::Cell::new(0);
+    let options = CallOptions::new()
+        .quality(|answer: &u32| {
+            scored.set(scored.get() + 1);
+            if *answer > 5 { 0.9 } else { 0.1 }
+        })
+        .classify(|result: &Result<u32, &str>| {
+            classified.set(classified.get() + 1);
+            match result {
+                Ok(_) => Outcome::Success,
+                Err(_) => Outcome::Failure(FailureType::Error),
+            }
+        });
+    for answer in [9, 1] {
+        scored.set(0);
+        classified.set(0);
+        let _ = breaker.call_with(&options, || Ok(answer));
+        assert_eq!((scored.get(), classified.get()), (1, 1), "answer {answer}");
+    }
+    scored.set(0);
+    classified.set(0);
+    let _ = breaker.call_with(&options, || Err("down"));
+    assert_eq!(
+        (scored.get(), classified.get()),
+        (0, 1),
+        "an error is not scored"
+    );
+    assert_eq!(breaker.get_metrics().failures_by_type.quality_threshold, 1);
+}
