@@ -233,12 +233,20 @@ impl CircuitBreaker {
             Ok((admission, None)) => admission,
             acquired => self.admit_slow(acquired)?,
         };
-        if let Some(limiter) = &inner.limiter {
-            if let Err(retry_after) = limiter.check() {
-                return Err(self.rate_limited(admission, retry_after));
-            }
-        }
+        self.within_rate_limit(admission)?;
         Ok(Permit::admitted(self, admission))
+    }
+
+    /// Takes a permit of the local rate limit, if there is one, for a call
+    /// `admission` let through; or counts and reports the refusal.
+    #[inline(always)]
+    pub(crate) fn within_rate_limit(&self, admission: Admission) -> Result<(), FallbackReason> {
+        match &self.inner.limiter {
+            Some(limiter) => limiter
+                .check()
+                .map_err(|retry_after| self.rate_limited(admission, retry_after)),
+            None => Ok(()),
+        }
     }
 
     /// Reports what an admission off the closed path brought: a transition,
@@ -264,11 +272,7 @@ impl CircuitBreaker {
 
     #[cold]
     #[inline(never)]
-    pub(crate) fn rate_limited(
-        &self,
-        admission: Admission,
-        retry_after: Duration,
-    ) -> FallbackReason {
+    fn rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
         let core = &self.inner.core;
         // Never made, so it moves nothing: give back a probe slot.
         core.release(admission);

@@ -347,15 +347,12 @@ impl CircuitBreaker {
         // The hot path: a closed circuit and a good result skip the permit
         // and the verdict altogether.
         if let Some(generation) = inner.core.closed_generation() {
-            if let Some(limiter) = &inner.limiter {
-                if let Err(retry_after) = limiter.check() {
-                    let admission = Admission::Closed(generation);
-                    let reason = self.rate_limited(admission, retry_after);
-                    return self.resolve_sync(self.rejected(reason), &options.fallback);
-                }
+            let admission = Admission::Closed(generation);
+            if let Err(reason) = self.within_rate_limit(admission) {
+                return self.resolve_sync(self.rejected(reason), &options.fallback);
             }
             // Held across the call so a panic counts as a failure.
-            let permit = Permit::admitted(self, Admission::Closed(generation));
+            let permit = Permit::admitted(self, admission);
             let (result, late) = self.run_timed(f);
             let assessed = self.assess(&result, options);
             if !late && assessed.outcome == Outcome::Success {
