@@ -365,6 +365,13 @@ fn is_reference(ty: &Type) -> bool {
     }
 }
 
+/// A `Duration` of `secs` seconds, to the nanosecond (`valid.rs` has
+/// checked that it fits).
+fn duration(p: &TokenStream, secs: f64) -> TokenStream {
+    let nanos = Literal::u64_unsuffixed((secs * 1e9).round() as u64);
+    quote!(#p::Duration::from_nanos(#nanos))
+}
+
 /// `|| { let mut c = Default::default(); c.field = value; ...; c }`, or the
 /// default constructor itself when no field is set.
 fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
@@ -402,8 +409,7 @@ fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
         ("timeout_duration", &args.timeout_duration),
     ] {
         if let Some(secs) = secs {
-            let nanos = Literal::u64_unsuffixed((secs.value * 1e9).round() as u64);
-            set(field, quote!(#p::Duration::from_nanos(#nanos)));
+            set(field, duration(p, secs.value));
         }
     }
     if let Some(quality) = &args.quality_threshold {
@@ -416,12 +422,12 @@ fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
     }
     if let (Some(multiplier), Some(cap)) = (&args.backoff_multiplier, &args.max_open_duration) {
         let multiplier = Literal::f64_unsuffixed(multiplier.value);
-        let nanos = Literal::u64_unsuffixed((cap.value * 1e9).round() as u64);
+        let cap = duration(p, cap.value);
         set(
             "backoff",
             quote!(#some(#p::Backoff {
                 multiplier: #multiplier,
-                max_open_duration: #p::Duration::from_nanos(#nanos),
+                max_open_duration: #cap,
             })),
         );
     }
