@@ -214,13 +214,13 @@ impl ClockHandle {
         self.coarse_otherwise()
     }
 
+    /// [`coarse_now`](Self::coarse_now) off its one-load path.
     #[inline(never)]
     fn coarse_otherwise(&self) -> u64 {
-        match self {
-            Self::System | Self::Ticking => coarse_system_now(),
-            Self::Manual(clock) => clock.now_nanos(),
-            Self::Custom(clock) => clock.now_nanos(),
+        if self.is_system() {
+            return coarse_system_now();
         }
+        self.injected_now()
     }
 
     #[inline]
