@@ -274,9 +274,11 @@ impl CircuitBreaker {
     #[inline(never)]
     fn rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
         let core = &self.inner.core;
-        // Never made, so it moves nothing: give back a probe slot.
-        core.release(admission);
-        core.counters.add(Count::RateLimited, 1);
+        // Never made, so it moves nothing: give back a probe slot. A probe
+        // reclaimed in the meantime was counted as a timeout already.
+        if !core.release(admission) {
+            core.counters.add(Count::RateLimited, 1);
+        }
         let reason = FallbackReason::RateLimited { retry_after };
         events::emit(&self.inner.name, EventKind::Rejected { reason });
         reason
@@ -292,7 +294,17 @@ impl CircuitBreaker {
 
     #[cold]
     pub(crate) fn emit_transition(&self, transition: Option<Transition>) {
-        if let Some(Transition { from, to, cause }) = transition {
+        if let Some(Transition {
+            from,
+            to,
+            cause,
+            probes_timed_out,
+        }) = transition
+        {
+            let after = self.inner.config.timeout_duration;
+            for _ in 0..probes_timed_out {
+                events::emit(&self.inner.name, EventKind::Timeout { after });
+            }
             events::emit(&self.inner.name, EventKind::Transition { from, to, cause });
         }
     }
@@ -366,6 +378,25 @@ impl CircuitBreaker {
 /// which counts neither way and gives a half-open probe slot back, or, if
 /// the thread is panicking, as an `Error` failure. So a cancelled future or
 /// a panicking call never leaves the breaker stuck in half-open.
+///
+/// # Calls that never return
+/// A half-open probe holds one of the `half_open_max_calls` slots. If it is
+/// still unsettled `timeout_duration` after it was admitted, the next call
+/// to arrive reclaims its slot: the probe counts as a
+/// [`Timeout`](crate::FailureType::Timeout) failure (with a `Timeout`
+/// event), and the circuit reopens
+/// ([`TransitionCause::ProbeTimedOut`](crate::TransitionCause::ProbeTimedOut))
+/// and probes again after `recovery_timeout`. Whatever the permit brings
+/// later (a recorded outcome, a cancellation, a panic) is counted only in
+/// [`Metrics::late_results`](crate::Metrics::late_results) and moves nothing.
+///
+/// A call admitted by a *closed* circuit holds no slot. If it never
+/// returns, the circuit keeps working for every other call and nothing
+/// waits for it; only its thread is lost to its caller, and the call is
+/// counted (as a timeout, if it took longer than `timeout_duration`) only
+/// when, and if, it returns. To get the caller back at the deadline, use
+/// [`call_with_deadline`](CircuitBreaker::call_with_deadline) or an async
+/// call.
 #[must_use = "record the outcome, or the call counts as cancelled"]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
@@ -413,7 +444,7 @@ impl<'a> Permit<'a> {
 
     /// Whether this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        matches!(self.admission, Admission::Probe(_))
+        matches!(self.admission, Admission::Probe { .. })
     }
 }
 

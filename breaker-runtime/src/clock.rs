@@ -138,11 +138,28 @@ impl ManualClock {
         Self::default()
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`, stopping at its end (`u64::MAX`
+    /// nanoseconds, about 584 years): it never wraps back to its origin.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::ManualClock;
+    ///
+    /// let clock = ManualClock::new();
+    /// clock.advance(Duration::from_secs(1));
+    /// clock.advance(Duration::MAX);
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(clock.elapsed(), Duration::from_nanos(u64::MAX));
+    /// ```
     pub fn advance(&self, by: Duration) {
+        let by = duration_nanos(by);
         // Relaxed: the clock is a lone counter; callers that need ordering
         // with other data synchronise through the breaker itself.
-        self.nanos.fetch_add(duration_nanos(by), Ordering::Relaxed);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_add(by))
+            });
     }
 
     /// How far the clock has been advanced since its origin.

@@ -8,6 +8,13 @@ use serde::Serialize;
 /// How a breaker decides to open, how long it stays open, and how it guards
 /// each call. The defaults are the seed design's.
 ///
+/// Every field is either checked by [`validate`](Self::validate) (which
+/// names the field and its allowed range in a [`ConfigError`]) or has a
+/// documented meaning at its extremes: a duration too long to represent in
+/// the clock's nanoseconds (about 584 years, such as [`Duration::MAX`])
+/// means "no limit", and every deadline computed from one saturates rather
+/// than overflowing.
+///
 /// Build one with [`CircuitBreakerConfig::builder`], which validates, or
 /// start from [`Default`] and call [`validate`](Self::validate).
 ///
@@ -28,13 +35,18 @@ pub struct CircuitBreakerConfig {
     /// Consecutive failures that open a closed circuit (default 5, at least 1).
     /// A success resets the count.
     pub failure_threshold: u32,
-    /// How long an open circuit waits before admitting probes (default 60 s).
+    /// How long an open circuit waits before admitting probes (default 60 s,
+    /// longer than zero). [`Duration::MAX`] means no limit: the circuit
+    /// stays open until [`reset`](crate::CircuitBreaker::reset).
     #[serde(serialize_with = "secs")]
     pub recovery_timeout: Duration,
     /// Probe successes that close a half-open circuit (default 3, at least 1).
     pub success_threshold: u32,
-    /// The deadline of one call (default 30 s). See the crate docs for how
-    /// sync and async calls honour it.
+    /// The deadline of one call (default 30 s, longer than zero). See the
+    /// crate docs for how sync and async calls honour it. A half-open probe
+    /// still running after this long gives its slot back and counts as a
+    /// timeout (see [`TransitionCause::ProbeTimedOut`](crate::TransitionCause::ProbeTimedOut)).
+    /// [`Duration::MAX`] means no limit: no call is ever late.
     #[serde(serialize_with = "secs")]
     pub timeout_duration: Duration,
     /// The lowest acceptable quality score, in `[0, 1]` (default 0.7).
@@ -45,6 +57,8 @@ pub struct CircuitBreakerConfig {
     /// `None` (the default) allows a burst of `rate_limit_per_minute`.
     pub rate_limit_burst: Option<u32>,
     /// Outcomes kept for the failure-rate window (default 100, at least 1).
+    /// The window's memory grows with the outcomes it has seen, one byte
+    /// each, up to this size.
     pub sliding_window_size: u32,
     /// Probes admitted at once while half-open (default 5, at least 1).
     pub half_open_max_calls: u32,
@@ -57,6 +71,14 @@ pub struct CircuitBreakerConfig {
     /// Lengthens the open period on repeated trips; `None` (the default)
     /// keeps it at `recovery_timeout`.
     pub backoff: Option<Backoff>,
+    /// The longest a dependency's retry-after
+    /// ([`Outcome::RateLimited`](crate::Outcome::RateLimited)) may keep the
+    /// circuit open (default 1 hour, longer than zero). A longer retry-after
+    /// opens the circuit for this long; with [`backoff`](Self::backoff) set,
+    /// `max_open_duration` caps it too, and the shorter cap wins.
+    /// [`Duration::MAX`] means no cap of its own.
+    #[serde(serialize_with = "secs")]
+    pub max_retry_after: Duration,
 }
 
 /// Exponential growth of the open period: the `n`-th trip in a row (without
@@ -66,7 +88,9 @@ pub struct CircuitBreakerConfig {
 pub struct Backoff {
     /// Growth factor per trip, finite and at least 1.
     pub multiplier: f64,
-    /// The longest an automatic open period may last.
+    /// The longest an automatic open period may last, and a cap on the
+    /// open period a retry-after asks for. At least `recovery_timeout`;
+    /// [`Duration::MAX`] means no cap.
     #[serde(serialize_with = "secs")]
     pub max_open_duration: Duration,
 }
@@ -86,9 +110,13 @@ impl Default for CircuitBreakerConfig {
             failure_rate_threshold: None,
             minimum_calls: 10,
             backoff: None,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
         }
     }
 }
+
+/// The default [`CircuitBreakerConfig::max_retry_after`]: one hour.
+const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// A configuration value outside what the breaker accepts.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -155,6 +183,7 @@ impl CircuitBreakerConfig {
         at_least_one("minimum_calls", self.minimum_calls)?;
         positive_duration("recovery_timeout", self.recovery_timeout)?;
         positive_duration("timeout_duration", self.timeout_duration)?;
+        positive_duration("max_retry_after", self.max_retry_after)?;
         if !(0.0..=1.0).contains(&self.quality_threshold) {
             return Err(out_of_range(
                 "quality_threshold",
@@ -279,6 +308,8 @@ impl CircuitBreakerConfigBuilder {
         minimum_calls: u32 => std::convert::identity;
         /// Sets [`CircuitBreakerConfig::backoff`].
         backoff: Backoff => Some;
+        /// Sets [`CircuitBreakerConfig::max_retry_after`].
+        max_retry_after: Duration => std::convert::identity;
     }
 
     /// The validated configuration.
@@ -310,6 +341,7 @@ mod tests {
         assert_eq!(config.sliding_window_size, 100);
         assert_eq!(config.half_open_max_calls, 5);
         assert_eq!(config.rate_limit_per_minute, None);
+        assert_eq!(config.max_retry_after, Duration::from_secs(3600));
         assert_eq!(config.validate(), Ok(()));
     }
 
@@ -344,6 +376,13 @@ mod tests {
                     ..base()
                 },
                 "`recovery_timeout` is 0ns, but it must be longer than zero",
+            ),
+            (
+                CircuitBreakerConfig {
+                    max_retry_after: Duration::ZERO,
+                    ..base()
+                },
+                "`max_retry_after` is 0ns, but it must be longer than zero",
             ),
             (
                 CircuitBreakerConfig {

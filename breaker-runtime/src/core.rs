@@ -24,10 +24,23 @@
 //! and a probe of an earlier half-open period cannot free a slot of the
 //! current one.
 //!
+//! A probe also holds a *ticket*, and the core keeps the tickets of the
+//! probes in flight with the time each was admitted. A probe that has been
+//! in flight for `timeout_duration` when the next call arrives is
+//! *reclaimed*: it counts as a [`Timeout`](FailureType::Timeout) failure, its
+//! slot is free, and the circuit reopens
+//! ([`TransitionCause::ProbeTimedOut`]). Its ticket is remembered, so the
+//! result it brings if it ever returns is counted as late and nothing else.
+//!
+//! A call admitted by a *closed* circuit holds no slot and no ticket: one
+//! that never returns costs its own thread and nothing else. The circuit
+//! keeps working for every other call, and that call is counted only when
+//! it returns (see [`Permit`](crate::Permit)).
+//!
 //! # Invariants
 //!
-//! 1. `slow.probes_in_flight <= config.half_open_max_calls` at all times, and
-//!    it is zero outside half-open.
+//! 1. `slow.probes.len() <= config.half_open_max_calls` at all times, and
+//!    it is zero outside half-open. Tickets in `slow.probes` are distinct.
 //! 2. Each transition increments the generation exactly once and
 //!    `slow.transitions` exactly once.
 //! 3. Every admitted permit is settled exactly once: by `record`, or by its
@@ -41,6 +54,7 @@ use crate::counters::{Count, Counters};
 use crate::error::{FailureType, FallbackReason, Outcome};
 use crate::state::{CircuitState, DetailedState};
 use crate::sync::{AtomicU64, Mutex, Ordering};
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 const MODE_BITS: u32 = 3;
@@ -101,8 +115,13 @@ fn mode_of(state: DetailedState) -> u64 {
 pub(crate) enum Admission {
     /// Admitted by a closed circuit of this generation.
     Closed(u32),
-    /// Admitted as a half-open probe of this generation, holding a slot.
-    Probe(u32),
+    /// Admitted as a half-open probe, holding a slot.
+    Probe {
+        /// The generation of its half-open period.
+        generation: u32,
+        /// Which probe of its period: see [`Slow::probes`].
+        ticket: u32,
+    },
     /// Admitted by a forced-closed circuit: counted, never moves the state.
     Bypass,
 }
@@ -117,6 +136,9 @@ pub(crate) struct Transition {
     pub(crate) from: DetailedState,
     pub(crate) to: DetailedState,
     pub(crate) cause: TransitionCause,
+    /// Probes this transition reclaimed as timeouts, each due a `Timeout`
+    /// event.
+    pub(crate) probes_timed_out: u32,
 }
 
 /// Why a transition happened.
@@ -133,6 +155,12 @@ pub enum TransitionCause {
     RecoveryTimeout,
     /// A half-open probe failed.
     ProbeFailed,
+    /// A half-open probe was still running `timeout_duration` after it was
+    /// admitted when the next call arrived: it counts as a timeout, its
+    /// slot is reclaimed, and the circuit opens for another
+    /// `recovery_timeout`. A result it brings later is counted only in
+    /// [`Metrics::late_results`](crate::Metrics::late_results).
+    ProbeTimedOut,
     /// Enough half-open probes succeeded.
     ProbesSucceeded,
     /// An operator forced the state.
@@ -142,7 +170,13 @@ pub enum TransitionCause {
 /// State that only changes under the mutex.
 #[derive(Debug)]
 struct Slow {
-    probes_in_flight: u32,
+    /// The probes in flight, oldest first: ticket and admission time.
+    probes: VecDeque<(u32, u64)>,
+    /// The ticket of the next probe; wraps.
+    next_ticket: u32,
+    /// Probes reclaimed as timeouts whose result has not come back yet, by
+    /// [`probe_key`]: their result is late and counts nowhere else.
+    reclaimed: HashSet<u64>,
     probe_successes: u32,
     /// Trips since the circuit last closed, for backoff.
     trips_in_a_row: u32,
@@ -150,24 +184,62 @@ struct Slow {
     last_transition_at: Option<u64>,
     last_failure: Option<(FailureType, u64)>,
     window: Option<Window>,
-    /// Results of deadline workers that arrived after their caller left:
-    /// rare, so kept here rather than in a counter slot.
+    /// Results of deadline workers that arrived after their caller left,
+    /// and of reclaimed probes: rare, so kept here rather than in a counter
+    /// slot.
     late_results: u64,
+}
+
+impl Slow {
+    /// Takes the probe `(generation, ticket)` out of the books: `Current`
+    /// (its slot is freed) when it is a probe in flight of the half-open
+    /// period `word` shows, `Late` (counted) when it was reclaimed, `Stale`
+    /// otherwise.
+    fn settle_probe(&mut self, word: Word, generation: u32, ticket: u32) -> ProbeStatus {
+        if word.mode() == MODE_HALF_OPEN && word.generation() == generation {
+            if let Some(at) = self.probes.iter().position(|&(t, _)| t == ticket) {
+                self.probes.remove(at);
+                return ProbeStatus::Current;
+            }
+        }
+        if self.reclaimed.remove(&probe_key(generation, ticket)) {
+            self.late_results += 1;
+            return ProbeStatus::Late;
+        }
+        ProbeStatus::Stale
+    }
+}
+
+/// Where a probe's outcome stands; see [`Slow::settle_probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeStatus {
+    Current,
+    Stale,
+    Late,
+}
+
+fn probe_key(generation: u32, ticket: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(ticket)
 }
 
 /// The last `size` outcomes of closed-state calls, for the failure rate.
 #[derive(Debug)]
 struct Window {
+    /// The ring, grown on demand up to `size`.
     failed: Vec<bool>,
+    size: usize,
     next: usize,
     len: usize,
     failures: usize,
 }
 
 impl Window {
+    /// An empty window of `size` outcomes. Its memory grows with the
+    /// outcomes pushed, so a huge `size` costs nothing up front.
     fn new(size: u32) -> Self {
         Self {
-            failed: vec![false; size as usize],
+            failed: Vec::new(),
+            size: size.max(1) as usize,
             next: 0,
             len: 0,
             failures: 0,
@@ -175,14 +247,18 @@ impl Window {
     }
 
     fn push(&mut self, failed: bool) {
-        if self.len == self.failed.len() {
+        if self.next == self.failed.len() {
+            // Still growing: the slot does not exist yet.
+            self.failed.push(false);
+        }
+        if self.len == self.size {
             self.failures -= usize::from(self.failed[self.next]);
         } else {
             self.len += 1;
         }
         self.failed[self.next] = failed;
         self.failures += usize::from(failed);
-        self.next = (self.next + 1) % self.failed.len();
+        self.next = (self.next + 1) % self.size;
     }
 
     fn clear(&mut self) {
@@ -226,6 +302,10 @@ pub(crate) struct Core {
     success_threshold: u32,
     half_open_max_calls: u32,
     recovery_nanos: u64,
+    /// `timeout_duration` in nanoseconds; `u64::MAX` means "never".
+    timeout_nanos: u64,
+    /// The longest open period a retry-after may ask for.
+    max_retry_nanos: u64,
     backoff: Option<(f64, u64)>,
     failure_rate: Option<(f64, usize)>,
 }
@@ -236,7 +316,9 @@ impl Core {
             word: AtomicU64::new(Word::new(MODE_CLOSED, 0, 0).0),
             open_until: AtomicU64::new(0),
             slow: Mutex::new(Slow {
-                probes_in_flight: 0,
+                probes: VecDeque::new(),
+                next_ticket: 0,
+                reclaimed: HashSet::new(),
                 probe_successes: 0,
                 trips_in_a_row: 0,
                 transitions: 0,
@@ -253,6 +335,13 @@ impl Core {
             success_threshold: config.success_threshold,
             half_open_max_calls: config.half_open_max_calls,
             recovery_nanos: duration_nanos(config.recovery_timeout),
+            timeout_nanos: duration_nanos(config.timeout_duration),
+            // A retry-after is capped by `max_retry_after` and, with
+            // backoff, by `max_open_duration`: the smaller cap wins.
+            max_retry_nanos: duration_nanos(match config.backoff {
+                Some(backoff) => backoff.max_open_duration.min(config.max_retry_after),
+                None => config.max_retry_after,
+            }),
             backoff: config
                 .backoff
                 .map(|b| (b.multiplier, duration_nanos(b.max_open_duration))),
@@ -329,16 +418,66 @@ impl Core {
                     now,
                 ));
             }
-            _ => {}
+            _ => {
+                // Half-open: a probe that has run too long gives its slot
+                // back as a timeout, and the circuit reopens.
+                let now = self.clock.now();
+                if let Some(transition) = self.reclaim_overdue_probes(&mut slow, word, now) {
+                    drop(slow);
+                    let until = self.open_until.load(Ordering::Relaxed);
+                    let retry_after = self.count_open_rejection(now, until);
+                    return Err((FallbackReason::Open { retry_after }, Some(transition)));
+                }
+            }
         }
         // Half-open: reserve a probe slot, atomically with the check.
-        if slow.probes_in_flight < self.half_open_max_calls {
-            slow.probes_in_flight += 1;
-            return Ok((Admission::Probe(self.load().generation()), transition));
+        if slow.probes.len() < self.half_open_max_calls as usize {
+            let now = self.clock.now();
+            let ticket = slow.next_ticket;
+            slow.next_ticket = ticket.wrapping_add(1);
+            slow.probes.push_back((ticket, now));
+            let generation = self.load().generation();
+            return Ok((Admission::Probe { generation, ticket }, transition));
         }
         drop(slow);
         self.counters.add(Count::RejectedHalfOpen, 1);
         Err((FallbackReason::HalfOpenFull, transition))
+    }
+
+    /// In half-open, counts every probe in flight for `timeout_duration` or
+    /// longer at `now` as a timeout and reopens the circuit; `None` when no
+    /// probe is overdue. The caller holds the mutex (`slow`).
+    fn reclaim_overdue_probes(&self, slow: &mut Slow, word: Word, now: u64) -> Option<Transition> {
+        let mut timed_out = 0u32;
+        // Oldest first: admissions are in clock order.
+        while let Some(&(ticket, admitted_at)) = slow.probes.front() {
+            // `u64::MAX` is a timeout too long to represent: never overdue.
+            let overdue = self.timeout_nanos != u64::MAX
+                && now.saturating_sub(admitted_at) >= self.timeout_nanos;
+            // The ticket about to be issued would repeat this probe's (2^32
+            // probes since): count it as overdue too, so tickets in flight
+            // stay distinct.
+            if !(overdue || ticket == slow.next_ticket) {
+                break;
+            }
+            slow.probes.pop_front();
+            slow.reclaimed.insert(probe_key(word.generation(), ticket));
+            self.counters.add_failure(FailureType::Timeout);
+            timed_out = timed_out.saturating_add(1);
+        }
+        if timed_out == 0 {
+            return None;
+        }
+        slow.last_failure = Some((FailureType::Timeout, now));
+        let mut transition = self.transition(
+            slow,
+            word,
+            DetailedState::Open,
+            TransitionCause::ProbeTimedOut,
+            now,
+        );
+        transition.probes_timed_out = timed_out;
+        Some(transition)
     }
 
     /// For an open circuit whose period has not ended, counts the rejection
@@ -367,6 +506,7 @@ impl Core {
     }
 
     /// Counts a deadline worker's result that arrived after its caller left.
+    /// (A reclaimed probe's result is counted late by the core itself.)
     pub(crate) fn count_late_result(&self) {
         self.slow.lock().late_results += 1;
     }
@@ -417,10 +557,7 @@ impl Core {
                     self.record_closed_success(generation);
                     None
                 }
-                Admission::Probe(generation) => {
-                    self.counters.add(Count::Success, 1);
-                    self.probe_success(generation)
-                }
+                Admission::Probe { generation, ticket } => self.probe_success(generation, ticket),
                 Admission::Bypass => {
                     self.counters.add(Count::Success, 1);
                     None
@@ -431,8 +568,9 @@ impl Core {
                 self.failure(admission, FailureType::RateLimit, retry_after)
             }
             Outcome::Ignored => {
-                self.counters.add(Count::Ignored, 1);
-                self.release(admission);
+                if !self.release(admission) {
+                    self.counters.add(Count::Ignored, 1);
+                }
                 None
             }
         }
@@ -440,24 +578,28 @@ impl Core {
 
     /// Settles a permit whose call never finished: cancelled (dropped) or
     /// panicked. A panic is an `Error` failure; a cancellation counts
-    /// neither way. Either way a probe's slot is given back.
+    /// neither way. Either way a probe's slot is given back. A reclaimed
+    /// probe's abandonment is its late result.
     pub(crate) fn abandon(&self, admission: Admission, panicked: bool) -> Option<Transition> {
         if panicked {
             return self.failure(admission, FailureType::Error, None);
         }
-        self.counters.add(Count::Cancelled, 1);
-        self.release(admission);
+        if !self.release(admission) {
+            self.counters.add(Count::Cancelled, 1);
+        }
         None
     }
 
-    pub(crate) fn release(&self, admission: Admission) {
-        if let Admission::Probe(generation) = admission {
+    /// Gives back the slot of a probe whose outcome moves nothing; `true`
+    /// when the probe was reclaimed and this is its late result (counted
+    /// here, so the caller counts nothing more).
+    pub(crate) fn release(&self, admission: Admission) -> bool {
+        if let Admission::Probe { generation, ticket } = admission {
             let mut slow = self.slow.lock();
             let word = self.load();
-            if word.mode() == MODE_HALF_OPEN && word.generation() == generation {
-                slow.probes_in_flight -= 1;
-            }
+            return slow.settle_probe(word, generation, ticket) == ProbeStatus::Late;
         }
+        false
     }
 
     #[cold]
@@ -475,13 +617,18 @@ impl Core {
         }
     }
 
-    fn probe_success(&self, generation: u32) -> Option<Transition> {
+    fn probe_success(&self, generation: u32, ticket: u32) -> Option<Transition> {
         let mut slow = self.slow.lock();
         let word = self.load();
-        if word.mode() != MODE_HALF_OPEN || word.generation() != generation {
-            return None;
+        match slow.settle_probe(word, generation, ticket) {
+            ProbeStatus::Late => return None,
+            // Counted under the lock, before any transition it causes.
+            ProbeStatus::Stale => {
+                self.counters.add(Count::Success, 1);
+                return None;
+            }
+            ProbeStatus::Current => self.counters.add(Count::Success, 1),
         }
-        slow.probes_in_flight -= 1;
         slow.probe_successes += 1;
         if slow.probe_successes < self.success_threshold {
             return None;
@@ -502,21 +649,31 @@ impl Core {
         failure_type: FailureType,
         retry_after: Option<Duration>,
     ) -> Option<Transition> {
-        self.counters.add_failure(failure_type);
         let now = self.clock.now();
-        let retry_until = retry_after.map(|d| now.saturating_add(duration_nanos(d)));
+        // Capped: a retry-after of 30 years must not keep the circuit open
+        // for 30 years.
+        let retry_until =
+            retry_after.map(|d| now.saturating_add(duration_nanos(d).min(self.max_retry_nanos)));
         let mut slow = self.slow.lock();
-        slow.last_failure = Some((failure_type, now));
         let word = self.load();
         let current = match admission {
             Admission::Closed(generation) => {
                 word.mode() == MODE_CLOSED && word.generation() == generation
             }
-            Admission::Probe(generation) => {
-                word.mode() == MODE_HALF_OPEN && word.generation() == generation
+            Admission::Probe { generation, ticket } => {
+                match slow.settle_probe(word, generation, ticket) {
+                    // Already counted as a timeout when it was reclaimed.
+                    ProbeStatus::Late => return None,
+                    ProbeStatus::Stale => false,
+                    ProbeStatus::Current => true,
+                }
             }
             Admission::Bypass => false,
         };
+        // Under the lock, before any transition it causes: a snapshot that
+        // sees the new state also sees this failure.
+        self.counters.add_failure(failure_type);
+        slow.last_failure = Some((failure_type, now));
         if !current {
             // A stale outcome still honours a retry-after while open.
             if let (Some(until), MODE_OPEN) = (retry_until, word.mode()) {
@@ -525,10 +682,7 @@ impl Core {
             return None;
         }
         let cause = match admission {
-            Admission::Probe(_) => {
-                slow.probes_in_flight -= 1;
-                Some(TransitionCause::ProbeFailed)
-            }
+            Admission::Probe { .. } => Some(TransitionCause::ProbeFailed),
             _ => {
                 let fails = word.fails().saturating_add(1);
                 let rate_tripped = match (&mut slow.window, self.failure_rate) {
@@ -580,7 +734,7 @@ impl Core {
         cause: TransitionCause,
         now: u64,
     ) -> Transition {
-        slow.probes_in_flight = 0;
+        slow.probes.clear();
         slow.probe_successes = 0;
         match to {
             DetailedState::Open => {
@@ -606,6 +760,7 @@ impl Core {
             from: word.detailed(),
             to,
             cause,
+            probes_timed_out: 0,
         }
     }
 
@@ -654,7 +809,7 @@ impl Core {
             transitions: slow.transitions,
             last_transition_at: slow.last_transition_at,
             last_failure: slow.last_failure,
-            probes_in_flight: slow.probes_in_flight,
+            probes_in_flight: u32::try_from(slow.probes.len()).unwrap_or(u32::MAX),
             window: slow.window.as_ref().map(|w| (w.len, w.failures)),
             open_until: (word.mode() == MODE_OPEN).then(|| self.open_until.load(Ordering::Relaxed)),
             late_results: slow.late_results,
@@ -663,5 +818,30 @@ impl Core {
 
     pub(crate) fn simple_state(&self) -> CircuitState {
         self.state().simple()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn a_window_grows_with_its_outcomes_not_with_its_size() {
+        let mut huge = Window::new(u32::MAX);
+        assert_eq!(huge.failed.capacity(), 0, "nothing allocated up front");
+        huge.push(true);
+        huge.push(false);
+        assert_eq!((huge.len, huge.failures, huge.failed.len()), (2, 1, 2));
+
+        let mut small = Window::new(3);
+        for failed in [true, true, false, false, true] {
+            small.push(failed);
+        }
+        // The last three: false, false, true.
+        assert_eq!((small.len, small.failures, small.failed.len()), (3, 1, 3));
+        assert!((small.rate() - 1.0 / 3.0).abs() < 1e-12);
+        small.clear();
+        small.push(true);
+        assert_eq!((small.len, small.failures), (1, 1));
     }
 }

@@ -42,8 +42,11 @@ pub struct Metrics {
     pub fallback_failures: u64,
     /// Calls that ran past their deadline (also in `failures_by_type`).
     pub timeouts: u64,
-    /// Results of hard-deadline calls that arrived after the deadline and
-    /// were discarded.
+    /// Results that arrived after their call was already counted as a
+    /// timeout, and were discarded: those of hard-deadline calls that
+    /// finished after the deadline, and those of half-open probes whose
+    /// slot was reclaimed (see [`Permit`](crate::Permit)). They count in no
+    /// other field.
     pub late_results: u64,
     /// `successful_calls / (successful_calls + failed_calls)`; 1 when no
     /// call has finished.

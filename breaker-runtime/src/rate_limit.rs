@@ -13,6 +13,13 @@
 //! permits fit in the bucket, so the rate over any longer period is exact.
 //! A burst smaller than that would lose permits at each jump, so such a
 //! limiter reads the precise clock.
+//!
+//! governor's arithmetic on nanoseconds does not saturate, so two extremes
+//! are bounded here: the limiter's clock stops at [`CLOCK_CEILING`] (292
+//! years after the clock's origin, which only a manual clock reaches), and
+//! a burst is cut to what refills within [`BURST_HORIZON`] (146 years; a
+//! burst of `u32::MAX` at one call a minute becomes 76 million calls).
+//! Below both, every sum governor forms stays under `u64::MAX`.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -24,6 +31,14 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter as Gcra};
 
 use crate::clock::{COARSE_TICK, ClockHandle, duration_nanos};
+
+/// The latest time the limiter sees, in clock nanoseconds: see the module
+/// docs.
+const CLOCK_CEILING: u64 = u64::MAX / 2;
+
+/// The longest a full bucket may take to refill, in nanoseconds: see the
+/// module docs.
+const BURST_HORIZON: u64 = u64::MAX / 4;
 
 /// governor's view of the breaker's clock.
 #[derive(Debug, Clone)]
@@ -38,11 +53,12 @@ impl GovernorClock for LimiterClock {
 
     #[inline]
     fn now(&self) -> Nanos {
-        Nanos::from(if self.coarse {
+        let now = if self.coarse {
             self.clock.coarse_now()
         } else {
             self.clock.now()
-        })
+        };
+        Nanos::from(now.min(CLOCK_CEILING))
     }
 }
 
@@ -57,7 +73,9 @@ impl RateLimiter {
     pub(crate) fn new(per_minute: u32, burst: Option<u32>, clock: ClockHandle) -> Option<Self> {
         let per_minute = NonZeroU32::new(per_minute)?;
         let burst = burst.and_then(NonZeroU32::new).unwrap_or(per_minute);
-        let quota = Quota::per_minute(per_minute).allow_burst(burst);
+        let quota = Quota::per_minute(per_minute);
+        let burst = burst.min(longest_burst(quota.replenish_interval()));
+        let quota = quota.allow_burst(burst);
         let clock = LimiterClock {
             clock,
             coarse: bucket_spans_a_tick(per_minute, burst),
@@ -83,6 +101,13 @@ impl RateLimiter {
     }
 }
 
+/// The largest burst that refills within [`BURST_HORIZON`] at one permit
+/// per `interval`.
+fn longest_burst(interval: Duration) -> NonZeroU32 {
+    let permits = BURST_HORIZON / duration_nanos(interval).max(1);
+    NonZeroU32::new(u32::try_from(permits).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+}
+
 /// Whether a full bucket of `burst` permits refills in at least one coarse
 /// tick: then a tick's permits always fit, and the coarse clock loses none.
 fn bucket_spans_a_tick(per_minute: NonZeroU32, burst: NonZeroU32) -> bool {
@@ -105,6 +130,36 @@ mod tests {
         for per_minute in [1, 60, 6_000, 1_000_000, u32::MAX] {
             assert!(limiter(per_minute, None).is_coarse(), "{per_minute}/min");
         }
+    }
+
+    #[test]
+    fn extreme_quotas_and_the_end_of_a_manual_clock_never_overflow() {
+        use crate::ManualClock;
+        for (per_minute, burst) in [
+            (1, Some(u32::MAX)),
+            (1, None),
+            (u32::MAX, Some(1)),
+            (u32::MAX, Some(u32::MAX)),
+            (60, Some(u32::MAX)),
+        ] {
+            let clock = ManualClock::new();
+            let handle = ClockHandle::from_clock(clock.clone());
+            let limiter = RateLimiter::new(per_minute, burst, handle).expect("non-zero");
+            assert_eq!(limiter.check(), Ok(()), "{per_minute}/min, burst {burst:?}");
+            clock.advance(Duration::from_secs(u64::MAX / 2_000_000_000));
+            let _ = limiter.check();
+            clock.advance(Duration::MAX);
+            for _ in 0..3 {
+                let _ = limiter.check();
+            }
+        }
+    }
+
+    #[test]
+    fn a_burst_is_cut_to_what_refills_within_the_horizon() {
+        let one_a_minute = Duration::from_secs(60);
+        assert_eq!(longest_burst(one_a_minute).get(), 76_861_433);
+        assert_eq!(longest_burst(Duration::from_nanos(13)).get(), u32::MAX);
     }
 
     #[test]

@@ -112,7 +112,8 @@ enum Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Admission {
     Closed(u32),
-    Probe(u32),
+    /// Generation and the model's own probe id.
+    Probe(u32, u64),
     Bypass,
 }
 
@@ -139,7 +140,11 @@ struct Model {
     generation: u32,
     consecutive_failures: u32,
     open_until: u64,
-    probes_in_flight: u32,
+    /// Probes in flight: id and admission time.
+    probes: Vec<(u64, u64)>,
+    next_probe: u64,
+    /// Probes reclaimed as timeouts whose result has not come back.
+    reclaimed: std::collections::HashSet<u64>,
     probe_successes: u32,
     trips_in_a_row: u32,
     /// Outcomes of current closed-state calls, oldest first; `true` failed.
@@ -159,7 +164,9 @@ impl Model {
             generation: 0,
             consecutive_failures: 0,
             open_until: 0,
-            probes_in_flight: 0,
+            probes: Vec::new(),
+            next_probe: 0,
+            reclaimed: Default::default(),
             probe_successes: 0,
             trips_in_a_row: 0,
             window: Default::default(),
@@ -181,7 +188,7 @@ impl Model {
     }
 
     fn transition(&mut self, to: DetailedState, cause: TransitionCause) {
-        self.probes_in_flight = 0;
+        self.probes.clear();
         self.probe_successes = 0;
         match to {
             DetailedState::Open => {
@@ -222,11 +229,35 @@ impl Model {
             DetailedState::Open => {
                 self.transition(DetailedState::HalfOpen, TransitionCause::RecoveryTimeout);
             }
-            DetailedState::HalfOpen => {}
+            DetailedState::HalfOpen => {
+                // Probes in flight for `timeout_duration` are reclaimed as
+                // timeouts, and the circuit reopens.
+                let now = self.now;
+                let overdue: Vec<u64> = self
+                    .probes
+                    .iter()
+                    .filter(|&&(_, at)| now - at >= TIMEOUT_MS * MS)
+                    .map(|&(id, _)| id)
+                    .collect();
+                if !overdue.is_empty() {
+                    for id in overdue {
+                        self.reclaimed.insert(id);
+                        self.counts.fail(FailureType::Timeout);
+                    }
+                    self.last_failure = Some((FailureType::Timeout, now));
+                    self.transition(DetailedState::Open, TransitionCause::ProbeTimedOut);
+                    self.counts.rejected += 1;
+                    return Err(Rejection::Open {
+                        retry_after: self.open_until - self.now,
+                    });
+                }
+            }
         }
-        if self.probes_in_flight < self.params.half_open_max_calls {
-            self.probes_in_flight += 1;
-            Ok(Admission::Probe(self.generation))
+        if self.probes.len() < self.params.half_open_max_calls as usize {
+            let id = self.next_probe;
+            self.next_probe += 1;
+            self.probes.push((id, self.now));
+            Ok(Admission::Probe(self.generation, id))
         } else {
             self.counts.rejected += 1;
             Err(Rejection::HalfOpenFull)
@@ -239,10 +270,28 @@ impl Model {
             Admission::Closed(generation) => {
                 self.state == DetailedState::Closed && self.generation == generation
             }
-            Admission::Probe(generation) => {
-                self.state == DetailedState::HalfOpen && self.generation == generation
+            Admission::Probe(generation, id) => {
+                self.state == DetailedState::HalfOpen
+                    && self.generation == generation
+                    && self.probes.iter().any(|&(probe, _)| probe == id)
             }
             Admission::Bypass => false,
+        }
+    }
+
+    /// Whether this is the late result of a reclaimed probe, counted so.
+    fn late(&mut self, admission: Admission) -> bool {
+        let late = matches!(admission, Admission::Probe(_, id) if self.reclaimed.remove(&id));
+        if late {
+            self.counts.late += 1;
+        }
+        late
+    }
+
+    /// Frees the slot of a current probe.
+    fn free_slot(&mut self, admission: Admission) {
+        if let Admission::Probe(_, id) = admission {
+            self.probes.retain(|&(probe, _)| probe != id);
         }
     }
 
@@ -260,6 +309,9 @@ impl Model {
     }
 
     fn record(&mut self, admission: Admission, outcome: Outcome) {
+        if self.late(admission) {
+            return;
+        }
         match outcome {
             Outcome::Success => self.success(admission),
             Outcome::Failure(failure_type) => self.failure(admission, failure_type, None),
@@ -274,13 +326,16 @@ impl Model {
     }
 
     fn cancel(&mut self, admission: Admission) {
+        if self.late(admission) {
+            return;
+        }
         self.counts.cancelled += 1;
         self.release(admission);
     }
 
     fn release(&mut self, admission: Admission) {
-        if matches!(admission, Admission::Probe(_)) && self.is_current(admission) {
-            self.probes_in_flight -= 1;
+        if self.is_current(admission) {
+            self.free_slot(admission);
         }
     }
 
@@ -289,8 +344,8 @@ impl Model {
         if !self.is_current(admission) {
             return;
         }
-        if let Admission::Probe(_) = admission {
-            self.probes_in_flight -= 1;
+        if let Admission::Probe(..) = admission {
+            self.free_slot(admission);
             self.probe_successes += 1;
             if self.probe_successes >= self.params.success_threshold {
                 self.transition(DetailedState::Closed, TransitionCause::ProbesSucceeded);
@@ -309,7 +364,12 @@ impl Model {
     ) {
         self.counts.fail(failure_type);
         self.last_failure = Some((failure_type, self.now));
-        let retry_until = retry.map(|after| self.now + after.as_nanos() as u64);
+        // Capped by `max_retry_after` (the default hour) and the backoff cap.
+        let cap = match self.params.backoff {
+            Some((_, cap)) => (cap * self.params.recovery_ms * MS).min(3_600_000 * MS),
+            None => 3_600_000 * MS,
+        };
+        let retry_until = retry.map(|after| self.now + (after.as_nanos() as u64).min(cap));
         if !self.is_current(admission) {
             // A stale outcome still honours a retry-after while open.
             if let (Some(until), DetailedState::Open) = (retry_until, self.state) {
@@ -317,8 +377,8 @@ impl Model {
             }
             return;
         }
-        let cause = if let Admission::Probe(_) = admission {
-            self.probes_in_flight -= 1;
+        let cause = if let Admission::Probe(..) = admission {
+            self.free_slot(admission);
             TransitionCause::ProbeFailed
         } else {
             let fails = self.consecutive_failures + 1;
@@ -383,7 +443,7 @@ impl Model {
         self.counts.assert_matches(&metrics);
         prop_assert_eq!(metrics.consecutive_failures, self.consecutive_failures);
         prop_assert_eq!(metrics.transitions, self.transitions.len() as u64);
-        prop_assert_eq!(metrics.probes_in_flight, self.probes_in_flight);
+        prop_assert_eq!(metrics.probes_in_flight, self.probes.len() as u32);
         let open_remaining = (self.state == DetailedState::Open)
             .then(|| Duration::from_nanos(self.open_until.saturating_sub(self.now)));
         prop_assert_eq!(metrics.open_remaining, open_remaining);
@@ -467,7 +527,7 @@ fn expect_admission(
 ) -> Result<(), TestCaseError> {
     match (real, expected) {
         (Ok(permit), Ok(admission)) => {
-            prop_assert_eq!(permit.is_probe(), matches!(admission, Admission::Probe(_)));
+            prop_assert_eq!(permit.is_probe(), matches!(admission, Admission::Probe(..)));
         }
         (Err(error), Err(rejection)) => prop_assert_eq!(error, &model.error(rejection, name)),
         (real, expected) => {

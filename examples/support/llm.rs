@@ -181,16 +181,30 @@ impl fmt::Display for RetryAfterSuffix {
     }
 }
 
+/// The longest wait a `Retry-After` header can ask of this client: one hour.
+/// A longer value (30 years, a date in 9999, more seconds than fit in a
+/// `u64`) is read as this. The breaker caps it again with its own
+/// `max_retry_after`; capping here keeps the error message sane too.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
 /// Reads a `Retry-After` value: whole seconds (`"7"`) or an HTTP date
 /// (`"Wed, 21 Oct 2015 07:28:00 GMT"`), which is measured from `now`. A date
-/// already past means "retry now", [`Duration::ZERO`]. Anything else is `None`.
+/// already past means "retry now", [`Duration::ZERO`]. The wait is capped at
+/// [`MAX_RETRY_AFTER`], whatever the header says. Anything else (negative,
+/// fractional or non-numeric values, malformed dates) is `None`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: a number too large for `u64` is still "very long".
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// A chat-completions client. Cheap to clone: clones share one connection pool.
@@ -387,6 +401,42 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_never_panics() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let capped = Some(MAX_RETRY_AFTER);
+        // 30 years in seconds, more seconds than fit in a u64, a date in 9999.
+        assert_eq!(parse_retry_after("946080000", now), capped);
+        assert_eq!(parse_retry_after("99999999999999999999", now), capped);
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            capped
+        );
+        assert_eq!(parse_retry_after("3600", now), capped);
+        assert_eq!(
+            parse_retry_after("3599", now),
+            Some(Duration::from_secs(3599))
+        );
+        for refused in [
+            "-99999999999999999999",
+            "+7",
+            "1.5",
+            "7s",
+            "",
+            " ",
+            "NaN",
+            "inf",
+        ] {
+            assert_eq!(parse_retry_after(refused, now), None, "{refused:?}");
+        }
+        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
+        // The earliest date the format can hold is a past date: retry now.
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
