@@ -232,19 +232,36 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         }
         Some(FallbackArg::Cached(_)) => {
             if let Some((_, expression)) = &args.cache_key {
-                let span = expression.span();
-                before.extend(quote_spanned! {span=>
-                    let #key = #p::cache_key_value(#expression);
+                // A tuple is checked part by part, so that a part which
+                // cannot be hashed is the one underlined.
+                let checked = match expression {
+                    syn::Expr::Tuple(tuple) => {
+                        let parts = tuple.elems.iter().map(|part| {
+                            let span = part.span();
+                            quote_spanned!(span=> #p::cache_key_value(#part))
+                        });
+                        quote!((#(#parts,)*))
+                    }
+                    _ => {
+                        let span = expression.span();
+                        quote_spanned!(span=> #p::cache_key_value(#expression))
+                    }
+                };
+                before.extend(quote! {
+                    let #key = #checked;
                 });
             } else {
-                let parts = func.params.iter().filter_map(|param| match param {
-                    Param::Receiver { .. } => unreachable!("rejected by valid.rs"),
-                    Param::Named { ident, ty, span } => Some(if is_reference(ty) {
+                // A receiver needs a `cache_key` and a pattern a name (valid.rs).
+                let parts = func.params.iter().map(|param| match param {
+                    Param::Named { ident, ty, span } if is_reference(ty) => {
                         quote_spanned!(*span=> #p::cache_key(#ident))
-                    } else {
+                    }
+                    Param::Named { ident, span, .. } => {
                         quote_spanned!(*span=> #p::cache_key(&#ident))
-                    }),
-                    Param::Pattern { .. } => unreachable!("rejected by valid.rs"),
+                    }
+                    Param::Receiver { .. } | Param::Pattern { .. } => {
+                        unreachable!("rejected by valid.rs")
+                    }
                 });
                 before.extend(quote! {
                     let #key = (#(#parts,)*);

@@ -200,17 +200,17 @@ where
     argument.to_owned()
 }
 
-/// The value of a `cache_key = ...` expression.
+/// The value of a `cache_key = ...` expression, or of one part of a tuple.
 #[diagnostic::on_unimplemented(
     message = "`cache_key` must be `Hash + Eq + Clone + Send + 'static`, but `{Self}` is not",
-    label = "the value of `cache_key`, the key of the function's cache",
-    note = "build the key from owned values, like `cache_key = (self.tenant.clone(), id.to_owned())`"
+    label = "this cannot be part of the key of the function's cache",
+    note = "build the key from owned, hashable values (`name.to_owned()` for a `&str`, `x.to_bits()` for a float, a type deriving `Hash, PartialEq, Eq, Clone`), like `cache_key = (self.tenant.clone(), id)`"
 )]
 pub trait CacheKeyValue: Hash + Eq + Clone + Send + 'static {}
 
 impl<K: Hash + Eq + Clone + Send + 'static> CacheKeyValue for K {}
 
-/// A `cache_key = ...` value, checked.
+/// A `cache_key = ...` value (or one part of a tuple), checked.
 #[inline]
 pub fn cache_key_value<K: CacheKeyValue>(key: K) -> K {
     key

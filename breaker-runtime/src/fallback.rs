@@ -287,7 +287,7 @@ impl CacheShelf {
                 Arc::clone(&entry.cache)
             }
             None => {
-                let private = claimant.is_some() && shelf.iter().any(|entry| same(entry));
+                let private = claimant.is_some() && shelf.iter().any(same);
                 if private {
                     tracing::warn!(
                         site = id,
