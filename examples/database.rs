@@ -47,6 +47,8 @@ fn classify(result: &Result<Option<User>, DbError>) -> Outcome {
 }
 
 struct UserStore {
+    /// The database file: what tells two stores' cached users apart.
+    path: PathBuf,
     // A `Connection` may move between threads but not be shared by them.
     connection: Mutex<Connection>,
 }
@@ -58,18 +60,21 @@ impl UserStore {
         // breaker, not the driver, decides what a slow database means.
         connection.busy_timeout(Duration::from_millis(50))?;
         Ok(Self {
+            path: path.clone(),
             connection: Mutex::new(connection),
         })
     }
 
     /// The user with `id`; while the database is failing, the user as last
-    /// read (`fallback = cached`).
+    /// read from this store's file (`fallback = cached`, keyed by the file
+    /// and the id, so two stores never serve each other's users).
     #[circuit_breaker(
         name = "database",
         failure_threshold = 2,
         recovery_timeout = "1s",
         success_threshold = 1,
         fallback = cached,
+        cache_key = (self.path.clone(), id),
         classify = classify,
     )]
     fn find_user(&self, id: i64) -> Result<Option<User>, DbError> {

@@ -56,7 +56,8 @@ struct RatesApi {
 
 impl RatesApi {
     /// The current rate of `currency`; while the service is failing, the
-    /// last rate it gave for `currency` (`fallback = cached`).
+    /// last rate this service gave for `currency` (`fallback = cached`,
+    /// keyed by the service's address and the currency).
     #[circuit_breaker(
         name = "exchange_rates",
         failure_threshold = 2,
@@ -64,6 +65,7 @@ impl RatesApi {
         success_threshold = 1,
         timeout_duration = 2.0,
         fallback = cached,
+        cache_key = (self.base_url.clone(), currency.to_owned()),
         classify = classify,
     )]
     async fn rate(&self, currency: &str) -> Result<Rate, ApiError> {

@@ -241,13 +241,49 @@ fn the_cached_fallback_serves_the_last_good_result_or_a_seeded_one() {
         "nothing cached for other arguments"
     );
 
-    // Pre-populated: the key is the tuple of owned arguments.
+    // Pre-populated: the site id is the function's path, the key the tuple
+    // of owned arguments.
     registry()
         .get("behaviour-cached")
         .unwrap()
-        .cache::<(String, u32), String>()
+        .site_cache::<(String, u32), String>(concat!(module_path!(), "::cached_call"))
         .add_to_cache(("y".to_owned(), 7), "seeded".to_owned());
     assert_eq!(cached_call("y", 7), Ok("seeded".to_owned()));
+}
+
+static KEYED_FAILS: AtomicBool = AtomicBool::new(false);
+
+#[circuit_breaker(name = "behaviour-cache-key", failure_threshold = 1, recovery_timeout = 10, success_threshold = 1, fallback = cached, cache_key = prompt.trim().to_lowercase())]
+fn keyed_call(prompt: &str, attempt: u32) -> Result<String, LlmError> {
+    if KEYED_FAILS.load(Ordering::Relaxed) {
+        Err(down())
+    } else {
+        Ok(format!("answer to {prompt} #{attempt}"))
+    }
+}
+
+#[test]
+fn cache_key_replaces_the_arguments_as_the_key() {
+    let (breaker, _clock) = register("behaviour-cache-key", config(1, 10, 1));
+    assert_eq!(
+        keyed_call("Hello ", 1),
+        Ok("answer to Hello  #1".to_owned())
+    );
+    KEYED_FAILS.store(true, Ordering::Relaxed);
+    assert_eq!(
+        keyed_call("hello", 2),
+        Ok("answer to Hello  #1".to_owned()),
+        "same key: the attempt is not part of it"
+    );
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(matches!(
+        keyed_call("bye", 1),
+        Err(LlmError::Breaker(BreakerError::Open { .. }))
+    ));
+    breaker
+        .site_cache::<String, String>(concat!(module_path!(), "::keyed_call"))
+        .add_to_cache("bye".to_owned(), "seeded".to_owned());
+    assert_eq!(keyed_call(" BYE", 9), Ok("seeded".to_owned()));
 }
 
 fn length_score(answer: &Answer) -> f64 {

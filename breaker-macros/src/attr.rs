@@ -33,6 +33,7 @@ pub(crate) const KEYS: &[&str] = &[
     "backoff_multiplier",
     "max_open_duration",
     "fallback",
+    "cache_key",
     "quality",
     "classify",
 ];
@@ -47,7 +48,7 @@ pub(crate) struct Spanned<T> {
 /// What `fallback = ...` names.
 #[derive(Debug, Clone)]
 pub(crate) enum FallbackArg {
-    /// `fallback = cached`: the breaker's cache of good results.
+    /// `fallback = cached`: the call site's cache of good results.
     Cached(Ident),
     /// `fallback = path::to::function`.
     Function(ExprPath),
@@ -74,6 +75,8 @@ pub(crate) struct Args {
     pub(crate) backoff_multiplier: Option<Spanned<f64>>,
     pub(crate) max_open_duration: Option<Spanned<f64>>,
     pub(crate) fallback: Option<FallbackArg>,
+    /// `cache_key = expression`: the key written as `cache_key`, and the expression.
+    pub(crate) cache_key: Option<(Ident, Expr)>,
     pub(crate) quality: Option<Expr>,
     pub(crate) classify: Option<Expr>,
 }
@@ -163,6 +166,7 @@ impl RawArgs {
                 }
                 "max_open_duration" => set!(max_open_duration, read_secs(&name, &value, errors)),
                 "fallback" => set!(fallback, read_fallback(&value, errors)),
+                "cache_key" => set!(cache_key, Some((key.clone(), value))),
                 "quality" => set!(quality, read_function(&name, &value, "eval_answer", errors)),
                 "classify" => {
                     set!(

@@ -19,6 +19,7 @@
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt as _;
 use syn::spanned::Spanned;
 use syn::{Item, Type};
 
@@ -230,18 +231,42 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             };
         }
         Some(FallbackArg::Cached(_)) => {
-            let parts = func.params.iter().filter_map(|param| match param {
-                Param::Receiver { .. } => None,
-                Param::Named { ident, ty, span } => Some(if is_reference(ty) {
-                    quote_spanned!(*span=> #p::cache_key(#ident))
-                } else {
-                    quote_spanned!(*span=> #p::cache_key(&#ident))
-                }),
-                Param::Pattern { .. } => unreachable!("rejected by valid.rs"),
-            });
-            before.extend(quote! {
-                let #key = (#(#parts,)*);
-            });
+            if let Some((_, expression)) = &args.cache_key {
+                // A tuple is checked part by part, so that a part which
+                // cannot be hashed is the one underlined.
+                let checked = match expression {
+                    syn::Expr::Tuple(tuple) => {
+                        let parts = tuple.elems.iter().map(|part| {
+                            let span = part.span();
+                            quote_spanned!(span=> #p::cache_key_value(#part))
+                        });
+                        quote!((#(#parts,)*))
+                    }
+                    _ => {
+                        let span = expression.span();
+                        quote_spanned!(span=> #p::cache_key_value(#expression))
+                    }
+                };
+                before.extend(quote! {
+                    let #key = #checked;
+                });
+            } else {
+                // A receiver needs a `cache_key` and a pattern a name (valid.rs).
+                let parts = func.params.iter().map(|param| match param {
+                    Param::Named { ident, ty, span } if is_reference(ty) => {
+                        quote_spanned!(*span=> #p::cache_key(#ident))
+                    }
+                    Param::Named { ident, span, .. } => {
+                        quote_spanned!(*span=> #p::cache_key(&#ident))
+                    }
+                    Param::Receiver { .. } | Param::Pattern { .. } => {
+                        unreachable!("rejected by valid.rs")
+                    }
+                });
+                before.extend(quote! {
+                    let #key = (#(#parts,)*);
+                });
+            }
             before.extend(quote_spanned!(out_span=> #p::cache_value(#returns);));
             resolved.extend(quote! {
                 let #cache = #site.cache(#breaker, &#key, #returns);
@@ -327,8 +352,19 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         };
         #finish
     };
-    let site_static = quote! {
-        static #site: #p::Site = #p::Site::new(#name);
+    let site_static = if matches!(args.fallback, Some(FallbackArg::Cached(_))) {
+        // The id under which the site's cache can be filled by hand.
+        let function = func.item.sig.ident.unraw().to_string();
+        quote! {
+            static #site: #p::Site = #p::Site::cached(
+                #name,
+                #p::core::concat!(#p::core::module_path!(), "::", #function),
+            );
+        }
+    } else {
+        quote! {
+            static #site: #p::Site = #p::Site::new(#name);
+        }
     };
     let new_body = match func.flavor {
         Flavor::Sync | Flavor::Async => quote! {{

@@ -79,12 +79,15 @@ use proc_macro::TokenStream;
 /// | `backoff_multiplier` | none | growth of the open period at each trip in a row, at least 1 |
 /// | `max_open_duration` | none | the longest an open period may grow to |
 /// | `fallback` | none | `cached`, or a function answering in place of the call |
+/// | `cache_key` | the arguments | with `fallback = cached`: the key of the cache, an expression over the arguments and `self` |
 /// | `quality` | none | a `Fn(&T) -> f64` scoring good results |
 /// | `classify` | none | a `Fn(&Result<T, E>) -> Outcome` deciding how a result counts |
 ///
 /// `sliding_window_size` and `minimum_calls` need `failure_rate_threshold`;
 /// `rate_limit_burst` needs `rate_limit_per_minute`; `backoff_multiplier`
-/// and `max_open_duration` go together. Every value is checked at compile
+/// and `max_open_duration` go together; `cache_key` needs
+/// `fallback = cached`, and a method with `fallback = cached` needs
+/// `cache_key`. Every value is checked at compile
 /// time.
 ///
 /// ## Thresholds and the failure-rate window
@@ -201,11 +204,20 @@ use proc_macro::TokenStream;
 ///
 /// ## `fallback = cached`
 ///
-/// Serves the last good result for equal arguments, or an entry added by
-/// hand. The key is the tuple of the arguments as owned values (`&str`
-/// becomes `String`; `self` is left out), so the arguments must be
-/// `Hash + Eq + Clone`, and `T` must be `Clone`. The function must return a
-/// `Result` and must not be generic.
+/// Serves the last good result this function returned for an equal key, or
+/// an entry added by hand. The function must return a `Result` whose `T` is
+/// `Clone`, and must not be generic.
+///
+/// Each annotated function has a cache of its own, even when several share
+/// a breaker and a signature: `user_email(7)` is never served
+/// `user_name(7)`'s answer. The key is the tuple of the arguments as owned
+/// values (`&str` becomes `String`), so they must be `Hash + Eq + Clone`.
+///
+/// To fill a cache before traffic, ask the breaker for it by the function's
+/// *site id*: its module path and its name, which
+/// `concat!(module_path!(), "::forecast")` spells next to the function
+/// (from elsewhere, write it out: `"my_app::weather::forecast"`). See
+/// [`CircuitBreaker::site_cache`](../breaker_runtime/struct.CircuitBreaker.html#method.site_cache).
 ///
 /// ```
 /// # use breaker_runtime::{BreakerError, circuit_breaker, registry};
@@ -218,11 +230,48 @@ use proc_macro::TokenStream;
 ///
 /// assert_eq!(forecast("Oslo").unwrap(), "sunny in Oslo");
 /// let breaker = registry().get("weather").unwrap();
-/// breaker.cache::<(String,), String>().add_to_cache(("Lima".into(),), "mild".into());
+/// breaker
+///     .site_cache::<(String,), String>(concat!(module_path!(), "::forecast"))
+///     .add_to_cache(("Lima".into(),), "mild".into());
 /// breaker.force_open();
 /// assert_eq!(forecast("Oslo").unwrap(), "sunny in Oslo", "the last good result");
 /// assert_eq!(forecast("Lima").unwrap(), "mild", "pre-populated");
 /// assert!(forecast("Rome").is_err(), "nothing cached");
+/// ```
+///
+/// ### `cache_key`
+///
+/// `cache_key = <expression>` replaces the key: an expression over the
+/// arguments (and `self`), evaluated before the body runs, whose value is
+/// `Hash + Eq + Clone + Send + 'static`. It must not move an argument the
+/// body still uses: clone it, or borrow it into an owned value.
+///
+/// A method with a receiver (`&self`, `self: Arc<Self>`...) must have one:
+/// the arguments alone would let two instances (two tenants, two
+/// endpoints) serve each other's answers, so the key names what tells the
+/// instances apart. A method's site id is its module path and its name;
+/// the type is not part of it.
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// struct Profiles {
+///     tenant: String,
+/// }
+///
+/// impl Profiles {
+///     #[circuit_breaker(name = "profiles", fallback = cached, cache_key = (self.tenant.clone(), id))]
+///     fn profile(&self, id: u32) -> Result<String, E> {
+///         Ok(format!("{} user {id}", self.tenant))
+///     }
+/// }
+///
+/// let (acme, globex) = (Profiles { tenant: "acme".into() }, Profiles { tenant: "globex".into() });
+/// assert_eq!(acme.profile(1).unwrap(), "acme user 1");
+/// registry().get("profiles").unwrap().force_open();
+/// assert_eq!(acme.profile(1).unwrap(), "acme user 1", "acme's own answer");
+/// assert!(globex.profile(1).is_err(), "never acme's answer");
 /// ```
 ///
 /// ## `quality` and `quality_threshold`

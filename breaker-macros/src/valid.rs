@@ -242,7 +242,18 @@ pub(crate) fn check_function(args: &Args, func: &Func, errors: &mut Errors) {
                     "`fallback = cached` cannot serve a generic function: its call site keeps one cache, but each instantiation would need its own; name a fallback function instead",
                 ));
             }
-            check_named(func, "`fallback = cached` keys the cache on every argument", errors);
+            if args.cache_key.is_none() {
+                check_named(func, "`fallback = cached` keys the cache on every argument", errors);
+                if func.params.iter().any(|p| matches!(p, Param::Receiver { .. })) {
+                    errors.push(syn::Error::new_spanned(
+                        cached,
+                        format!(
+                            "`fallback = cached` on a method needs a `cache_key`: without one the key is the arguments alone, so two instances would serve each other's answers; add `cache_key = {}`, with the fields that tell instances apart in place of `tenant`",
+                            suggested_key(func)
+                        ),
+                    ));
+                }
+            }
         }
         Some(FallbackArg::Function(_)) => {
             check_named(func, "a `fallback` function gets the same arguments", errors);
@@ -261,9 +272,46 @@ pub(crate) fn check_function(args: &Args, func: &Func, errors: &mut Errors) {
             }
         }
     }
+    if let Some((key, _)) = &args.cache_key {
+        if !matches!(args.fallback, Some(FallbackArg::Cached(_))) {
+            errors.push(syn::Error::new_spanned(
+                key,
+                "`cache_key` is the key of the `fallback = cached` cache, but there is none: add `fallback = cached`, or remove `cache_key`",
+            ));
+        }
+    }
     if func.flavor == Flavor::Sync && args.timeout_duration.is_some() {
         check_deadline(func, errors);
     }
+}
+
+/// A `cache_key` for a method to start from: the instance's identity and
+/// every argument as an owned value, like `(self.tenant.clone(), id)`.
+fn suggested_key(func: &Func) -> String {
+    let mut parts = vec!["self.tenant.clone()".to_owned()];
+    for param in &func.params {
+        if let Param::Named { ident, ty, .. } = param {
+            parts.push(match &**ty {
+                Type::Reference(_) => format!("{ident}.to_owned()"),
+                ty if is_copy_primitive(ty) => ident.to_string(),
+                _ => format!("{ident}.clone()"),
+            });
+        }
+    }
+    if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        format!("({})", parts.join(", "))
+    }
+}
+
+fn is_copy_primitive(ty: &Type) -> bool {
+    const PRIMITIVES: &[&str] = &[
+        "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+        "i128", "isize",
+    ];
+    matches!(ty, Type::Path(path) if path.qself.is_none()
+        && PRIMITIVES.iter().any(|p| path.path.is_ident(p)))
 }
 
 fn check_named(func: &Func, why: &str, errors: &mut Errors) {

@@ -36,9 +36,15 @@ pub const fn returns<R>() -> Returns<R> {
 
 /// One annotated function's handle on its breaker, resolved through the
 /// registry on the first call and kept in a `static` for every later one.
+///
+/// A `fallback = cached` site also keeps its own cache, found on the
+/// breaker by the site's id (`module_path!()` and the function's name) and
+/// claimed by the site's address, so no other function, even one with the
+/// same id, is ever served from it.
 #[derive(Debug)]
 pub struct Site {
     name: &'static str,
+    id: &'static str,
     breaker: OnceLock<Result<CircuitBreaker, BreakerError>>,
     cache: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
@@ -46,8 +52,14 @@ pub struct Site {
 impl Site {
     /// A site for the breaker named `name`, not yet resolved.
     pub const fn new(name: &'static str) -> Self {
+        Self::cached(name, "")
+    }
+
+    /// A `fallback = cached` site with id `id` for the breaker named `name`.
+    pub const fn cached(name: &'static str, id: &'static str) -> Self {
         Self {
             name,
+            id,
             breaker: OnceLock::new(),
             cache: OnceLock::new(),
         }
@@ -72,9 +84,10 @@ impl Site {
             .as_ref()
     }
 
-    /// The breaker's cached fallback for keys `K` and values `V`, remembered
-    /// at the site. A site in a generic `impl` can meet several `K`/`V`; the
-    /// types it did not remember are looked up on the breaker each call.
+    /// This site's cached fallback for keys `K` and values `V`, remembered
+    /// at the site. A method in a generic `impl` can meet several `K`/`V`;
+    /// the types the site did not remember are looked up on the breaker
+    /// each call, still under this site's claim.
     #[inline]
     pub fn cache<K, R>(
         &'static self,
@@ -88,11 +101,20 @@ impl Site {
         R::Ok: Send + 'static,
     {
         type V<R> = <R as Fallible>::Ok;
-        let erased = self.cache.get_or_init(|| breaker.cache::<K, V<R>>());
+        let erased = self.cache.get_or_init(|| self.claim::<K, V<R>>(breaker));
         match erased.downcast_ref::<CachedFallback<K, V<R>>>() {
             Some(cache) => CacheRef::Site(cache),
-            None => CacheRef::Breaker(breaker.cache::<K, V<R>>()),
+            None => CacheRef::Breaker(self.claim::<K, V<R>>(breaker)),
         }
+    }
+
+    #[cold]
+    fn claim<K, V>(&'static self, breaker: &CircuitBreaker) -> Arc<CachedFallback<K, V>>
+    where
+        K: Hash + Eq + Send + 'static,
+        V: Send + 'static,
+    {
+        breaker.claim_site_cache::<K, V>(self.id, std::ptr::from_ref(self).addr())
     }
 }
 
@@ -176,6 +198,22 @@ where
     B::Owned: CacheKey,
 {
     argument.to_owned()
+}
+
+/// The value of a `cache_key = ...` expression, or of one part of a tuple.
+#[diagnostic::on_unimplemented(
+    message = "`cache_key` must be `Hash + Eq + Clone + Send + 'static`, but `{Self}` is not",
+    label = "this cannot be part of the key of the function's cache",
+    note = "build the key from owned, hashable values (`name.to_owned()` for a `&str`, `x.to_bits()` for a float, a type deriving `Hash, PartialEq, Eq, Clone`), like `cache_key = (self.tenant.clone(), id)`"
+)]
+pub trait CacheKeyValue: Hash + Eq + Clone + Send + 'static {}
+
+impl<K: Hash + Eq + Clone + Send + 'static> CacheKeyValue for K {}
+
+/// A `cache_key = ...` value (or one part of a tuple), checked.
+#[inline]
+pub fn cache_key_value<K: CacheKeyValue>(key: K) -> K {
+    key
 }
 
 /// An argument a fallback function gets its own copy of.

@@ -1,13 +1,10 @@
 //! [`CircuitBreaker`]: the handle users hold, its builder, manual control
 //! and the low-level [`Permit`] API the call helpers are built on.
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use crate::clock::{Clock, ClockHandle, SystemClock, duration_nanos};
 use crate::config::{CircuitBreakerConfig, ConfigError};
@@ -15,7 +12,7 @@ use crate::core::{Admission, Admitted, Core, Transition};
 use crate::counters::Count;
 use crate::error::{BreakerError, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
-use crate::fallback::CachedFallback;
+use crate::fallback::{Asker, CacheShelf, CachedFallback};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::state::{CircuitState, DetailedState};
@@ -57,7 +54,7 @@ pub(crate) struct Inner {
     pub(crate) limiter: Option<Box<RateLimiter>>,
     /// `config.timeout_duration` in clock nanoseconds.
     pub(crate) timeout_nanos: u64,
-    caches: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
+    caches: CacheShelf,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -110,7 +107,7 @@ impl CircuitBreakerBuilder {
                 timeout_nanos: duration_nanos(self.config.timeout_duration),
                 config: self.config,
                 limiter,
-                caches: Mutex::new(Vec::new()),
+                caches: CacheShelf::default(),
             }),
         })
     }
@@ -314,44 +311,92 @@ impl CircuitBreaker {
         self.inner.core.counters.add(count, 1);
     }
 
-    /// The cached fallback of this breaker for inputs `K` and results `V`,
-    /// created on first use on the breaker's clock. Every caller asking for
-    /// the same types gets the same cache, so entries can be added before
-    /// traffic (the seed's `add_to_cache`) and read by
-    /// `#[circuit_breaker(fallback = cached)]` functions.
+    /// The cache of the `#[circuit_breaker(fallback = cached)]` function
+    /// whose site id is `site`, for keys `K` and values `V`, created on
+    /// first use on the breaker's clock. Entries added here before traffic
+    /// are served by that function, and by no other.
+    ///
+    /// A function's site id is its module path and its name,
+    /// `concat!(module_path!(), "::user_name")` written next to it, such as
+    /// `"my_app::users::user_name"`; a method's type is not part of it. `K`
+    /// is the type of its `cache_key`, or else the tuple of its arguments as
+    /// owned values (`(u32,)`, `(String, u32)`), and `V` is the `Ok` type.
     ///
     /// ```
-    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig};
+    /// use breaker_runtime::{BreakerError, circuit_breaker, registry};
+    /// # #[derive(Debug)] struct E(BreakerError);
+    /// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
     ///
-    /// let breaker = CircuitBreaker::new("cache-doc", CircuitBreakerConfig::default())?;
-    /// breaker.cache::<(String,), String>().add_to_cache(("greeting".into(),), "Hello!".into());
-    /// assert_eq!(
-    ///     breaker.cache::<(String,), String>().get(&("greeting".into(),)),
-    ///     Some("Hello!".to_owned())
-    /// );
+    /// #[circuit_breaker(name = "users-doc", fallback = cached)]
+    /// fn user_name(id: u32) -> Result<String, E> {
+    ///     Ok(format!("name-{id}"))
+    /// }
+    ///
+    /// #[circuit_breaker(name = "users-doc", fallback = cached)]
+    /// fn user_email(id: u32) -> Result<String, E> {
+    ///     Ok(format!("email-{id}"))
+    /// }
+    ///
+    /// let breaker = registry().get_or_register("users-doc", Default::default())?;
+    /// breaker
+    ///     .site_cache::<(u32,), String>(concat!(module_path!(), "::user_name"))
+    ///     .add_to_cache((7,), "Ada".to_owned());
+    /// breaker.force_open();
+    /// assert_eq!(user_name(7).unwrap(), "Ada");
+    /// assert!(user_email(7).is_err(), "the entry is user_name's alone");
     /// # Ok::<(), breaker_runtime::ConfigError>(())
     /// ```
+    ///
+    /// If two annotated functions on one breaker have the same id (methods
+    /// of the same name on two types in one module, say), the first one
+    /// called owns the entries added by id; the other keeps a cache of its
+    /// own, and a warning is logged.
+    pub fn site_cache<K, V>(&self, site: &str) -> Arc<CachedFallback<K, V>>
+    where
+        K: Hash + Eq + Send + 'static,
+        V: Send + 'static,
+    {
+        self.shelved_cache(Asker::ById(site))
+    }
+
+    /// The cache of the `fallback = cached` call site at address `site`,
+    /// whose id is `id`: the one added by id if no other site claimed it.
+    pub(crate) fn claim_site_cache<K, V>(&self, id: &str, site: usize) -> Arc<CachedFallback<K, V>>
+    where
+        K: Hash + Eq + Send + 'static,
+        V: Send + 'static,
+    {
+        self.shelved_cache(Asker::Site { id, site })
+    }
+
+    /// A cache of this breaker for inputs `K` and results `V`, shared by
+    /// every caller asking for the same types: for hand-written
+    /// [`CallOptions::fallback_for`](crate::CallOptions::fallback_for)
+    /// calls that want one.
+    ///
+    /// `#[circuit_breaker(fallback = cached)]` functions do not read it:
+    /// two functions with the same types would serve each other's answers.
+    /// Each has a cache of its own; see [`site_cache`](Self::site_cache).
+    #[deprecated(
+        since = "0.1.0",
+        note = "`fallback = cached` no longer reads this cache shared by type: each function has its own; fill it with `site_cache`"
+    )]
     pub fn cache<K, V>(&self) -> Arc<CachedFallback<K, V>>
     where
         K: Hash + Eq + Send + 'static,
         V: Send + 'static,
     {
-        let type_id = TypeId::of::<CachedFallback<K, V>>();
-        let mut caches = self.inner.caches.lock();
-        let erased = match caches.iter().find(|(id, _)| *id == type_id) {
-            Some((_, cache)) => Arc::clone(cache),
-            None => {
-                let cache: Arc<dyn Any + Send + Sync> = Arc::new(
-                    CachedFallback::<K, V>::new().with_clock_handle(self.inner.core.clock.clone()),
-                );
-                caches.push((type_id, Arc::clone(&cache)));
-                cache
-            }
-        };
-        drop(caches);
-        erased
-            .downcast::<CachedFallback<K, V>>()
-            .unwrap_or_else(|_| unreachable!("the cache is stored under its own type id"))
+        self.shelved_cache(Asker::Shared)
+    }
+
+    fn shelved_cache<K, V>(&self, asker: Asker<'_>) -> Arc<CachedFallback<K, V>>
+    where
+        K: Hash + Eq + Send + 'static,
+        V: Send + 'static,
+    {
+        self.inner.caches.get(asker, || {
+            CachedFallback::new().with_clock_handle(self.inner.core.clock.clone())
+        })
     }
 
     /// The bytes one breaker occupies, excluding its name's text, its

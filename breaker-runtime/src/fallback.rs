@@ -3,10 +3,12 @@
 //! [`SimpleFallback`], [`CachedFallback`] and [`DegradedServiceFallback`].
 //! Each is told why it runs through a [`FallbackReason`].
 
+use std::any::{Any, TypeId};
 use std::borrow::Borrow;
 use std::cell::Cell;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lru::LruCache;
@@ -210,6 +212,108 @@ where
     }
 }
 
+/// The cached fallbacks of one breaker: one per `fallback = cached` call
+/// site and `(K, V)` types, found by the site's id, and the caches shared
+/// by type that [`CircuitBreaker::cache`](crate::CircuitBreaker::cache)
+/// hands out.
+///
+/// A call site claims the entry under its id the first time it asks, so an
+/// entry added by hand before traffic is served by that site. Site ids come
+/// from paths and are not unique in every program (two methods of the same
+/// name in one module, nested functions): an entry claimed by one site is
+/// never handed to another; the later site gets a cache of its own instead.
+/// A shelf is touched once per call site, never on a call's path.
+#[derive(Default)]
+pub(crate) struct CacheShelf(Mutex<Vec<Shelved>>);
+
+struct Shelved {
+    /// `None`: a cache shared by type.
+    site: Option<Box<str>>,
+    /// The `TypeId` of the `CachedFallback<K, V>`.
+    type_id: TypeId,
+    /// The address of the call site that claimed the entry, if any.
+    owner: Option<usize>,
+    /// Claimed under an id another site already owned: never found by id.
+    private: bool,
+    cache: Arc<dyn Any + Send + Sync>,
+}
+
+/// Who asks the shelf for a cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Asker<'a> {
+    /// Anyone wanting the cache shared by every user of the types.
+    Shared,
+    /// Code, such as a test or a warm-up, asking for a site's cache by id.
+    ById(&'a str),
+    /// The call site at address `site`, whose id is `id`.
+    Site { id: &'a str, site: usize },
+}
+
+impl CacheShelf {
+    /// The cache `asker` gets for keys `K` and values `V`, made by `make`
+    /// if there is none yet.
+    pub(crate) fn get<K, V>(
+        &self,
+        asker: Asker<'_>,
+        make: impl FnOnce() -> CachedFallback<K, V>,
+    ) -> Arc<CachedFallback<K, V>>
+    where
+        K: Hash + Eq + Send + 'static,
+        V: Send + 'static,
+    {
+        let type_id = TypeId::of::<CachedFallback<K, V>>();
+        let (id, claimant) = match asker {
+            Asker::Shared => (None, None),
+            Asker::ById(id) => (Some(id), None),
+            Asker::Site { id, site } => (Some(id), Some(site)),
+        };
+        let mut shelf = self.0.lock();
+        let same = |entry: &Shelved| entry.type_id == type_id && entry.site.as_deref() == id;
+        let found = match claimant {
+            None => shelf.iter().position(|entry| same(entry) && !entry.private),
+            Some(site) => shelf
+                .iter()
+                .position(|entry| same(entry) && entry.owner == Some(site))
+                .or_else(|| {
+                    shelf
+                        .iter()
+                        .position(|entry| same(entry) && entry.owner.is_none())
+                }),
+        };
+        let erased = match found {
+            Some(index) => {
+                let entry = &mut shelf[index];
+                entry.owner = entry.owner.or(claimant);
+                Arc::clone(&entry.cache)
+            }
+            None => {
+                let private = claimant.is_some() && shelf.iter().any(same);
+                if private {
+                    tracing::warn!(
+                        site = id,
+                        "two `fallback = cached` functions on one breaker share the site id {:?}; \
+                         each keeps its own cache, and entries added by id reach only the first called",
+                        id.unwrap_or_default()
+                    );
+                }
+                let cache: Arc<dyn Any + Send + Sync> = Arc::new(make());
+                shelf.push(Shelved {
+                    site: id.map(Box::from),
+                    type_id,
+                    owner: claimant,
+                    private,
+                    cache: Arc::clone(&cache),
+                });
+                cache
+            }
+        };
+        drop(shelf);
+        erased
+            .downcast::<CachedFallback<K, V>>()
+            .unwrap_or_else(|_| unreachable!("a cache is shelved under its own type id"))
+    }
+}
+
 thread_local! {
     static CURRENT_REASON: Cell<PackedReason> = const { Cell::new(PackedReason::NONE) };
 }
@@ -337,6 +441,60 @@ mod tests {
             }
         }
         assert_eq!(fallback_reason(), None);
+    }
+
+    #[test]
+    fn a_shelf_gives_each_site_its_own_cache_and_entries_by_id_to_the_first_claimant() {
+        let shelf = CacheShelf::default();
+        let get = |asker| shelf.get::<u32, &str>(asker, CachedFallback::new);
+        let by_id = get(Asker::ById("app::name"));
+        by_id.add_to_cache(1, "seeded");
+        let first = get(Asker::Site {
+            id: "app::name",
+            site: 1,
+        });
+        assert!(
+            Arc::ptr_eq(&first, &by_id),
+            "the first site claims the entry"
+        );
+        let second = get(Asker::Site {
+            id: "app::name",
+            site: 2,
+        });
+        assert!(
+            !Arc::ptr_eq(&second, &first),
+            "a second site never shares it"
+        );
+        assert_eq!(second.get(&1), None);
+        let first_again = get(Asker::Site {
+            id: "app::name",
+            site: 1,
+        });
+        let second_again = get(Asker::Site {
+            id: "app::name",
+            site: 2,
+        });
+        assert!(Arc::ptr_eq(&first_again, &first) && Arc::ptr_eq(&second_again, &second));
+        assert!(
+            Arc::ptr_eq(&get(Asker::ById("app::name")), &first),
+            "by id: the owner's"
+        );
+
+        let other_id = get(Asker::Site {
+            id: "app::email",
+            site: 3,
+        });
+        let shared = get(Asker::Shared);
+        assert!(!Arc::ptr_eq(&other_id, &first) && !Arc::ptr_eq(&shared, &first));
+        assert!(Arc::ptr_eq(&get(Asker::Shared), &shared));
+        let other_types = shelf.get::<u64, &str>(
+            Asker::Site {
+                id: "app::name",
+                site: 1,
+            },
+            CachedFallback::new,
+        );
+        assert_eq!(other_types.len(), 0, "another (K, V) is another cache");
     }
 
     #[test]
