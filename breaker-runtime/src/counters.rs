@@ -17,6 +17,13 @@
 //! sum alone is fed from a sample of calls; see
 //! [`crate::Metrics::average_response_time`].)
 //!
+//! The sample is one call in [`SAMPLE_EVERY`] *per breaker* (and per lane):
+//! the tick that picks it lives in the breaker's own counters, in the top
+//! bits of the sample count's slot, so a thread that alternates between
+//! breakers samples each of them in turn. A per-thread tick shared by all
+//! breakers would alias: alternating between two breakers, one of them
+//! would never be sampled.
+//!
 //! Under loom every thread counts in the shared shard: loom's threads are
 //! not the OS threads that thread-locals follow.
 
@@ -35,7 +42,11 @@ use crate::sync::{AtomicU64, Ordering};
 pub(crate) enum Count {
     Success = 0,
     // Failures by type occupy 1..=5, in `FailureType` order.
-    Ignored = 6,
+    /// The number of timed calls, in the low [`TICK_SHIFT`] bits, under the
+    /// breaker's sample tick (see [`Counters::sample_this_call`]). In the
+    /// first 64 bytes of the shard, with `Success`: the closed path touches
+    /// one cache line of its lane.
+    ResponseSamples = 6,
     RejectedOpen = 7,
     RejectedHalfOpen = 8,
     RateLimited = 9,
@@ -46,7 +57,7 @@ pub(crate) enum Count {
     /// through [`Totals::get`] as both.
     OpenServed = 12,
     ResponseNanos = 13,
-    ResponseSamples = 14,
+    Ignored = 14,
     Cancelled = 15,
 }
 
@@ -72,6 +83,9 @@ impl Totals {
         let own = self.0[count as usize];
         match count {
             Count::RejectedOpen | Count::Fallback => own + self.0[Count::OpenServed as usize],
+            // Without the ticks: each shard's are summed into the top bits,
+            // where they wrap harmlessly.
+            Count::ResponseSamples => own & SAMPLES_MASK,
             _ => own,
         }
     }
@@ -104,8 +118,25 @@ impl Counters {
         self.add_slot(FIRST_FAILURE + failure_type.index(), 1);
     }
 
+    /// Whether the calling thread's current call of this breaker is one of
+    /// the timed sample: one in [`SAMPLE_EVERY`] of the calls each lane
+    /// (and the shared shard) makes to this breaker, starting with the
+    /// first. Costs what a count does: a plain load and store in an owned
+    /// lane.
+    #[inline]
+    pub(crate) fn sample_this_call(&self) -> bool {
+        let before = self.fetch_add_slot(Count::ResponseSamples as usize, 1 << TICK_SHIFT);
+        before >> TICK_SHIFT == 0
+    }
+
     #[inline]
     fn add_slot(&self, slot: usize, n: u64) {
+        self.fetch_add_slot(slot, n);
+    }
+
+    /// Adds `n` to `slot` of this thread's shard; the slot's value before.
+    #[inline]
+    fn fetch_add_slot(&self, slot: usize, n: u64) -> u64 {
         // Relaxed throughout: counts are independent tallies; a reader wants
         // each to be exact, not ordered against the others or against the
         // state word. A lane's handover is ordered by the lane table.
@@ -120,15 +151,15 @@ impl Counters {
     /// Counts from a thread that holds no lane, after claiming one if it
     /// never tried, or if a lane was given back since it last tried.
     #[inline(never)]
-    fn add_unowned(&self, slot: usize, n: u64) {
+    fn add_unowned(&self, slot: usize, n: u64) -> u64 {
         if !cfg!(loom) && may_claim() {
             if let Some(owned) = self.shards.get(claim_lane()) {
                 return add_owned(&owned.0[slot], n);
             }
         }
-        if let Some(shared) = self.shards.last() {
-            shared.0[slot].fetch_add(n, Ordering::Relaxed);
-        }
+        self.shards
+            .last()
+            .map_or(0, |shared| shared.0[slot].fetch_add(n, Ordering::Relaxed))
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -147,13 +178,13 @@ impl Counters {
     }
 }
 
-/// Adds `n` to a counter of a lane this thread owns: nobody else writes it.
+/// Adds `n` to a counter of a lane this thread owns (nobody else writes
+/// it); its value before.
 #[inline(always)]
-fn add_owned(counter: &AtomicU64, n: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
+fn add_owned(counter: &AtomicU64, n: u64) -> u64 {
+    let before = counter.load(Ordering::Relaxed);
+    counter.store(before.wrapping_add(n), Ordering::Relaxed);
+    before
 }
 
 /// Shards per breaker: a lane per core and the shared one, at least 4 in
@@ -184,7 +215,6 @@ thread_local! {
     static LOOKED_AT: Cell<usize> = const { Cell::new(0) };
     /// Gives the lane back when the thread exits.
     static LANE_GUARD: LaneGuard = const { LaneGuard };
-    static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Whether this thread, which has no lane, should look for one: it never
@@ -243,23 +273,39 @@ impl Drop for LaneGuard {
     }
 }
 
-/// One call in [`SAMPLE_EVERY`] per thread is timed for the average
-/// response time, so the hot path does not read the clock twice per call.
-pub(crate) const SAMPLE_EVERY: u32 = 64;
+/// One call in [`SAMPLE_EVERY`] of each breaker (per lane) is timed for the
+/// average response time, so the hot path does not read the clock twice
+/// per call. A power of two: the tick counts modulo it by wrapping.
+pub(crate) const SAMPLE_EVERY: u64 = 64;
 
-/// Whether this thread's current call is one of the timed sample.
-#[inline]
-pub(crate) fn sample_this_call() -> bool {
-    SAMPLE_TICK.with(|tick| {
-        let n = tick.get().wrapping_add(1);
-        tick.set(n);
-        n % SAMPLE_EVERY == 1
-    })
-}
+/// Where the sample tick starts in the [`Count::ResponseSamples`] slot: its
+/// top `log2(SAMPLE_EVERY)` bits, which wrap modulo [`SAMPLE_EVERY`] on
+/// their own; the 58 bits below count samples (2^58 of them would take a
+/// core decades).
+const TICK_SHIFT: u32 = u64::BITS - SAMPLE_EVERY.trailing_zeros();
+/// The sample count of a [`Count::ResponseSamples`] slot.
+const SAMPLES_MASK: u64 = (1 << TICK_SHIFT) - 1;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_breaker_samples_one_call_in_sample_every_whatever_the_interleaving() {
+        let (a, b) = (Counters::new(), Counters::new());
+        let (mut sampled_a, mut sampled_b) = (0, 0);
+        // Alternating: a per-thread tick would give `b` none.
+        for _ in 0..SAMPLE_EVERY * 4 {
+            sampled_a += u64::from(a.sample_this_call());
+            sampled_b += u64::from(b.sample_this_call());
+        }
+        assert_eq!((sampled_a, sampled_b), (4, 4));
+        // The ticks do not show in the sample count, which counts samples.
+        assert_eq!(a.totals().get(Count::ResponseSamples), 0);
+        a.add(Count::ResponseSamples, 3);
+        assert_eq!(a.totals().get(Count::ResponseSamples), 3);
+        assert!(a.sample_this_call(), "a breaker's first call samples again");
+    }
 
     /// Counts once on a new thread and returns the lane it counted in.
     fn lane_of_a_thread_that_counted() -> usize {

@@ -160,3 +160,85 @@ fn spin(duration: Duration) {
         std::hint::spin_loop();
     }
 }
+
+/// Calls `a` and `b` in turn, `calls` times each, with calls to `b` twice
+/// as long; the mean time each breaker's calls took, measured around them.
+fn alternate(a: &CircuitBreaker, b: &CircuitBreaker, calls: u32) -> (Duration, Duration) {
+    let (mut spent_a, mut spent_b) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..calls {
+        for (breaker, work, spent) in [
+            (a, Duration::from_micros(50), &mut spent_a),
+            (b, Duration::from_micros(100), &mut spent_b),
+        ] {
+            let start = Instant::now();
+            breaker
+                .call(|| {
+                    spin(work);
+                    Ok::<_, &str>(())
+                })
+                .expect("a closed circuit runs the call");
+            *spent += start.elapsed();
+        }
+    }
+    (spent_a / calls, spent_b / calls)
+}
+
+/// A thread alternating between two breakers samples both: a tick shared
+/// by every breaker of the thread gave `b` no sample at all (0 ns).
+#[test]
+fn alternating_breakers_each_report_a_true_average_response_time() {
+    // A sampled call that the scheduler preempts weighs 1/32 of its
+    // breaker's average: a busy machine can push one attempt out of the
+    // bound, so three are allowed. A missing sample fails at once.
+    let mut misses = Vec::new();
+    for attempt in 0..3 {
+        let a = CircuitBreaker::new(
+            format!("harden-alternate-a-{attempt}"),
+            CircuitBreakerConfig::default(),
+        )
+        .expect("valid configuration");
+        let b = CircuitBreaker::new(
+            format!("harden-alternate-b-{attempt}"),
+            CircuitBreakerConfig::default(),
+        )
+        .expect("valid configuration");
+        let (truth_a, truth_b) = alternate(&a, &b, 2000);
+        let mut within = true;
+        for (breaker, truth) in [(&a, truth_a), (&b, truth_b)] {
+            let average = breaker.get_metrics().average_response_time;
+            assert!(
+                !average.is_zero(),
+                "{} was never sampled (true average {truth:?})",
+                breaker.name()
+            );
+            if average < truth / 2 || average > truth * 2 {
+                within = false;
+                misses.push(format!("{}: {average:?}, truth {truth:?}", breaker.name()));
+            }
+        }
+        if within {
+            return;
+        }
+    }
+    panic!("an average was off by more than 2x in every attempt: {misses:?}");
+}
+
+/// The average response time is the mean of the sampled calls' durations:
+/// on a manual clock every call takes exactly 3 ms, so the average is
+/// exactly 3 ms, whichever calls were sampled.
+#[test]
+fn the_average_response_time_is_the_mean_call_duration() {
+    let (breaker, clock) = manual_breaker("harden-average", CircuitBreakerConfig::default());
+    for _ in 0..200 {
+        breaker
+            .call(|| {
+                clock.advance(Duration::from_millis(3));
+                Ok::<_, &str>(())
+            })
+            .expect("a closed circuit runs the call");
+    }
+    assert_eq!(
+        breaker.get_metrics().average_response_time,
+        Duration::from_millis(3)
+    );
+}
