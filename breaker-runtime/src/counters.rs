@@ -166,8 +166,9 @@ impl Counters {
         let mut totals = Totals::default();
         for shard in self.shards.iter() {
             for (total, counter) in totals.0.iter_mut().zip(shard.0.iter()) {
-                // Relaxed: see `add_slot`.
-                *total += counter.load(Ordering::Relaxed);
+                // Relaxed: see `add_slot`. Wrapping: the sample ticks in
+                // the top bits of one slot overflow when summed, by design.
+                *total = total.wrapping_add(counter.load(Ordering::Relaxed));
             }
         }
         totals
