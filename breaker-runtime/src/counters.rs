@@ -24,13 +24,13 @@
 //! breakers would alias: alternating between two breakers, one of them
 //! would never be sampled.
 //!
-//! Under loom every thread counts in the shared shard: loom's threads are
-//! not the OS threads that thread-locals follow.
+//! Under loom the lane table, its lock and the thread-locals are loom's, so
+//! the models check the handover of a lane between threads: with one lane,
+//! two threads contend for it and the totals must stay exact.
 
 use std::cell::Cell;
 use std::sync::LazyLock;
-// std even under loom: lane bookkeeping follows OS threads, not loom's.
-use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::Ordering as StdOrdering;
 
 use crate::error::FailureType;
 use crate::sync::{AtomicU64, Ordering};
@@ -143,7 +143,7 @@ impl Counters {
         // A thread with no lane (or none yet) holds an index past the
         // shards, so one bounds check finds an owned lane.
         match self.shards.get(LANE.with(Cell::get)) {
-            Some(owned) if !cfg!(loom) => add_owned(&owned.0[slot], n),
+            Some(owned) => add_owned(&owned.0[slot], n),
             _ => self.add_unowned(slot, n),
         }
     }
@@ -152,7 +152,7 @@ impl Counters {
     /// never tried, or if a lane was given back since it last tried.
     #[inline(never)]
     fn add_unowned(&self, slot: usize, n: u64) -> u64 {
-        if !cfg!(loom) && may_claim() {
+        if may_claim() {
             if let Some(owned) = self.shards.get(claim_lane()) {
                 return add_owned(&owned.0[slot], n);
             }
@@ -190,32 +190,94 @@ fn add_owned(counter: &AtomicU64, n: u64) -> u64 {
 
 /// Shards per breaker: a lane per core and the shared one, at least 4 in
 /// all so that a few threads rarely go without a lane, and at most 64 to
-/// bound memory.
+/// bound memory. Under loom, one lane and the shared shard, so that two
+/// threads contend for the lane.
 static SHARDS: LazyLock<usize> = LazyLock::new(|| {
+    if cfg!(loom) {
+        return 2;
+    }
     let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
     (cores + 1).clamp(4, 64)
 });
-
-/// Which lanes are taken, by shard index (the last, shared shard is never
-/// a lane).
-static LANES: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
 
 /// No lane looked for yet. Past every shard, like [`NO_LANE`].
 const UNCLAIMED: usize = usize::MAX;
 /// No lane was free: this thread counts in the shared shard.
 const NO_LANE: usize = usize::MAX - 1;
 
-/// How many times a lane was given back: a thread without a lane looks
-/// again when this has moved since it last looked.
-static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
+/// The lane table and its give-back count: std's outside loom, loom's
+/// (made afresh for each execution of a model) inside.
+struct Table {
+    /// Which lanes are taken, by shard index (the last, shared shard is
+    /// never a lane).
+    lanes: Mutex<Vec<bool>>,
+    /// How many times a lane was given back: a thread without a lane looks
+    /// again when this has moved since it last looked.
+    given_back: AtomicUsize,
+}
 
+#[cfg(not(loom))]
+use std::sync::{Mutex, atomic::AtomicUsize};
+
+#[cfg(loom)]
+use loom::sync::{Mutex, atomic::AtomicUsize};
+
+#[cfg(not(loom))]
+static TABLE: Table = Table {
+    lanes: Mutex::new(Vec::new()),
+    given_back: AtomicUsize::new(0),
+};
+
+#[cfg(loom)]
+loom::lazy_static! {
+    // In an `Arc`: a lane guard keeps the table it gives its lane back to,
+    // since loom drops its lazy statics before the main thread's locals.
+    static ref TABLE: loom::sync::Arc<Table> = loom::sync::Arc::new(Table {
+        lanes: Mutex::new(Vec::new()),
+        given_back: AtomicUsize::new(0),
+    });
+}
+
+/// The process's lane table.
+fn table() -> &'static Table {
+    &TABLE
+}
+
+impl Table {
+    /// The lanes; a panic while they were held cannot leave them
+    /// inconsistent.
+    fn lanes(&self) -> impl std::ops::DerefMut<Target = Vec<bool>> + '_ {
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The lane table of the unit tests.
+#[cfg(all(test, not(loom)))]
+fn lanes() -> impl std::ops::DerefMut<Target = Vec<bool>> {
+    table().lanes()
+}
+
+#[cfg(not(loom))]
 thread_local! {
     /// This thread's lane; [`NO_LANE`] or [`UNCLAIMED`] when it has none.
     static LANE: Cell<usize> = const { Cell::new(UNCLAIMED) };
-    /// [`GIVEN_BACK`] when this thread last looked for a lane.
+    /// The table's give-back count when this thread last looked for a lane.
     static LOOKED_AT: Cell<usize> = const { Cell::new(0) };
     /// Gives the lane back when the thread exits.
-    static LANE_GUARD: LaneGuard = const { LaneGuard };
+    static LANE_GUARD: LaneGuard = const { LaneGuard { lane: Cell::new(NO_LANE) } };
+}
+
+// The same thread-locals for loom's threads, which are not OS threads.
+#[cfg(loom)]
+loom::thread_local! {
+    static LANE: Cell<usize> = Cell::new(UNCLAIMED);
+    static LOOKED_AT: Cell<usize> = Cell::new(0);
+    static LANE_GUARD: LaneGuard = LaneGuard {
+        lane: Cell::new(NO_LANE),
+        table: std::cell::RefCell::new(None),
+    };
 }
 
 /// Whether this thread, which has no lane, should look for one: it never
@@ -224,7 +286,7 @@ fn may_claim() -> bool {
     match LANE.with(Cell::get) {
         UNCLAIMED => true,
         // Relaxed: a stale count only delays the next look by a call.
-        NO_LANE => GIVEN_BACK.load(StdOrdering::Relaxed) != LOOKED_AT.with(Cell::get),
+        NO_LANE => table().given_back.load(StdOrdering::Relaxed) != LOOKED_AT.with(Cell::get),
         _ => false,
     }
 }
@@ -234,42 +296,56 @@ fn may_claim() -> bool {
 fn claim_lane() -> usize {
     // Touching the guard registers its destructor; a thread already tearing
     // down its thread-locals takes no lane, as it could not give it back.
-    let lane = if LANE_GUARD.try_with(|_| ()).is_ok() {
-        let mut taken = lanes();
-        // Under the table's lock, which every give-back also holds.
-        LOOKED_AT.with(|cell| cell.set(GIVEN_BACK.load(StdOrdering::Relaxed)));
-        // Every shard but the last, shared one.
-        taken.resize(*SHARDS - 1, false);
-        let free = taken.iter().position(|taken| !taken);
-        if let Some(lane) = free {
-            taken[lane] = true;
-        }
-        free.unwrap_or(NO_LANE)
-    } else {
-        NO_LANE
-    };
+    let lane = LANE_GUARD
+        .try_with(|guard| {
+            let table = table();
+            let mut taken = table.lanes();
+            // Under the table's lock, which every give-back also holds.
+            LOOKED_AT.with(|cell| cell.set(table.given_back.load(StdOrdering::Relaxed)));
+            // Every shard but the last, shared one.
+            taken.resize(*SHARDS - 1, false);
+            let free = taken.iter().position(|taken| !taken);
+            if let Some(lane) = free {
+                taken[lane] = true;
+                guard.lane.set(lane);
+                #[cfg(loom)]
+                guard.table.replace(Some(loom::sync::Arc::clone(&TABLE)));
+            }
+            free.unwrap_or(NO_LANE)
+        })
+        .unwrap_or(NO_LANE);
     LANE.with(|cell| cell.set(lane));
     lane
 }
 
-/// The lane table; a panic while it was held cannot leave it inconsistent.
-fn lanes() -> std::sync::MutexGuard<'static, Vec<bool>> {
-    LANES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The lane its thread holds, given back when the thread exits. It keeps
+/// its own copy of the lane: under loom, [`LANE`] may be gone by then.
+struct LaneGuard {
+    lane: Cell<usize>,
+    /// The table to give the lane back to (see [`TABLE`]).
+    #[cfg(loom)]
+    table: std::cell::RefCell<Option<loom::sync::Arc<Table>>>,
 }
-
-struct LaneGuard;
 
 impl Drop for LaneGuard {
     fn drop(&mut self) {
         // Anything this thread counts from now on goes to the shared shard.
-        let lane = LANE.with(|cell| cell.replace(NO_LANE));
-        let mut taken = lanes();
+        let _ = LANE.try_with(|cell| cell.set(NO_LANE));
+        let lane = self.lane.replace(NO_LANE);
+        if lane == NO_LANE {
+            return;
+        }
+        #[cfg(not(loom))]
+        let table = table();
+        #[cfg(loom)]
+        let Some(table) = self.table.take() else {
+            return;
+        };
+        let mut taken = table.lanes();
         if let Some(taken) = taken.get_mut(lane) {
             *taken = false;
             // Relaxed: read and written under the table's lock.
-            GIVEN_BACK.fetch_add(1, StdOrdering::Relaxed);
+            table.given_back.fetch_add(1, StdOrdering::Relaxed);
         }
     }
 }
