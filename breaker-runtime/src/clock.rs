@@ -27,6 +27,10 @@
 //!   than a second restarts the ticker (the old one, if it still lives,
 //!   exits when it next wakes).
 //!
+//!   A bypass moves the coarse clock forward by the whole stall at once, so
+//!   a call that was in flight during the stall may look as long as the
+//!   stall on the coarse clock.
+//!
 //! What `fork()` does not make safe: a lock held by another thread of the
 //! parent at the moment of the fork stays held forever in the child. That
 //! is POSIX's rule for every multi-threaded program (after `fork` a child
@@ -34,6 +38,9 @@
 //! crate does not work around it: a breaker whose internal mutex, or whose
 //! registry, another parent thread held while forking is unusable in the
 //! child. Fork from a quiet moment, or `exec` in the child.
+//! Likewise the counter lanes that the parent's other threads held stay
+//! taken in the child, whose new threads may then count in the shared
+//! shard (exactly, with atomic adds, only a little slower).
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
