@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::breaker::{CircuitBreaker, Permit};
 use crate::clock::{ClockHandle, duration_nanos};
 use crate::core::Admission;
-use crate::counters::{self, Count};
+use crate::counters::Count;
 use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
@@ -459,7 +459,7 @@ impl CircuitBreaker {
         }
         match handoff.wait(timeout) {
             Some(Ok(result)) => {
-                if counters::sample_this_call() {
+                if self.inner.core.counters.sample_this_call() {
                     self.sample_response(clock.now().saturating_sub(start));
                 }
                 self.judge(permit, result, false, options, FallbackFor::record_success)
@@ -528,7 +528,7 @@ impl CircuitBreaker {
             Ok(permit) => {
                 let timeout = self.inner.config.timeout_duration;
                 let clock = &self.inner.core.clock;
-                let sampled = counters::sample_this_call();
+                let sampled = self.inner.core.counters.sample_this_call();
                 #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
                 match under_deadline(fut, timeout, clock).await {
@@ -589,7 +589,7 @@ impl CircuitBreaker {
     /// read the coarse clock.
     #[inline(always)]
     fn run_timed<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
-        if counters::sample_this_call() {
+        if self.inner.core.counters.sample_this_call() {
             return self.run_sampled(f);
         }
         let clock = &self.inner.core.clock;

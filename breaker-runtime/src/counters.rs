@@ -17,13 +17,20 @@
 //! sum alone is fed from a sample of calls; see
 //! [`crate::Metrics::average_response_time`].)
 //!
-//! Under loom every thread counts in the shared shard: loom's threads are
-//! not the OS threads that thread-locals follow.
+//! The sample is one call in [`SAMPLE_EVERY`] *per breaker* (and per lane):
+//! the tick that picks it lives in the breaker's own counters, in the top
+//! bits of the sample count's slot, so a thread that alternates between
+//! breakers samples each of them in turn. A per-thread tick shared by all
+//! breakers would alias: alternating between two breakers, one of them
+//! would never be sampled.
+//!
+//! Under loom the lane table, its lock and the thread-locals are loom's, so
+//! the models check the handover of a lane between threads: with one lane,
+//! two threads contend for it and the totals must stay exact.
 
 use std::cell::Cell;
 use std::sync::LazyLock;
-// std even under loom: lane bookkeeping follows OS threads, not loom's.
-use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::Ordering as StdOrdering;
 
 use crate::error::FailureType;
 use crate::sync::{AtomicU64, Ordering};
@@ -35,7 +42,11 @@ use crate::sync::{AtomicU64, Ordering};
 pub(crate) enum Count {
     Success = 0,
     // Failures by type occupy 1..=5, in `FailureType` order.
-    Ignored = 6,
+    /// The number of timed calls, in the low [`TICK_SHIFT`] bits, under the
+    /// breaker's sample tick (see [`Counters::sample_this_call`]). In the
+    /// first 64 bytes of the shard, with `Success`: the closed path touches
+    /// one cache line of its lane.
+    ResponseSamples = 6,
     RejectedOpen = 7,
     RejectedHalfOpen = 8,
     RateLimited = 9,
@@ -46,7 +57,7 @@ pub(crate) enum Count {
     /// through [`Totals::get`] as both.
     OpenServed = 12,
     ResponseNanos = 13,
-    ResponseSamples = 14,
+    Ignored = 14,
     Cancelled = 15,
 }
 
@@ -72,6 +83,9 @@ impl Totals {
         let own = self.0[count as usize];
         match count {
             Count::RejectedOpen | Count::Fallback => own + self.0[Count::OpenServed as usize],
+            // Without the ticks: each shard's are summed into the top bits,
+            // where they wrap harmlessly.
+            Count::ResponseSamples => own & SAMPLES_MASK,
             _ => own,
         }
     }
@@ -104,15 +118,32 @@ impl Counters {
         self.add_slot(FIRST_FAILURE + failure_type.index(), 1);
     }
 
+    /// Whether the calling thread's current call of this breaker is one of
+    /// the timed sample: one in [`SAMPLE_EVERY`] of the calls each lane
+    /// (and the shared shard) makes to this breaker, starting with the
+    /// first. Costs what a count does: a plain load and store in an owned
+    /// lane.
+    #[inline]
+    pub(crate) fn sample_this_call(&self) -> bool {
+        let before = self.fetch_add_slot(Count::ResponseSamples as usize, 1 << TICK_SHIFT);
+        before >> TICK_SHIFT == 0
+    }
+
     #[inline]
     fn add_slot(&self, slot: usize, n: u64) {
+        self.fetch_add_slot(slot, n);
+    }
+
+    /// Adds `n` to `slot` of this thread's shard; the slot's value before.
+    #[inline]
+    fn fetch_add_slot(&self, slot: usize, n: u64) -> u64 {
         // Relaxed throughout: counts are independent tallies; a reader wants
         // each to be exact, not ordered against the others or against the
         // state word. A lane's handover is ordered by the lane table.
         // A thread with no lane (or none yet) holds an index past the
         // shards, so one bounds check finds an owned lane.
         match self.shards.get(LANE.with(Cell::get)) {
-            Some(owned) if !cfg!(loom) => add_owned(&owned.0[slot], n),
+            Some(owned) => add_owned(&owned.0[slot], n),
             _ => self.add_unowned(slot, n),
         }
     }
@@ -120,23 +151,24 @@ impl Counters {
     /// Counts from a thread that holds no lane, after claiming one if it
     /// never tried, or if a lane was given back since it last tried.
     #[inline(never)]
-    fn add_unowned(&self, slot: usize, n: u64) {
-        if !cfg!(loom) && may_claim() {
+    fn add_unowned(&self, slot: usize, n: u64) -> u64 {
+        if may_claim() {
             if let Some(owned) = self.shards.get(claim_lane()) {
                 return add_owned(&owned.0[slot], n);
             }
         }
-        if let Some(shared) = self.shards.last() {
-            shared.0[slot].fetch_add(n, Ordering::Relaxed);
-        }
+        self.shards
+            .last()
+            .map_or(0, |shared| shared.0[slot].fetch_add(n, Ordering::Relaxed))
     }
 
     pub(crate) fn totals(&self) -> Totals {
         let mut totals = Totals::default();
         for shard in self.shards.iter() {
             for (total, counter) in totals.0.iter_mut().zip(shard.0.iter()) {
-                // Relaxed: see `add_slot`.
-                *total += counter.load(Ordering::Relaxed);
+                // Relaxed: see `add_slot`. Wrapping: the sample ticks in
+                // the top bits of one slot overflow when summed, by design.
+                *total = total.wrapping_add(counter.load(Ordering::Relaxed));
             }
         }
         totals
@@ -147,44 +179,105 @@ impl Counters {
     }
 }
 
-/// Adds `n` to a counter of a lane this thread owns: nobody else writes it.
+/// Adds `n` to a counter of a lane this thread owns (nobody else writes
+/// it); its value before.
 #[inline(always)]
-fn add_owned(counter: &AtomicU64, n: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
+fn add_owned(counter: &AtomicU64, n: u64) -> u64 {
+    let before = counter.load(Ordering::Relaxed);
+    counter.store(before.wrapping_add(n), Ordering::Relaxed);
+    before
 }
 
 /// Shards per breaker: a lane per core and the shared one, at least 4 in
 /// all so that a few threads rarely go without a lane, and at most 64 to
-/// bound memory.
+/// bound memory. Under loom, one lane and the shared shard, so that two
+/// threads contend for the lane.
 static SHARDS: LazyLock<usize> = LazyLock::new(|| {
+    if cfg!(loom) {
+        return 2;
+    }
     let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
     (cores + 1).clamp(4, 64)
 });
-
-/// Which lanes are taken, by shard index (the last, shared shard is never
-/// a lane).
-static LANES: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
 
 /// No lane looked for yet. Past every shard, like [`NO_LANE`].
 const UNCLAIMED: usize = usize::MAX;
 /// No lane was free: this thread counts in the shared shard.
 const NO_LANE: usize = usize::MAX - 1;
 
-/// How many times a lane was given back: a thread without a lane looks
-/// again when this has moved since it last looked.
-static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
+/// The lane table and its give-back count: std's outside loom, loom's
+/// (made afresh for each execution of a model) inside.
+struct Table {
+    /// Which lanes are taken, by shard index (the last, shared shard is
+    /// never a lane).
+    lanes: Mutex<Vec<bool>>,
+    /// How many times a lane was given back: a thread without a lane looks
+    /// again when this has moved since it last looked.
+    given_back: AtomicUsize,
+}
 
+#[cfg(not(loom))]
+use std::sync::{Mutex, atomic::AtomicUsize};
+
+#[cfg(loom)]
+use loom::sync::{Mutex, atomic::AtomicUsize};
+
+#[cfg(not(loom))]
+static TABLE: Table = Table {
+    lanes: Mutex::new(Vec::new()),
+    given_back: AtomicUsize::new(0),
+};
+
+#[cfg(loom)]
+loom::lazy_static! {
+    // In an `Arc`: a lane guard keeps the table it gives its lane back to,
+    // since loom drops its lazy statics before the main thread's locals.
+    static ref TABLE: loom::sync::Arc<Table> = loom::sync::Arc::new(Table {
+        lanes: Mutex::new(Vec::new()),
+        given_back: AtomicUsize::new(0),
+    });
+}
+
+/// The process's lane table.
+fn table() -> &'static Table {
+    &TABLE
+}
+
+impl Table {
+    /// The lanes; a panic while they were held cannot leave them
+    /// inconsistent.
+    fn lanes(&self) -> impl std::ops::DerefMut<Target = Vec<bool>> + '_ {
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The lane table of the unit tests.
+#[cfg(all(test, not(loom)))]
+fn lanes() -> impl std::ops::DerefMut<Target = Vec<bool>> {
+    table().lanes()
+}
+
+#[cfg(not(loom))]
 thread_local! {
     /// This thread's lane; [`NO_LANE`] or [`UNCLAIMED`] when it has none.
     static LANE: Cell<usize> = const { Cell::new(UNCLAIMED) };
-    /// [`GIVEN_BACK`] when this thread last looked for a lane.
+    /// The table's give-back count when this thread last looked for a lane.
     static LOOKED_AT: Cell<usize> = const { Cell::new(0) };
     /// Gives the lane back when the thread exits.
-    static LANE_GUARD: LaneGuard = const { LaneGuard };
-    static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
+    static LANE_GUARD: LaneGuard = const { LaneGuard { lane: Cell::new(NO_LANE) } };
+}
+
+// The same thread-locals for loom's threads, which are not OS threads.
+#[cfg(loom)]
+loom::thread_local! {
+    static LANE: Cell<usize> = Cell::new(UNCLAIMED);
+    static LOOKED_AT: Cell<usize> = Cell::new(0);
+    static LANE_GUARD: LaneGuard = LaneGuard {
+        lane: Cell::new(NO_LANE),
+        table: std::cell::RefCell::new(None),
+    };
 }
 
 /// Whether this thread, which has no lane, should look for one: it never
@@ -193,7 +286,7 @@ fn may_claim() -> bool {
     match LANE.with(Cell::get) {
         UNCLAIMED => true,
         // Relaxed: a stale count only delays the next look by a call.
-        NO_LANE => GIVEN_BACK.load(StdOrdering::Relaxed) != LOOKED_AT.with(Cell::get),
+        NO_LANE => table().given_back.load(StdOrdering::Relaxed) != LOOKED_AT.with(Cell::get),
         _ => false,
     }
 }
@@ -203,63 +296,93 @@ fn may_claim() -> bool {
 fn claim_lane() -> usize {
     // Touching the guard registers its destructor; a thread already tearing
     // down its thread-locals takes no lane, as it could not give it back.
-    let lane = if LANE_GUARD.try_with(|_| ()).is_ok() {
-        let mut taken = lanes();
-        // Under the table's lock, which every give-back also holds.
-        LOOKED_AT.with(|cell| cell.set(GIVEN_BACK.load(StdOrdering::Relaxed)));
-        // Every shard but the last, shared one.
-        taken.resize(*SHARDS - 1, false);
-        let free = taken.iter().position(|taken| !taken);
-        if let Some(lane) = free {
-            taken[lane] = true;
-        }
-        free.unwrap_or(NO_LANE)
-    } else {
-        NO_LANE
-    };
+    let lane = LANE_GUARD
+        .try_with(|guard| {
+            let table = table();
+            let mut taken = table.lanes();
+            // Under the table's lock, which every give-back also holds.
+            LOOKED_AT.with(|cell| cell.set(table.given_back.load(StdOrdering::Relaxed)));
+            // Every shard but the last, shared one.
+            taken.resize(*SHARDS - 1, false);
+            let free = taken.iter().position(|taken| !taken);
+            if let Some(lane) = free {
+                taken[lane] = true;
+                guard.lane.set(lane);
+                #[cfg(loom)]
+                guard.table.replace(Some(loom::sync::Arc::clone(&TABLE)));
+            }
+            free.unwrap_or(NO_LANE)
+        })
+        .unwrap_or(NO_LANE);
     LANE.with(|cell| cell.set(lane));
     lane
 }
 
-/// The lane table; a panic while it was held cannot leave it inconsistent.
-fn lanes() -> std::sync::MutexGuard<'static, Vec<bool>> {
-    LANES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The lane its thread holds, given back when the thread exits. It keeps
+/// its own copy of the lane: under loom, [`LANE`] may be gone by then.
+struct LaneGuard {
+    lane: Cell<usize>,
+    /// The table to give the lane back to (see [`TABLE`]).
+    #[cfg(loom)]
+    table: std::cell::RefCell<Option<loom::sync::Arc<Table>>>,
 }
-
-struct LaneGuard;
 
 impl Drop for LaneGuard {
     fn drop(&mut self) {
         // Anything this thread counts from now on goes to the shared shard.
-        let lane = LANE.with(|cell| cell.replace(NO_LANE));
-        let mut taken = lanes();
+        let _ = LANE.try_with(|cell| cell.set(NO_LANE));
+        let lane = self.lane.replace(NO_LANE);
+        if lane == NO_LANE {
+            return;
+        }
+        #[cfg(not(loom))]
+        let table = table();
+        #[cfg(loom)]
+        let Some(table) = self.table.take() else {
+            return;
+        };
+        let mut taken = table.lanes();
         if let Some(taken) = taken.get_mut(lane) {
             *taken = false;
             // Relaxed: read and written under the table's lock.
-            GIVEN_BACK.fetch_add(1, StdOrdering::Relaxed);
+            table.given_back.fetch_add(1, StdOrdering::Relaxed);
         }
     }
 }
 
-/// One call in [`SAMPLE_EVERY`] per thread is timed for the average
-/// response time, so the hot path does not read the clock twice per call.
-pub(crate) const SAMPLE_EVERY: u32 = 64;
+/// One call in [`SAMPLE_EVERY`] of each breaker (per lane) is timed for the
+/// average response time, so the hot path does not read the clock twice
+/// per call. A power of two: the tick counts modulo it by wrapping.
+pub(crate) const SAMPLE_EVERY: u64 = 64;
 
-/// Whether this thread's current call is one of the timed sample.
-#[inline]
-pub(crate) fn sample_this_call() -> bool {
-    SAMPLE_TICK.with(|tick| {
-        let n = tick.get().wrapping_add(1);
-        tick.set(n);
-        n % SAMPLE_EVERY == 1
-    })
-}
+/// Where the sample tick starts in the [`Count::ResponseSamples`] slot: its
+/// top `log2(SAMPLE_EVERY)` bits, which wrap modulo [`SAMPLE_EVERY`] on
+/// their own; the 58 bits below count samples (2^58 of them would take a
+/// core decades).
+const TICK_SHIFT: u32 = u64::BITS - SAMPLE_EVERY.trailing_zeros();
+/// The sample count of a [`Count::ResponseSamples`] slot.
+const SAMPLES_MASK: u64 = (1 << TICK_SHIFT) - 1;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_breaker_samples_one_call_in_sample_every_whatever_the_interleaving() {
+        let (a, b) = (Counters::new(), Counters::new());
+        let (mut sampled_a, mut sampled_b) = (0, 0);
+        // Alternating: a per-thread tick would give `b` none.
+        for _ in 0..SAMPLE_EVERY * 4 {
+            sampled_a += u64::from(a.sample_this_call());
+            sampled_b += u64::from(b.sample_this_call());
+        }
+        assert_eq!((sampled_a, sampled_b), (4, 4));
+        // The ticks do not show in the sample count, which counts samples.
+        assert_eq!(a.totals().get(Count::ResponseSamples), 0);
+        a.add(Count::ResponseSamples, 3);
+        assert_eq!(a.totals().get(Count::ResponseSamples), 3);
+        assert!(a.sample_this_call(), "a breaker's first call samples again");
+    }
 
     /// Counts once on a new thread and returns the lane it counted in.
     fn lane_of_a_thread_that_counted() -> usize {

@@ -2,6 +2,7 @@
 //! transition, rejection, fallback, timeout and rate-limit refusal, and the
 //! same [`Event`] handed to any listener subscribed for alerting.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
@@ -67,9 +68,17 @@ pub enum EventKind {
     },
 }
 
-type Listener = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+type Listener = Arc<Subscribed>;
 
-static LISTENERS: LazyLock<RwLock<Vec<(u64, Listener)>>> = LazyLock::new(Default::default);
+/// A listener and whether its first panic was reported.
+struct Subscribed {
+    id: u64,
+    listener: Box<dyn Fn(&Event<'_>) + Send + Sync>,
+    /// Set by the listener's first panic, which alone is reported.
+    panicked: AtomicBool,
+}
+
+static LISTENERS: LazyLock<RwLock<Vec<Listener>>> = LazyLock::new(Default::default);
 static ANY_LISTENER: AtomicBool = AtomicBool::new(false);
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -83,7 +92,7 @@ impl Subscription {
     /// Stops the listener.
     pub fn unsubscribe(self) {
         let mut listeners = LISTENERS.write();
-        listeners.retain(|(id, _)| *id != self.0);
+        listeners.retain(|listener| listener.id != self.0);
         // Relaxed: a stale `true` only costs one look at an empty list.
         ANY_LISTENER.store(!listeners.is_empty(), Ordering::Relaxed);
     }
@@ -94,6 +103,16 @@ impl Subscription {
 /// Listeners run on the thread that caused the event, after the breaker's
 /// internal lock is released: keep them quick, and they may call back into
 /// the breaker.
+///
+/// A listener that panics is isolated: the panic is caught, the other
+/// listeners still hear the event, and the call that caused the event
+/// carries on. This holds even when the event comes from a protected call
+/// that is itself unwinding (a panic in a destructor during unwinding would
+/// otherwise abort the process). A listener's first panic is reported
+/// through `tracing` at error level, with its message; its later panics are
+/// caught silently, so a listener that panics on every event cannot flood
+/// the log. (The process's panic hook still runs for each one, as for any
+/// panic.)
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
@@ -117,7 +136,11 @@ impl Subscription {
 pub fn subscribe(listener: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Subscription {
     // Relaxed: ids need only be distinct.
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    LISTENERS.write().push((id, Arc::new(listener)));
+    LISTENERS.write().push(Arc::new(Subscribed {
+        id,
+        listener: Box::new(listener),
+        panicked: AtomicBool::new(false),
+    }));
     ANY_LISTENER.store(true, Ordering::Relaxed);
     Subscription(id)
 }
@@ -169,10 +192,44 @@ fn emit_to_all(breaker: &str, kind: EventKind) {
     }
     // Relaxed: a listener subscribed concurrently with this event may miss it.
     if ANY_LISTENER.load(Ordering::Relaxed) {
-        let listeners: Vec<Listener> = LISTENERS.read().iter().map(|(_, l)| l.clone()).collect();
+        let listeners: Vec<Listener> = LISTENERS.read().iter().map(Arc::clone).collect();
         let event = Event { breaker, kind };
         for listener in listeners {
-            listener(&event);
+            listener.hear(&event);
         }
     }
+}
+
+impl Subscribed {
+    /// Calls the listener, catching its panic: a panic that escaped here
+    /// while the thread is unwinding (an event from a dropped permit) would
+    /// abort the process, and one that escaped otherwise would skip the
+    /// remaining listeners and fail the breaker's call.
+    fn hear(&self, event: &Event<'_>) {
+        let heard = panic::catch_unwind(AssertUnwindSafe(|| (self.listener)(event)));
+        if let Err(payload) = heard {
+            // Relaxed: only the flag itself is shared.
+            if !self.panicked.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    breaker = event.breaker,
+                    listener = self.id,
+                    panic = panic_message(&*payload),
+                    "an event listener panicked; its later panics are not reported"
+                );
+            }
+            // A payload whose own drop panics must not escape either.
+            if let Err(nested) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+                std::mem::forget(nested);
+            }
+        }
+    }
+}
+
+/// The message of a panic payload, when it is a string.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic payload that is not a string)")
 }

@@ -67,7 +67,7 @@
 //! On the closed-state success path a call loads the state word, makes the
 //! call, and adds one to a counter in its thread's own lane: no lock, no
 //! locked instruction, no allocation, no shared cache-line write. The average response time is
-//! estimated from one call in 64 per thread.
+//! estimated from one call in 64 of each breaker, per thread.
 #![warn(missing_docs)]
 
 extern crate self as breaker_runtime;

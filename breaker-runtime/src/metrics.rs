@@ -52,7 +52,8 @@ pub struct Metrics {
     /// call has finished.
     pub success_rate: f64,
     /// Mean duration of the calls that ran, estimated from one call in 64
-    /// per thread so the hot path reads the clock only for those.
+    /// of this breaker's per thread (starting with each thread's first), so
+    /// the hot path reads the clock only for those.
     #[serde(serialize_with = "crate::config::secs")]
     pub average_response_time: Duration,
     /// The classic state.

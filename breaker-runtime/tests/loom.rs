@@ -303,3 +303,49 @@ fn cancelled_probe_gives_its_slot_back() {
         );
     });
 }
+
+/// Counts `successes` successes through `breaker`, each through a permit.
+fn count_successes(breaker: &CircuitBreaker, successes: u64) {
+    for _ in 0..successes {
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(Outcome::Success);
+    }
+}
+
+/// Under loom a breaker's counters have one lane and the shared shard. The
+/// first thread to count takes the lane, counts in it with plain loads and
+/// stores, and gives it back when it exits; the other thread counts in the
+/// shared shard until it sees the lane given back, then takes it over and
+/// counts on from the first thread's values. Only the lane table's lock
+/// orders the first owner's last store before the new owner's first load:
+/// a lost update would show in the total.
+#[test]
+fn a_lane_handed_over_between_threads_keeps_every_count() {
+    check(None, || {
+        let config = CircuitBreakerConfig::builder()
+            .build()
+            .expect("valid configuration");
+        // The model's main thread counts nothing until both threads end,
+        // so it takes no lane.
+        let (breaker, _clock) = breaker("loom-lanes", config);
+        let handles: Vec<_> = [2, 2]
+            .into_iter()
+            .map(|successes| {
+                let breaker = breaker.clone();
+                thread::spawn(move || count_successes(&breaker, successes))
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        assert_eq!(breaker.get_metrics().successful_calls, 4);
+        // The lane is free again: a third thread takes it and counts on.
+        let breaker_again = breaker.clone();
+        thread::spawn(move || count_successes(&breaker_again, 1))
+            .join()
+            .unwrap();
+        assert_eq!(breaker.get_metrics().successful_calls, 5);
+    });
+}
