@@ -37,6 +37,14 @@ pub struct CircuitBreakerConfig {
     /// sync and async calls honour it.
     #[serde(serialize_with = "secs")]
     pub timeout_duration: Duration,
+    /// The most worker threads this breaker's hard-deadline calls may hold
+    /// at once, running or hung (default 32, at least 1). A worker is held
+    /// until its call really returns, not just until its caller gives up at
+    /// the deadline. A call past the bound is refused at once with
+    /// [`BreakerError::BulkheadFull`](crate::BreakerError::BulkheadFull).
+    /// The pool's threads over all breakers are bounded too; see
+    /// [`set_deadline_worker_limit`](crate::set_deadline_worker_limit).
+    pub max_deadline_workers: u32,
     /// The lowest acceptable quality score, in `[0, 1]` (default 0.7).
     pub quality_threshold: f64,
     /// Calls admitted per minute, or `None` for no limit (the default).
@@ -78,6 +86,7 @@ impl Default for CircuitBreakerConfig {
             recovery_timeout: Duration::from_secs(60),
             success_threshold: 3,
             timeout_duration: Duration::from_secs(30),
+            max_deadline_workers: 32,
             quality_threshold: 0.7,
             rate_limit_per_minute: None,
             rate_limit_burst: None,
@@ -155,6 +164,7 @@ impl CircuitBreakerConfig {
         at_least_one("minimum_calls", self.minimum_calls)?;
         positive_duration("recovery_timeout", self.recovery_timeout)?;
         positive_duration("timeout_duration", self.timeout_duration)?;
+        at_least_one("max_deadline_workers", self.max_deadline_workers)?;
         if !(0.0..=1.0).contains(&self.quality_threshold) {
             return Err(out_of_range(
                 "quality_threshold",
@@ -263,6 +273,8 @@ impl CircuitBreakerConfigBuilder {
         success_threshold: u32 => std::convert::identity;
         /// Sets [`CircuitBreakerConfig::timeout_duration`].
         timeout_duration: Duration => std::convert::identity;
+        /// Sets [`CircuitBreakerConfig::max_deadline_workers`].
+        max_deadline_workers: u32 => std::convert::identity;
         /// Sets [`CircuitBreakerConfig::quality_threshold`].
         quality_threshold: f64 => std::convert::identity;
         /// Sets [`CircuitBreakerConfig::rate_limit_per_minute`].

@@ -1,0 +1,245 @@
+//! Deadlines: the rule that decides whether a call was late, and the
+//! handoff between a hard-deadline worker and its caller.
+//!
+//! # When a call is late
+//!
+//! A call is a timeout only if it really took longer than
+//! `timeout_duration`. Most breakers time their calls on the coarse clock
+//! ([`COARSE_TICK`], 10 ms), which is a plain load but may lag real time by
+//! a tick or more, so its verdict is only a hint:
+//!
+//! * A breaker whose timeout is under [`PRECISE_BELOW`] (one second, 100
+//!   ticks) reads the precise clock at both ends of each call, and its
+//!   verdict is exact. At such a deadline a tick is over 1% of the budget,
+//!   and the 30 ns of two clock reads are nothing next to a call that may
+//!   take that long.
+//! * A longer timeout, such as the default 30 s, reads the coarse clock at
+//!   both ends. When the coarse clock says "late" (rare: only calls near or
+//!   past the deadline), the precise clock is read once and the call counts
+//!   as late only if [`surely_late`] holds: the precise end is more than the
+//!   timeout plus [`START_LAG`] (two ticks) after the coarse start. The
+//!   coarse start trails the real start by at most one tick while the
+//!   ticker runs (two with its sleep's own overshoot), so the real elapsed
+//!   time then surely passed the deadline. Only a ticker stalled for more
+//!   than two ticks when the call began could make it count a call that was
+//!   short of its deadline, by no more than the stall beyond two ticks.
+
+use std::time::{Duration, Instant};
+
+use crate::clock::{COARSE_TICK, ClockHandle};
+use crate::sync::{Condvar, Mutex};
+
+/// Timeouts shorter than this are timed on the precise clock; see the
+/// module docs.
+pub(crate) const PRECISE_BELOW: u64 = 100 * duration_nanos_const(COARSE_TICK);
+
+/// How far the coarse clock may trail the real one when it is read at a
+/// call's start: one tick, doubled for the ticker's sleep overshooting.
+pub(crate) const START_LAG: u64 = 2 * duration_nanos_const(COARSE_TICK);
+
+const fn duration_nanos_const(duration: Duration) -> u64 {
+    duration.as_nanos() as u64
+}
+
+/// Whether a call that started at `coarse_start` (coarse clock) and ended
+/// at `precise_end` (precise clock) surely ran longer than `timeout`.
+#[inline]
+pub(crate) fn surely_late(coarse_start: u64, precise_end: u64, timeout: u64) -> bool {
+    precise_end.saturating_sub(coarse_start.saturating_add(START_LAG)) > timeout
+}
+
+/// Whether a call that started at `coarse_start` on `clock`'s coarse
+/// reading, and that the coarse reading found late, really was: confirmed
+/// on the precise clock for the system clock (an injected clock's coarse
+/// reading is exact).
+#[cold]
+#[inline(never)]
+pub(crate) fn confirm_late(clock: &ClockHandle, coarse_start: u64, timeout: u64) -> bool {
+    !clock.is_system() || surely_late(coarse_start, clock.now(), timeout)
+}
+
+/// Times one call by the rule in the module docs: on the precise clock for
+/// a short timeout, else on the coarse clock confirmed by the precise one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stopwatch {
+    start: u64,
+    precise: bool,
+}
+
+impl Stopwatch {
+    /// Starts timing a call under a timeout of `timeout` ns.
+    #[inline]
+    pub(crate) fn start(clock: &ClockHandle, timeout: u64) -> Self {
+        let precise = timeout < PRECISE_BELOW;
+        let start = if precise {
+            clock.now()
+        } else {
+            clock.coarse_now()
+        };
+        Self { start, precise }
+    }
+
+    /// The call's time (to the resolution of the clock read) and whether it
+    /// surely ran past `timeout` ns.
+    pub(crate) fn stop(self, clock: &ClockHandle, timeout: u64) -> (u64, bool) {
+        if self.precise {
+            let elapsed = clock.now().saturating_sub(self.start);
+            return (elapsed, elapsed > timeout);
+        }
+        let elapsed = clock.coarse_now().saturating_sub(self.start);
+        let late = elapsed > timeout && confirm_late(clock, self.start, timeout);
+        (elapsed, late)
+    }
+}
+
+/// `now + timeout`, or `None` when that is too far to represent: then there
+/// is no deadline.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// A one-shot handoff from a deadline worker to its caller, exact about who
+/// gave up first: the result is either taken by the caller or counted late,
+/// never both, never neither.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Handoff<R> {
+    slot: Mutex<HandoffState<R>>,
+    ready: Condvar,
+}
+
+#[derive(Debug)]
+enum HandoffState<R> {
+    Waiting,
+    Delivered(R),
+    Abandoned,
+}
+
+impl<R> Default for Handoff<R> {
+    fn default() -> Self {
+        Self {
+            slot: Mutex::new(HandoffState::Waiting),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<R> Handoff<R> {
+    /// An empty handoff.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hands over the result; `false` (and `result` dropped) when the caller
+    /// has already gone.
+    pub fn deliver(&self, result: R) -> bool {
+        let mut slot = self.slot.lock();
+        if matches!(*slot, HandoffState::Abandoned) {
+            return false;
+        }
+        *slot = HandoffState::Delivered(result);
+        drop(slot);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The result, or `None` (and abandoned) once `timeout` passes. A
+    /// timeout too long to represent as an instant (`Duration::MAX`) means
+    /// no deadline: the caller waits for the result.
+    pub fn wait(&self, timeout: Duration) -> Option<R> {
+        let deadline = deadline_after(timeout);
+        let mut slot = self.slot.lock();
+        loop {
+            if let HandoffState::Delivered(_) = *slot {
+                return take(&mut slot);
+            }
+            match deadline {
+                None => slot = self.ready.wait(slot),
+                Some(deadline) => {
+                    let (guard, timed_out) = self.ready.wait_until(slot, deadline);
+                    slot = guard;
+                    if timed_out {
+                        // A result delivered in the same instant is taken.
+                        let result = take(&mut slot);
+                        if result.is_none() {
+                            *slot = HandoffState::Abandoned;
+                        }
+                        return result;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The delivered result, leaving the slot abandoned (nothing more can be
+/// delivered); `None` if nothing was delivered.
+fn take<R>(slot: &mut HandoffState<R>) -> Option<R> {
+    match std::mem::replace(slot, HandoffState::Abandoned) {
+        HandoffState::Delivered(result) => Some(result),
+        other => {
+            *slot = other;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_needs_the_precise_end_past_the_deadline_plus_the_start_lag() {
+        let timeout = 5_000_000;
+        // Ended just at the deadline plus the lag: not surely late.
+        assert!(!surely_late(1_000, 1_000 + START_LAG + timeout, timeout));
+        assert!(surely_late(1_000, 1_000 + START_LAG + timeout + 1, timeout));
+        // A coarse clock that crossed a tick is not enough on its own.
+        let tick = COARSE_TICK.as_nanos() as u64;
+        assert!(!surely_late(0, tick + 1, 1));
+        // No overflow at the extremes.
+        assert!(!surely_late(u64::MAX, u64::MAX, 0));
+        assert!(!surely_late(0, u64::MAX, u64::MAX));
+        assert!(surely_late(0, u64::MAX, u64::MAX - START_LAG - 1));
+    }
+
+    #[test]
+    fn a_coarse_late_is_confirmed_on_the_real_clock_and_trusted_on_an_injected_one() {
+        let system = ClockHandle::System.ready();
+        // Started now, by the coarse clock: the real clock has not seen a
+        // second pass, whatever the coarse one says.
+        let start = system.coarse_now();
+        assert!(!confirm_late(&system, start, PRECISE_BELOW));
+        // Started more than the lag before a deadline that has passed:
+        // surely late.
+        while system.now() <= 2 * START_LAG {
+            std::thread::sleep(COARSE_TICK);
+        }
+        assert!(confirm_late(&system, 0, START_LAG / 2));
+        // An injected clock's coarse reading is exact.
+        let manual = ClockHandle::from_clock(crate::ManualClock::new());
+        assert!(confirm_late(&manual, 0, 0));
+    }
+
+    #[test]
+    fn a_deadline_too_far_to_represent_is_none() {
+        assert!(deadline_after(Duration::MAX).is_none());
+        assert!(deadline_after(Duration::from_secs(1)).is_some());
+    }
+
+    #[test]
+    fn a_handoff_with_no_deadline_waits_for_the_result() {
+        let handoff = std::sync::Arc::new(Handoff::new());
+        let worker = std::sync::Arc::clone(&handoff);
+        let thread = std::thread::spawn(move || worker.deliver(7));
+        assert_eq!(handoff.wait(Duration::MAX), Some(7));
+        assert!(thread.join().unwrap());
+    }
+
+    #[test]
+    fn a_handoff_past_its_deadline_refuses_the_result() {
+        let handoff = Handoff::new();
+        assert_eq!(handoff.wait(Duration::from_millis(1)), None);
+        assert!(!handoff.deliver(7), "counted late");
+    }
+}
