@@ -1024,7 +1024,10 @@ async fn under_deadline<F: Future>(
     // atomic loads, and reads the real clock only if `fut` waits.
     let precise = timeout_nanos < deadline::PRECISE_BELOW;
     let stopwatch = Stopwatch::start(clock, timeout_nanos);
-    let started_system = if precise {
+    // The same reading when the breaker is on the system clock.
+    let started_system = if clock.is_system() {
+        stopwatch.started()
+    } else if precise {
         SystemClock.now_nanos()
     } else {
         coarse_system_now()

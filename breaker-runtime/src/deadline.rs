@@ -79,6 +79,12 @@ impl Stopwatch {
         Self { start, precise }
     }
 
+    /// When the call started, on the clock it is timed on.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn started(self) -> u64 {
+        self.start
+    }
+
     /// The call's time (to the resolution of the clock read) and whether it
     /// surely ran past `timeout` ns.
     pub(crate) fn stop(self, clock: &ClockHandle, timeout: u64) -> (u64, bool) {
