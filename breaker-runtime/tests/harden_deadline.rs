@@ -583,6 +583,7 @@ fn short_async_calls_without_a_runtime_are_never_counted_late() {
 /// 27 ms (tokio time) has used up a 50 ms deadline before its wait ends.
 /// Time is paused, so the wait takes no real time and only the first poll's
 /// real 25 ms can bring the deadline forward.
+#[cfg(feature = "tokio")]
 #[tokio::test(start_paused = true)]
 async fn a_long_first_poll_is_taken_off_a_short_async_deadline() {
     let config = CircuitBreakerConfig::builder()
