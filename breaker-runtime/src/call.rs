@@ -6,19 +6,17 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use crate::breaker::{CircuitBreaker, Permit};
-use crate::clock::ClockHandle;
 use crate::core::Admission;
 use crate::counters::{self, Count};
-use crate::deadline::{self, Handoff, Stopwatch};
+use crate::deadline::{self, Finished, under_deadline};
 use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
-use crate::pool::{self, Refused};
+use crate::pool::Refused;
 
 /// A fallback for calls returning `Result<T, E>`: asked for a replacement
 /// result when the call is rejected or fails.
@@ -449,32 +447,11 @@ impl CircuitBreaker {
         C: Classify<T, E>,
         Fb: FallbackFor<T, E>,
     {
-        let inner = &*self.inner;
-        let max_workers = inner.config.max_deadline_workers;
-        if !inner.deadline_workers.try_hold(max_workers) {
-            let reason = FallbackReason::BulkheadFull { limit: max_workers };
-            return self.refused(permit, reason, None);
-        }
-        // Given back when the job ends, however it ends: run, or dropped
-        // unrun because the pool refused it.
-        let slot = WorkerSlot(Arc::clone(&self.inner));
-        let timeout = inner.config.timeout_duration;
-        let handoff = Arc::new(Handoff::<std::thread::Result<Result<T, E>>>::new());
-        let worker_handoff = Arc::clone(&handoff);
-        let clock = &inner.core.clock;
+        let timeout = self.inner.config.timeout_duration;
+        let clock = &self.inner.core.clock;
         let start = clock.now();
-        let executed = pool::execute(Box::new(move || {
-            let result = panic::catch_unwind(AssertUnwindSafe(f));
-            // The call is over: its slot is free before its caller hears,
-            // so a caller calling again finds it free.
-            let inner = Arc::clone(&slot.0);
-            drop(slot);
-            if !worker_handoff.deliver(result) {
-                inner.core.count_late_result();
-            }
-        }));
-        match executed {
-            Ok(()) => {}
+        let handoff = match deadline::start_on_worker(&self.inner, f) {
+            Ok(handoff) => handoff,
             Err(Refused::Full { limit }) => {
                 return self.refused(permit, FallbackReason::BulkheadFull { limit }, None);
             }
@@ -485,7 +462,7 @@ impl CircuitBreaker {
                 };
                 return self.refused(permit, FallbackReason::WorkerUnavailable, Some(error));
             }
-        }
+        };
         match handoff.wait(timeout) {
             Some(Ok(result)) => {
                 if counters::sample_this_call() {
@@ -951,142 +928,6 @@ struct Assessed {
     outcome: Outcome,
     /// The score and threshold of a success that scored too low.
     low_score: Option<(f64, f64)>,
-}
-
-/// A worker slot of a breaker's bulkhead, held by a hard-deadline job and
-/// given back when the job ends or is dropped unrun.
-struct WorkerSlot(Arc<crate::breaker::Inner>);
-
-impl Drop for WorkerSlot {
-    fn drop(&mut self) {
-        self.0.deadline_workers.release();
-    }
-}
-
-/// How an async call under a deadline ended.
-enum Finished<R> {
-    #[cfg(feature = "tokio")]
-    OnTime(R),
-    /// No timer was available; the call ran for the given time (ns of the
-    /// breaker's clock), and was late or not by the rule of
-    /// [`deadline`](crate::deadline).
-    Unenforced(R, u64, bool),
-    #[cfg(feature = "tokio")]
-    Late,
-}
-
-/// Awaits `fut`, cancelling it `timeout` after this is first polled.
-///
-/// Like `tokio::time::timeout`, but the timer is armed only when `fut`
-/// first has to wait: a call that finishes in its first poll, the common
-/// case, reads no clock and never touches tokio's timer or runtime handle.
-/// The deadline is then set from the moment of arming, less the first
-/// poll's time:
-///
-/// * for a timeout under [`PRECISE_BELOW`](deadline::PRECISE_BELOW) (1 s),
-///   the start is read on the real clock, so the first poll is taken off
-///   exactly: the deadline is never early, and late only by the timer's
-///   own resolution;
-/// * for a longer one, the start is read on the coarse clock, and the first
-///   poll is taken off as the coarse clock saw it less two ticks. The
-///   deadline is never early unless the coarse clock was more than two
-///   ticks behind when the call started (a stalled ticker); it is late by
-///   at most the first poll's time, and by at most the two ticks plus the
-///   coarse clock's lag when it is armed (30 ms with a running ticker)
-///   however long that poll took.
-///
-/// A timeout too long to represent (`Duration::MAX`) arms no timer: no
-/// deadline.
-///
-/// Outside a runtime with timers the deadline cannot be enforced; the call's
-/// time is then measured on the breaker's clock, as for sync calls.
-#[cfg(feature = "tokio")]
-async fn under_deadline<F: Future>(
-    fut: F,
-    timeout: Duration,
-    timeout_nanos: u64,
-    clock: &ClockHandle,
-) -> Finished<F::Output> {
-    use crate::clock::{SystemClock, coarse_system_now};
-    use crate::{Clock, deadline::START_LAG};
-    use tokio::time::{Instant, Sleep};
-
-    enum Wait {
-        /// Not polled yet, or finished in the first poll.
-        First,
-        /// Waiting under the timer (if the deadline is representable).
-        Timed,
-        /// Waiting with no runtime to time it.
-        Unenforced,
-    }
-
-    // A short timeout reads the real clock now; a long one makes plain
-    // atomic loads, and reads the real clock only if `fut` waits.
-    let precise = timeout_nanos < deadline::PRECISE_BELOW;
-    let stopwatch = Stopwatch::start(clock, timeout_nanos);
-    // The same reading when the breaker is on the system clock.
-    let started_system = if clock.is_system() {
-        stopwatch.started()
-    } else if precise {
-        SystemClock.now_nanos()
-    } else {
-        coarse_system_now()
-    };
-    let mut fut = std::pin::pin!(fut);
-    let mut timer = std::pin::pin!(None::<Sleep>);
-    let mut wait = Wait::First;
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
-            return Poll::Ready(match wait {
-                Wait::Unenforced => {
-                    let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
-                    Finished::Unenforced(output, elapsed, late)
-                }
-                _ => Finished::OnTime(output),
-            });
-        }
-        if let Wait::First = wait {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                // Take off only what surely elapsed: all of it on the real
-                // clock; on the coarse one, less the lag it may have had at
-                // the start.
-                let first_poll = if precise {
-                    SystemClock.now_nanos().saturating_sub(started_system)
-                } else {
-                    coarse_system_now()
-                        .saturating_sub(started_system)
-                        .saturating_sub(START_LAG)
-                };
-                let deadline = Instant::now()
-                    .checked_sub(Duration::from_nanos(first_poll))
-                    .and_then(|start| start.checked_add(timeout));
-                if let Some(deadline) = deadline {
-                    timer.set(Some(tokio::time::sleep_until(deadline)));
-                }
-                wait = Wait::Timed;
-            } else {
-                wait = Wait::Unenforced;
-            }
-        }
-        match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Finished::Late),
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-#[cfg(not(feature = "tokio"))]
-async fn under_deadline<F: Future>(
-    fut: F,
-    _timeout: Duration,
-    timeout_nanos: u64,
-    clock: &ClockHandle,
-) -> Finished<F::Output> {
-    let stopwatch = Stopwatch::start(clock, timeout_nanos);
-    let output = fut.await;
-    let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
-    Finished::Unenforced(output, elapsed, late)
 }
 
 /// Asks a sync fallback for its replacement, with its reason visible to

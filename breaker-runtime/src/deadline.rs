@@ -1,5 +1,6 @@
-//! Deadlines: the rule that decides whether a call was late, and the
-//! handoff between a hard-deadline worker and its caller.
+//! Deadlines: the rule that decides whether a call was late, the async
+//! deadline, and the hard deadline's worker start and handoff (the worker
+//! pool itself is [`crate::pool`]).
 //!
 //! # When a call is late
 //!
@@ -24,9 +25,16 @@
 //!   than two ticks when the call began could make it count a call that was
 //!   short of its deadline, by no more than the stall beyond two ticks.
 
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+#[cfg(feature = "tokio")]
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use crate::breaker::Inner;
 use crate::clock::{COARSE_TICK, ClockHandle};
+use crate::pool::{self, Refused};
 use crate::sync::{Condvar, Mutex};
 
 /// Timeouts shorter than this are timed on the precise clock; see the
@@ -102,6 +110,176 @@ impl Stopwatch {
 /// is no deadline.
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
+}
+
+/// Starts `f` on a worker for a hard-deadline call of the breaker `inner`,
+/// holding one of its bulkhead slots until `f` returns; the handoff that
+/// will carry `f`'s result (or panic) to the caller.
+///
+/// # Errors
+/// [`Refused::Full`] when the breaker holds its `max_deadline_workers` or
+/// the pool has its limit of threads, [`Refused::Unavailable`] when no
+/// thread could be started. `f` is then dropped unrun.
+pub(crate) fn start_on_worker<R: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<Arc<Handoff<std::thread::Result<R>>>, Refused> {
+    let limit = inner.config.max_deadline_workers;
+    if !inner.deadline_workers.try_hold(limit) {
+        return Err(Refused::Full { limit });
+    }
+    // Given back when the job ends, however it ends: run, or dropped
+    // unrun because the pool refused it.
+    let slot = WorkerSlot(Arc::clone(inner));
+    let handoff = Arc::new(Handoff::new());
+    let worker_handoff = Arc::clone(&handoff);
+    pool::execute(Box::new(move || {
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        // The call is over: its slot is free before its caller hears, so a
+        // caller calling again finds it free.
+        let inner = Arc::clone(&slot.0);
+        drop(slot);
+        if !worker_handoff.deliver(result) {
+            inner.core.count_late_result();
+        }
+    }))?;
+    Ok(handoff)
+}
+
+/// A worker slot of a breaker's bulkhead, held by a hard-deadline job and
+/// given back when the job ends or is dropped unrun.
+struct WorkerSlot(Arc<crate::breaker::Inner>);
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        self.0.deadline_workers.release();
+    }
+}
+
+/// How an async call under a deadline ended.
+pub(crate) enum Finished<R> {
+    #[cfg(feature = "tokio")]
+    OnTime(R),
+    /// No timer was available; the call ran for the given time (ns of the
+    /// breaker's clock), and was late or not by the rule of
+    /// [`deadline`](self).
+    Unenforced(R, u64, bool),
+    #[cfg(feature = "tokio")]
+    Late,
+}
+
+/// Awaits `fut`, cancelling it `timeout` after this is first polled.
+///
+/// Like `tokio::time::timeout`, but the timer is armed only when `fut`
+/// first has to wait: a call that finishes in its first poll, the common
+/// case, reads no clock and never touches tokio's timer or runtime handle.
+/// The deadline is then set from the moment of arming, less the first
+/// poll's time:
+///
+/// * for a timeout under [`PRECISE_BELOW`] (1 s),
+///   the start is read on the real clock, so the first poll is taken off
+///   exactly: the deadline is never early, and late only by the timer's
+///   own resolution;
+/// * for a longer one, the start is read on the coarse clock, and the first
+///   poll is taken off as the coarse clock saw it less two ticks. The
+///   deadline is never early unless the coarse clock was more than two
+///   ticks behind when the call started (a stalled ticker); it is late by
+///   at most the first poll's time, and by at most the two ticks plus the
+///   coarse clock's lag when it is armed (30 ms with a running ticker)
+///   however long that poll took.
+///
+/// A timeout too long to represent (`Duration::MAX`) arms no timer: no
+/// deadline.
+///
+/// Outside a runtime with timers the deadline cannot be enforced; the call's
+/// time is then measured on the breaker's clock, as for sync calls.
+#[cfg(feature = "tokio")]
+pub(crate) async fn under_deadline<F: Future>(
+    fut: F,
+    timeout: Duration,
+    timeout_nanos: u64,
+    clock: &ClockHandle,
+) -> Finished<F::Output> {
+    use crate::Clock;
+    use crate::clock::{SystemClock, coarse_system_now};
+    use tokio::time::{Instant, Sleep};
+
+    enum Wait {
+        /// Not polled yet, or finished in the first poll.
+        First,
+        /// Waiting under the timer (if the deadline is representable).
+        Timed,
+        /// Waiting with no runtime to time it.
+        Unenforced,
+    }
+
+    // A short timeout reads the real clock now; a long one makes plain
+    // atomic loads, and reads the real clock only if `fut` waits.
+    let precise = timeout_nanos < PRECISE_BELOW;
+    let stopwatch = Stopwatch::start(clock, timeout_nanos);
+    // The same reading when the breaker is on the system clock.
+    let started_system = if clock.is_system() {
+        stopwatch.started()
+    } else if precise {
+        SystemClock.now_nanos()
+    } else {
+        coarse_system_now()
+    };
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = std::pin::pin!(None::<Sleep>);
+    let mut wait = Wait::First;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(match wait {
+                Wait::Unenforced => {
+                    let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
+                    Finished::Unenforced(output, elapsed, late)
+                }
+                _ => Finished::OnTime(output),
+            });
+        }
+        if let Wait::First = wait {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Take off only what surely elapsed: all of it on the real
+                // clock; on the coarse one, less the lag it may have had at
+                // the start.
+                let first_poll = if precise {
+                    SystemClock.now_nanos().saturating_sub(started_system)
+                } else {
+                    coarse_system_now()
+                        .saturating_sub(started_system)
+                        .saturating_sub(START_LAG)
+                };
+                let deadline = Instant::now()
+                    .checked_sub(Duration::from_nanos(first_poll))
+                    .and_then(|start| start.checked_add(timeout));
+                if let Some(deadline) = deadline {
+                    timer.set(Some(tokio::time::sleep_until(deadline)));
+                }
+                wait = Wait::Timed;
+            } else {
+                wait = Wait::Unenforced;
+            }
+        }
+        match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Finished::Late),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(not(feature = "tokio"))]
+pub(crate) async fn under_deadline<F: Future>(
+    fut: F,
+    _timeout: Duration,
+    timeout_nanos: u64,
+    clock: &ClockHandle,
+) -> Finished<F::Output> {
+    let stopwatch = Stopwatch::start(clock, timeout_nanos);
+    let output = fut.await;
+    let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
+    Finished::Unenforced(output, elapsed, late)
 }
 
 /// A one-shot handoff from a deadline worker to its caller, exact about who
