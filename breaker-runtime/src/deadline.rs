@@ -142,8 +142,10 @@ pub(crate) fn start_on_worker<R: Send + 'static>(
         // caller calling again finds it free.
         let inner = Arc::clone(&slot.0);
         drop(slot);
-        if !worker_handoff.deliver(result) {
+        if let Err(late) = worker_handoff.deliver(result) {
             inner.core.count_late_result();
+            // Dropped last: a drop that panics is counted all the same.
+            drop(late);
         }
     }))?;
     Ok(handoff)
@@ -317,17 +319,20 @@ impl<R> Handoff<R> {
         Self::default()
     }
 
-    /// Hands over the result; `false` (and `result` dropped) when the caller
-    /// has already gone.
-    pub fn deliver(&self, result: R) -> bool {
+    /// Hands over the result; gives it back when the caller has already
+    /// gone (so it is counted late before it is dropped).
+    ///
+    /// # Errors
+    /// The result, late.
+    pub fn deliver(&self, result: R) -> Result<(), R> {
         let mut slot = self.slot.lock();
         if matches!(*slot, HandoffState::Abandoned) {
-            return false;
+            return Err(result);
         }
         *slot = HandoffState::Delivered(result);
         drop(slot);
         self.ready.notify_one();
-        true
+        Ok(())
     }
 
     /// The result, or `None` (and abandoned) once `timeout` passes. A
@@ -418,7 +423,7 @@ mod tests {
     fn a_handoff_with_no_deadline_waits_for_the_result() {
         let handoff = std::sync::Arc::new(Handoff::new());
         let worker = std::sync::Arc::clone(&handoff);
-        let thread = std::thread::spawn(move || worker.deliver(7));
+        let thread = std::thread::spawn(move || worker.deliver(7).is_ok());
         assert_eq!(handoff.wait(Duration::MAX), Some(7));
         assert!(thread.join().unwrap());
     }
@@ -427,6 +432,6 @@ mod tests {
     fn a_handoff_past_its_deadline_refuses_the_result() {
         let handoff = Handoff::new();
         assert_eq!(handoff.wait(Duration::from_millis(1)), None);
-        assert!(!handoff.deliver(7), "counted late");
+        assert_eq!(handoff.deliver(7), Err(7), "given back, to be counted late");
     }
 }

@@ -117,6 +117,7 @@ pub use pool::{
 #[doc(hidden)]
 pub use pool::{
     deadline_worker_threads as __deadline_worker_threads,
+    deadline_workers_idle as __deadline_workers_idle,
     fail_deadline_worker_starts as __fail_deadline_worker_starts,
 };
 pub use registry::{BreakerStatus, Registry, RegistryStatus, registry};

@@ -31,8 +31,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::ConfigError;
 
-/// A call to run on a worker. It must not panic: the deadline call catches
-/// its body's panic and hands it to the caller.
+/// A call to run on a worker. The deadline call catches its body's panic
+/// and hands it to the caller.
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// How long a worker waits for another call before its thread exits.
@@ -107,7 +107,7 @@ pub(crate) fn execute(job: Job) -> Result<(), Refused> {
         std::thread::Builder::new()
             .name("breaker-deadline".into())
             .spawn(move || {
-                job();
+                run(job);
                 work();
             })
             .map(drop)
@@ -118,6 +118,14 @@ pub(crate) fn execute(job: Job) -> Result<(), Refused> {
     })
 }
 
+/// Runs one job. A job that panics after all (its body's panic is caught
+/// by the deadline call, but a late result whose drop panics is not) loses
+/// its result, not its worker: the worker, and the pool's count of it,
+/// live on.
+fn run(job: Job) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+}
+
 /// A worker's life after its first job: run queued jobs, wait for more, and
 /// exit after [`IDLE`] with none.
 fn work() {
@@ -125,7 +133,7 @@ fn work() {
     loop {
         if let Some(job) = state.jobs.pop_front() {
             drop(state);
-            job();
+            run(job);
             state = POOL.state.lock();
             continue;
         }
@@ -187,6 +195,12 @@ pub fn deadline_worker_limit() -> u32 {
 #[doc(hidden)]
 pub fn deadline_worker_threads() -> usize {
     POOL.state.lock().threads
+}
+
+/// The pool's workers waiting for a job now. For tests.
+#[doc(hidden)]
+pub fn deadline_workers_idle() -> usize {
+    POOL.state.lock().idle
 }
 
 /// Test hook: the next `starts` thread starts fail as if the system could

@@ -606,3 +606,43 @@ async fn a_long_first_poll_is_taken_off_a_short_async_deadline() {
         "expected a timeout, got {result:?}"
     );
 }
+
+/// Panics when dropped: a late result the worker must still count.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a late result that panics when dropped");
+    }
+}
+
+#[test]
+fn a_late_result_whose_drop_panics_is_counted_and_keeps_its_worker() {
+    let _pool = pool_lock();
+    let breaker = hanging_breaker("harden-late-drop-panics", 4);
+    let gate = Arc::new(Gate::default());
+    let hung = Arc::clone(&gate);
+    let result = breaker.call_with_deadline(&CallOptions::new(), move || {
+        hung.wait();
+        Ok::<_, String>(PanicsOnDrop)
+    });
+    assert!(matches!(
+        result.map(std::mem::forget).unwrap_err().breaker_error(),
+        Some(BreakerError::Timeout { .. })
+    ));
+    let threads = breaker_runtime::__deadline_worker_threads();
+    gate.open();
+    eventually("the late result is counted", || {
+        breaker.get_metrics().late_results == 1
+    });
+    // The worker lives on, and waits for the next call.
+    eventually("every worker is idle again", || {
+        breaker_runtime::__deadline_workers_idle() == threads
+    });
+    assert_eq!(breaker_runtime::__deadline_worker_threads(), threads);
+    assert_eq!(breaker.__deadline_workers_held(), 0);
+    assert_eq!(
+        breaker.call_with_deadline(&CallOptions::new(), || Ok::<_, String>(1)),
+        Ok(1)
+    );
+}
