@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) limiter: Option<Box<RateLimiter>>,
     /// `config.timeout_duration` in clock nanoseconds.
     pub(crate) timeout_nanos: u64,
+    /// The workers this breaker's hard-deadline calls hold now.
+    pub(crate) deadline_workers: crate::pool::Bulkhead,
     caches: CacheShelf,
 }
 
@@ -107,6 +109,7 @@ impl CircuitBreakerBuilder {
                 timeout_nanos: duration_nanos(self.config.timeout_duration),
                 config: self.config,
                 limiter,
+                deadline_workers: crate::pool::Bulkhead::default(),
                 caches: CacheShelf::default(),
             }),
         })
@@ -485,6 +488,14 @@ impl<'a> Permit<'a> {
         if transition.is_some() {
             self.breaker.emit_transition(transition);
         }
+    }
+
+    /// Settles a permit whose call was refused after admission and never
+    /// made: counts nothing (the caller counts the refusal) and gives a
+    /// probe slot back.
+    pub(crate) fn unmade(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.breaker.inner.core.release(this.admission);
     }
 
     /// Whether this call is a half-open probe.

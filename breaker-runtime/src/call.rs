@@ -6,20 +6,17 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-
 use crate::breaker::{CircuitBreaker, Permit};
-use crate::clock::{ClockHandle, duration_nanos};
 use crate::core::Admission;
 use crate::counters::Count;
+use crate::deadline::{self, Finished, under_deadline};
 use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
-use crate::pool;
+use crate::pool::Refused;
 
 /// A fallback for calls returning `Result<T, E>`: asked for a replacement
 /// result when the call is rejected or fails.
@@ -395,11 +392,20 @@ impl CircuitBreaker {
     /// counted in [`Metrics::late_results`](crate::Metrics::late_results).
     ///
     /// The caller waits at most `timeout_duration` plus the time to start a
-    /// thread. A worker still running at the deadline is left to finish.
+    /// thread. A worker still running at the deadline is left to finish, and
+    /// holds its place in two bulkheads until it does: the breaker's
+    /// [`max_deadline_workers`](crate::CircuitBreakerConfig::max_deadline_workers)
+    /// and the pool's [`deadline_worker_limit`](crate::deadline_worker_limit).
+    /// A call that finds either full, or for which no thread can be started,
+    /// is refused at once, never run, and counted as rejected; its fallback
+    /// serves. A `timeout_duration` too long to represent (such as
+    /// `Duration::MAX`) means no deadline.
     ///
     /// # Errors
     /// As [`call_with`](Self::call_with), plus [`BreakerError::Timeout`]
-    /// when the deadline passes and no fallback serves.
+    /// when the deadline passes, and [`BreakerError::BulkheadFull`] or
+    /// [`BreakerError::WorkerUnavailable`] when the call was refused, if no
+    /// fallback serves.
     ///
     /// # Panics
     /// Re-raises a panic of `f`, after counting it as a failure.
@@ -422,6 +428,12 @@ impl CircuitBreaker {
         self.resolve_sync(verdict, &options.fallback)
     }
 
+    /// The workers this breaker's hard-deadline calls hold now. For tests.
+    #[doc(hidden)]
+    pub fn __deadline_workers_held(&self) -> u32 {
+        self.inner.deadline_workers.held()
+    }
+
     fn run_on_worker<T, E, Fb, Q, C>(
         &self,
         permit: Permit<'_>,
@@ -436,27 +448,21 @@ impl CircuitBreaker {
         Fb: FallbackFor<T, E>,
     {
         let timeout = self.inner.config.timeout_duration;
-        let handoff = Arc::new(Handoff::<Result<T, E>>::default());
-        let worker_handoff = Arc::clone(&handoff);
-        let breaker = self.clone();
         let clock = &self.inner.core.clock;
         let start = clock.now();
-        let spawned = pool::execute(Box::new(move || {
-            let result = panic::catch_unwind(AssertUnwindSafe(f));
-            if !worker_handoff.deliver(result) {
-                breaker.inner.core.count_late_result();
+        let handoff = match deadline::start_on_worker(&self.inner, f) {
+            Ok(handoff) => handoff,
+            Err(Refused::Full { limit }) => {
+                return self.refused(permit, FallbackReason::BulkheadFull { limit }, None);
             }
-        }));
-        if let Err(error) = spawned {
-            drop(permit); // never made: counts as cancelled
-            return Verdict::Return(Err(CallError::from(BreakerError::FallbackFailed {
-                name: self.name().to_owned(),
-                reason: FallbackReason::Failure {
-                    failure_type: FailureType::Error,
-                },
-                cause: format!("could not start the deadline worker thread: {error}"),
-            })));
-        }
+            Err(Refused::Unavailable(cause)) => {
+                let error = BreakerError::WorkerUnavailable {
+                    name: self.name().to_owned(),
+                    cause: cause.to_string(),
+                };
+                return self.refused(permit, FallbackReason::WorkerUnavailable, Some(error));
+            }
+        };
         match handoff.wait(timeout) {
             Some(Ok(result)) => {
                 if self.inner.core.counters.sample_this_call() {
@@ -531,7 +537,8 @@ impl CircuitBreaker {
                 let sampled = self.inner.core.counters.sample_this_call();
                 #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
-                match under_deadline(fut, timeout, clock).await {
+                let timeout_nanos = self.inner.timeout_nanos;
+                match under_deadline(fut, timeout, timeout_nanos, clock).await {
                     #[cfg(feature = "tokio")]
                     Finished::OnTime(result) => {
                         if sampled {
@@ -545,14 +552,14 @@ impl CircuitBreaker {
                             AsyncFallbackFor::record_success,
                         )
                     }
-                    Finished::Unenforced(result, elapsed) => {
+                    Finished::Unenforced(result, elapsed, late) => {
                         if sampled {
                             self.sample_response(elapsed);
                         }
                         self.judge(
                             permit,
                             result,
-                            elapsed > duration_nanos(timeout),
+                            late,
                             options,
                             AsyncFallbackFor::record_success,
                         )
@@ -585,17 +592,38 @@ impl CircuitBreaker {
     }
 
     /// Runs `f`, telling whether it ran past the deadline. Sampled calls
-    /// read the real clock and feed the average response time; the others
-    /// read the coarse clock.
+    /// read the real clock and feed the average response time; so do calls
+    /// of a breaker whose timeout is short next to the coarse clock's tick.
+    /// The others read the coarse clock, and confirm a "late" on the real
+    /// one (see [`deadline`](crate::deadline) for the rule).
     #[inline(always)]
     fn run_timed<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
         if self.inner.core.counters.sample_this_call() {
             return self.run_sampled(f);
         }
+        let timeout = self.inner.timeout_nanos;
+        if timeout < deadline::PRECISE_BELOW {
+            return self.run_precise(f);
+        }
         let clock = &self.inner.core.clock;
         let start = clock.coarse_now();
         let result = f();
         let elapsed = clock.coarse_now().saturating_sub(start);
+        if elapsed > timeout {
+            return (result, deadline::confirm_late(clock, start, timeout));
+        }
+        (result, false)
+    }
+
+    /// [`run_timed`](Self::run_timed) for a breaker with a short timeout:
+    /// exact, on the real clock.
+    #[cold]
+    #[inline(never)]
+    fn run_precise<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
+        let clock = &self.inner.core.clock;
+        let start = clock.now();
+        let result = f();
+        let elapsed = clock.now().saturating_sub(start);
         (result, elapsed > self.inner.timeout_nanos)
     }
 
@@ -657,6 +685,38 @@ impl CircuitBreaker {
         counters.add(Count::ResponseSamples, 1);
     }
 
+    /// Reports a call that finished past its deadline.
+    #[cold]
+    fn emit_late(&self) {
+        events::emit(
+            self.name(),
+            EventKind::Timeout {
+                after: self.inner.config.timeout_duration,
+            },
+        );
+    }
+
+    /// Refuses a call admitted but never made (a hard-deadline call with no
+    /// worker): counts it as rejected and reports it. `error`, when given,
+    /// is what the caller gets if the fallback has nothing to serve.
+    #[cold]
+    #[inline(never)]
+    fn refused<T, E>(
+        &self,
+        permit: Permit<'_>,
+        reason: FallbackReason,
+        error: Option<BreakerError>,
+    ) -> Verdict<T, E> {
+        permit.unmade();
+        // Counted with the half-open refusals: both are "every slot taken".
+        self.count(Count::RejectedHalfOpen);
+        events::emit(self.name(), EventKind::Rejected { reason });
+        Verdict::Fallback {
+            reason,
+            otherwise: error.map(|error| Err(CallError::from(error))),
+        }
+    }
+
     #[cold]
     fn rejected<T, E>(&self, reason: FallbackReason) -> Verdict<T, E> {
         Verdict::Fallback {
@@ -716,14 +776,19 @@ impl CircuitBreaker {
             mut outcome,
             low_score,
         } = assessed;
+        if late && outcome == Outcome::Success {
+            if let Ok(value) = &result {
+                // Late but good: the fresh result is the best answer there
+                // is. It counts as a timeout, and feeds the fallback.
+                record_success(&options.fallback, value);
+                permit.record(Outcome::Failure(FailureType::Timeout));
+                self.emit_late();
+                return Verdict::Return(result.map_err(CallError::Inner));
+            }
+        }
         if late && outcome != Outcome::Ignored {
             outcome = Outcome::Failure(FailureType::Timeout);
-            events::emit(
-                self.name(),
-                EventKind::Timeout {
-                    after: self.inner.config.timeout_duration,
-                },
-            );
+            self.emit_late();
         }
         if let (Outcome::Success, Ok(value)) = (outcome, &result) {
             record_success(&options.fallback, value);
@@ -865,100 +930,6 @@ struct Assessed {
     low_score: Option<(f64, f64)>,
 }
 
-/// How an async call under a deadline ended.
-enum Finished<R> {
-    #[cfg(feature = "tokio")]
-    OnTime(R),
-    /// No timer was available; the call ran for the given time (ns of the
-    /// breaker's clock).
-    Unenforced(R, u64),
-    #[cfg(feature = "tokio")]
-    Late,
-}
-
-/// Awaits `fut`, cancelling it `timeout` after this is first polled.
-///
-/// Like `tokio::time::timeout`, but the timer is armed only when `fut`
-/// first has to wait: a call that finishes in its first poll, the common
-/// case, reads no clock and never touches tokio's timer or runtime handle.
-/// The deadline is then set from the moment of arming, less the first
-/// poll's time as the coarse clock saw it, so it is never early, and late
-/// by at most the first poll's time, and by at most two coarse ticks
-/// (20 ms) however long that poll took.
-///
-/// Outside a runtime with timers the deadline cannot be enforced; the call's
-/// time is then measured on the breaker's clock, to its coarse resolution,
-/// as for sync calls.
-#[cfg(feature = "tokio")]
-async fn under_deadline<F: Future>(
-    fut: F,
-    timeout: Duration,
-    clock: &ClockHandle,
-) -> Finished<F::Output> {
-    use crate::clock::{COARSE_TICK, coarse_system_now};
-    use tokio::time::{Instant, Sleep};
-
-    enum Wait {
-        /// Not polled yet, or finished in the first poll.
-        First,
-        /// Waiting under the timer (if the deadline is representable).
-        Timed,
-        /// Waiting with no runtime to time it.
-        Unenforced,
-    }
-
-    // Plain atomic loads: the real clock is read only if `fut` waits.
-    let started = clock.coarse_now();
-    let started_system = coarse_system_now();
-    let mut fut = std::pin::pin!(fut);
-    let mut timer = std::pin::pin!(None::<Sleep>);
-    let mut wait = Wait::First;
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
-            return Poll::Ready(match wait {
-                Wait::Unenforced => {
-                    Finished::Unenforced(output, clock.coarse_now().saturating_sub(started))
-                }
-                _ => Finished::OnTime(output),
-            });
-        }
-        if let Wait::First = wait {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                // The coarse clock may lag the first poll by a tick at each
-                // end: take off only what surely elapsed.
-                let first_poll = coarse_system_now()
-                    .saturating_sub(started_system)
-                    .saturating_sub(duration_nanos(COARSE_TICK));
-                let deadline = Instant::now()
-                    .checked_sub(Duration::from_nanos(first_poll))
-                    .and_then(|start| start.checked_add(timeout));
-                if let Some(deadline) = deadline {
-                    timer.set(Some(tokio::time::sleep_until(deadline)));
-                }
-                wait = Wait::Timed;
-            } else {
-                wait = Wait::Unenforced;
-            }
-        }
-        match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Finished::Late),
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-#[cfg(not(feature = "tokio"))]
-async fn under_deadline<F: Future>(
-    fut: F,
-    _timeout: Duration,
-    clock: &ClockHandle,
-) -> Finished<F::Output> {
-    let started = clock.coarse_now();
-    let output = fut.await;
-    Finished::Unenforced(output, clock.coarse_now().saturating_sub(started))
-}
-
 /// Asks a sync fallback for its replacement, with its reason visible to
 /// [`fallback_reason`](crate::fallback_reason), catching a panic.
 #[inline(always)]
@@ -998,63 +969,5 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         message
     } else {
         "a non-string panic payload"
-    }
-}
-
-/// A one-shot handoff from a deadline worker to its caller, exact about who
-/// gave up first: the result is either taken by the caller or counted late.
-struct Handoff<R> {
-    slot: Mutex<HandoffState<R>>,
-    ready: Condvar,
-}
-
-enum HandoffState<R> {
-    Waiting,
-    Delivered(std::thread::Result<R>),
-    Abandoned,
-}
-
-impl<R> Default for Handoff<R> {
-    fn default() -> Self {
-        Self {
-            slot: Mutex::new(HandoffState::Waiting),
-            ready: Condvar::new(),
-        }
-    }
-}
-
-impl<R> Handoff<R> {
-    /// Hands over the result; `false` when the caller has already gone.
-    fn deliver(&self, result: std::thread::Result<R>) -> bool {
-        let mut slot = self.slot.lock();
-        if matches!(*slot, HandoffState::Abandoned) {
-            return false;
-        }
-        *slot = HandoffState::Delivered(result);
-        self.ready.notify_one();
-        true
-    }
-
-    /// The result, or `None` (and abandoned) once `timeout` passes.
-    fn wait(&self, timeout: Duration) -> Option<std::thread::Result<R>> {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut slot = self.slot.lock();
-        loop {
-            if let HandoffState::Delivered(_) = *slot {
-                let HandoffState::Delivered(result) =
-                    std::mem::replace(&mut *slot, HandoffState::Abandoned)
-                else {
-                    unreachable!("matched just above")
-                };
-                return Some(result);
-            }
-            if self.ready.wait_until(&mut slot, deadline).timed_out() {
-                if let HandoffState::Delivered(_) = *slot {
-                    continue;
-                }
-                *slot = HandoffState::Abandoned;
-                return None;
-            }
-        }
     }
 }

@@ -49,6 +49,14 @@ pub struct CircuitBreakerConfig {
     /// [`Duration::MAX`] means no limit: no call is ever late.
     #[serde(serialize_with = "secs")]
     pub timeout_duration: Duration,
+    /// The most worker threads this breaker's hard-deadline calls may hold
+    /// at once, running or hung (default 32, at least 1). A worker is held
+    /// until its call really returns, not just until its caller gives up at
+    /// the deadline. A call past the bound is refused at once with
+    /// [`BreakerError::BulkheadFull`](crate::BreakerError::BulkheadFull).
+    /// The pool's threads over all breakers are bounded too; see
+    /// [`set_deadline_worker_limit`](crate::set_deadline_worker_limit).
+    pub max_deadline_workers: u32,
     /// The lowest acceptable quality score, in `[0, 1]` (default 0.7).
     pub quality_threshold: f64,
     /// Calls admitted per minute, or `None` for no limit (the default).
@@ -102,6 +110,7 @@ impl Default for CircuitBreakerConfig {
             recovery_timeout: Duration::from_secs(60),
             success_threshold: 3,
             timeout_duration: Duration::from_secs(30),
+            max_deadline_workers: 32,
             quality_threshold: 0.7,
             rate_limit_per_minute: None,
             rate_limit_burst: None,
@@ -184,6 +193,7 @@ impl CircuitBreakerConfig {
         positive_duration("recovery_timeout", self.recovery_timeout)?;
         positive_duration("timeout_duration", self.timeout_duration)?;
         positive_duration("max_retry_after", self.max_retry_after)?;
+        at_least_one("max_deadline_workers", self.max_deadline_workers)?;
         if !(0.0..=1.0).contains(&self.quality_threshold) {
             return Err(out_of_range(
                 "quality_threshold",
@@ -292,6 +302,8 @@ impl CircuitBreakerConfigBuilder {
         success_threshold: u32 => std::convert::identity;
         /// Sets [`CircuitBreakerConfig::timeout_duration`].
         timeout_duration: Duration => std::convert::identity;
+        /// Sets [`CircuitBreakerConfig::max_deadline_workers`].
+        max_deadline_workers: u32 => std::convert::identity;
         /// Sets [`CircuitBreakerConfig::quality_threshold`].
         quality_threshold: f64 => std::convert::identity;
         /// Sets [`CircuitBreakerConfig::rate_limit_per_minute`].

@@ -116,6 +116,16 @@ pub enum FallbackReason {
         /// The threshold it missed.
         threshold: f64,
     },
+    /// A hard-deadline call found every worker it may hold taken (by calls
+    /// still running or hung); it was never made.
+    BulkheadFull {
+        /// The bound that was reached: the breaker's
+        /// `max_deadline_workers`, or the pool's limit over all breakers.
+        limit: u32,
+    },
+    /// A hard-deadline call found no idle worker and no thread could be
+    /// started for it; it was never made.
+    WorkerUnavailable,
 }
 
 impl FallbackReason {
@@ -123,7 +133,12 @@ impl FallbackReason {
     pub fn is_rejection(&self) -> bool {
         matches!(
             self,
-            Self::Open { .. } | Self::ForcedOpen | Self::HalfOpenFull | Self::RateLimited { .. }
+            Self::Open { .. }
+                | Self::ForcedOpen
+                | Self::HalfOpenFull
+                | Self::RateLimited { .. }
+                | Self::BulkheadFull { .. }
+                | Self::WorkerUnavailable
         )
     }
 }
@@ -142,6 +157,10 @@ impl fmt::Display for FallbackReason {
             Self::LowQuality { score, threshold } => {
                 write!(f, "quality score {score} below threshold {threshold}")
             }
+            Self::BulkheadFull { limit } => {
+                write!(f, "all {limit} deadline workers are taken")
+            }
+            Self::WorkerUnavailable => f.write_str("no deadline worker thread could be started"),
         }
     }
 }
@@ -212,6 +231,28 @@ pub enum BreakerError {
         /// How the fallback failed.
         cause: String,
     },
+    /// A hard-deadline call was refused before it ran: the workers it may
+    /// hold are all taken, by calls still running or hung. See
+    /// [`CircuitBreakerConfig::max_deadline_workers`](crate::CircuitBreakerConfig::max_deadline_workers)
+    /// and [`set_deadline_worker_limit`](crate::set_deadline_worker_limit).
+    #[error("circuit breaker `{name}` refused a call: all {limit} deadline workers are taken")]
+    BulkheadFull {
+        /// The breaker's name.
+        name: String,
+        /// The bound that was reached.
+        limit: u32,
+    },
+    /// A hard-deadline call was refused before it ran: no worker was idle
+    /// and no thread could be started for one.
+    #[error(
+        "circuit breaker `{name}` refused a call: no deadline worker could be started: {cause}"
+    )]
+    WorkerUnavailable {
+        /// The breaker's name.
+        name: String,
+        /// Why no thread could be started.
+        cause: String,
+    },
     /// The breaker could not be created from its configuration.
     #[error("circuit breaker `{name}` has an invalid configuration: {source}")]
     InvalidConfig {
@@ -233,6 +274,8 @@ impl BreakerError {
             | Self::RateLimited { name, .. }
             | Self::LowQuality { name, .. }
             | Self::FallbackFailed { name, .. }
+            | Self::BulkheadFull { name, .. }
+            | Self::WorkerUnavailable { name, .. }
             | Self::InvalidConfig { name, .. } => name,
         }
     }
@@ -260,6 +303,11 @@ impl BreakerError {
                 name,
                 score,
                 threshold,
+            },
+            FallbackReason::BulkheadFull { limit } => Self::BulkheadFull { name, limit },
+            FallbackReason::WorkerUnavailable => Self::WorkerUnavailable {
+                name,
+                cause: "no thread could be started".to_owned(),
             },
             FallbackReason::Failure { failure_type } => Self::FallbackFailed {
                 name,

@@ -36,8 +36,8 @@ pub enum EventKind {
         /// Why.
         cause: TransitionCause,
     },
-    /// A call was refused without being made (open, half-open full, or the
-    /// local rate limit).
+    /// A call was refused without being made (open, half-open full, the
+    /// local rate limit, or no deadline worker free or startable).
     Rejected {
         /// Why.
         reason: FallbackReason,

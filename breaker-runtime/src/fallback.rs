@@ -343,6 +343,8 @@ impl PackedReason {
             FallbackReason::LowQuality { score, threshold } => {
                 [7, score.to_bits(), threshold.to_bits()]
             }
+            FallbackReason::BulkheadFull { limit } => [8, u64::from(limit), 0],
+            FallbackReason::WorkerUnavailable => [9, 0, 0],
         })
     }
 
@@ -367,6 +369,10 @@ impl PackedReason {
                 score: f64::from_bits(a),
                 threshold: f64::from_bits(b),
             },
+            8 => FallbackReason::BulkheadFull {
+                limit: u32::try_from(a).ok()?,
+            },
+            9 => FallbackReason::WorkerUnavailable,
             _ => return None,
         })
     }
@@ -427,6 +433,8 @@ mod tests {
                 score: -0.0,
                 threshold: 0.7,
             },
+            FallbackReason::BulkheadFull { limit: u32::MAX },
+            FallbackReason::WorkerUnavailable,
         ];
         reasons
             .extend(FailureType::ALL.map(|failure_type| FallbackReason::Failure { failure_type }));

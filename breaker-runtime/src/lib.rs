@@ -78,6 +78,7 @@ mod clock;
 mod config;
 mod core;
 mod counters;
+mod deadline;
 mod error;
 mod events;
 mod fallback;
@@ -100,11 +101,24 @@ pub use call::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Backoff, CircuitBreakerConfig, CircuitBreakerConfigBuilder, ConfigError};
 pub use core::TransitionCause;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use deadline::Handoff as __Handoff;
 pub use error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
 pub use events::{Event, EventKind, Subscription, subscribe};
 pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
 };
 pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
+pub use pool::{
+    DEFAULT_LIMIT as DEFAULT_DEADLINE_WORKER_LIMIT, deadline_worker_limit,
+    set_deadline_worker_limit,
+};
+#[doc(hidden)]
+pub use pool::{
+    deadline_worker_threads as __deadline_worker_threads,
+    deadline_workers_idle as __deadline_workers_idle,
+    fail_deadline_worker_starts as __fail_deadline_worker_starts,
+};
 pub use registry::{BreakerStatus, Registry, RegistryStatus, registry};
 pub use state::{CircuitState, DetailedState};

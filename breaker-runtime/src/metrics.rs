@@ -32,7 +32,8 @@ pub struct Metrics {
     pub ignored_calls: u64,
     /// Calls dropped before they finished (cancelled futures).
     pub cancelled_calls: u64,
-    /// Calls refused because the circuit was open or half-open and full.
+    /// Calls refused because the circuit was open or half-open and full, or
+    /// (hard-deadline calls) because no worker was free or could start.
     pub rejected_calls: u64,
     /// Calls refused by the local rate limit (never made).
     pub rate_limited_calls: u64,

@@ -369,6 +369,9 @@ fn extremes() -> Vec<Edit> {
         "max_retry_after", "0" => |c| c.max_retry_after = Duration::ZERO;
         "max_retry_after", "1ns" => |c| c.max_retry_after = Duration::from_nanos(1);
         "max_retry_after", "MAX" => |c| c.max_retry_after = Duration::MAX;
+        "max_deadline_workers", "0" => |c| c.max_deadline_workers = 0;
+        "max_deadline_workers", "1" => |c| c.max_deadline_workers = 1;
+        "max_deadline_workers", "MAX" => |c| c.max_deadline_workers = u32::MAX;
     }
 }
 
@@ -381,6 +384,9 @@ fn drive(breaker: &CircuitBreaker, clock: &ManualClock) {
     for _ in 0..3 {
         let _ = succeed();
     }
+    // A hard deadline: a worker thread, waited for at most the timeout
+    // (`Duration::MAX`: no deadline).
+    let _ = breaker.call_with_deadline(&CallOptions::new(), || Ok::<_, &str>(4));
     // Failures until it opens, or a bounded number if it never does
     // (u32::MAX thresholds, a rate limit of one call a minute).
     for _ in 0..16 {

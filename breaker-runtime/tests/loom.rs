@@ -1,4 +1,5 @@
-//! Loom models of the state machine's concurrency guarantees.
+//! Loom models of the state machine's concurrency guarantees, and of the
+//! handoff between a hard-deadline worker and its caller.
 //!
 //! Under `cfg(loom)` the engine's atomics and mutex are loom's (see
 //! `src/sync.rs`), and so is the [`ManualClock`]'s counter, so every model
@@ -347,5 +348,49 @@ fn a_lane_handed_over_between_threads_keeps_every_count() {
             .join()
             .unwrap();
         assert_eq!(breaker.get_metrics().successful_calls, 5);
+    });
+}
+
+/// The hard-deadline handoff: a worker delivering while its caller gives up
+/// at the deadline. Under loom a timed wait does not wait: it reports the
+/// deadline passed, so loom tries the caller giving up before, during and
+/// after the delivery. Exactly one of the two happens: the caller takes
+/// the result, or the worker finds the caller gone and counts it late.
+#[test]
+fn a_deadline_handoff_is_taken_or_counted_late_exactly_once() {
+    use breaker_runtime::__Handoff as Handoff;
+
+    check(None, || {
+        let handoff = Arc::new(Handoff::<u32>::new());
+        let worker = {
+            let handoff = Arc::clone(&handoff);
+            thread::spawn(move || handoff.deliver(7).is_ok())
+        };
+        let taken = handoff.wait(Duration::from_secs(1));
+        let delivered = worker.join().unwrap();
+        match taken {
+            Some(result) => {
+                assert_eq!(result, 7);
+                assert!(delivered, "a taken result was delivered, not late");
+            }
+            None => assert!(!delivered, "an untaken result is counted late"),
+        }
+    });
+}
+
+/// With no deadline (`Duration::MAX`), the caller waits for the worker:
+/// the wake-up is never lost, whatever the interleaving.
+#[test]
+fn a_handoff_with_no_deadline_always_gets_the_result() {
+    use breaker_runtime::__Handoff as Handoff;
+
+    check(None, || {
+        let handoff = Arc::new(Handoff::<u32>::new());
+        let worker = {
+            let handoff = Arc::clone(&handoff);
+            thread::spawn(move || handoff.deliver(7).is_ok())
+        };
+        assert_eq!(handoff.wait(Duration::MAX), Some(7));
+        assert!(worker.join().unwrap());
     });
 }
