@@ -513,3 +513,48 @@ fn a_plain_function_falls_back_while_open() {
     let reason = FallbackReason::ForcedOpen;
     assert!(reason.is_rejection());
 }
+
+static BULKHEAD_RELEASE: AtomicBool = AtomicBool::new(false);
+
+#[circuit_breaker(
+    name = "behaviour-new-keys",
+    timeout_duration = "50ms",
+    max_deadline_workers = 1,
+    max_retry_after = "90s"
+)]
+fn held_until_released(hang: bool) -> Result<u32, LlmError> {
+    while hang && !BULKHEAD_RELEASE.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(7)
+}
+
+#[test]
+fn max_deadline_workers_and_max_retry_after_reach_the_breaker() {
+    assert_eq!(held_until_released(false), Ok(7));
+    let breaker = registry()
+        .get("behaviour-new-keys")
+        .expect("registered by the call");
+    let config = breaker.config();
+    assert_eq!(config.max_deadline_workers, 1);
+    assert_eq!(config.max_retry_after, Duration::from_secs(90));
+
+    // The bound is in force: one hung call holds the only worker slot.
+    let hung = held_until_released(true);
+    let refused = held_until_released(false);
+    BULKHEAD_RELEASE.store(true, Ordering::Relaxed);
+    assert!(
+        matches!(hung, Err(LlmError::Breaker(BreakerError::Timeout { .. }))),
+        "{hung:?}"
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(LlmError::Breaker(BreakerError::BulkheadFull {
+                limit: 1,
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
+}

@@ -23,6 +23,7 @@ pub(crate) const KEYS: &[&str] = &[
     "recovery_timeout",
     "success_threshold",
     "timeout_duration",
+    "max_deadline_workers",
     "quality_threshold",
     "rate_limit_per_minute",
     "rate_limit_burst",
@@ -32,6 +33,7 @@ pub(crate) const KEYS: &[&str] = &[
     "minimum_calls",
     "backoff_multiplier",
     "max_open_duration",
+    "max_retry_after",
     "fallback",
     "cache_key",
     "quality",
@@ -65,6 +67,7 @@ pub(crate) struct Args {
     pub(crate) recovery_timeout: Option<Spanned<f64>>,
     pub(crate) success_threshold: Option<Spanned<i64>>,
     pub(crate) timeout_duration: Option<Spanned<f64>>,
+    pub(crate) max_deadline_workers: Option<Spanned<i64>>,
     pub(crate) quality_threshold: Option<Spanned<f64>>,
     pub(crate) rate_limit_per_minute: Option<Spanned<i64>>,
     pub(crate) rate_limit_burst: Option<Spanned<i64>>,
@@ -74,6 +77,7 @@ pub(crate) struct Args {
     pub(crate) minimum_calls: Option<Spanned<i64>>,
     pub(crate) backoff_multiplier: Option<Spanned<f64>>,
     pub(crate) max_open_duration: Option<Spanned<f64>>,
+    pub(crate) max_retry_after: Option<Spanned<f64>>,
     pub(crate) fallback: Option<FallbackArg>,
     /// `cache_key = expression`: the key written as `cache_key`, and the expression.
     pub(crate) cache_key: Option<(Ident, Expr)>,
@@ -144,6 +148,9 @@ impl RawArgs {
                     set!(half_open_max_calls, read_count(&name, &value, errors))
                 }
                 "minimum_calls" => set!(minimum_calls, read_count(&name, &value, errors)),
+                "max_deadline_workers" => {
+                    set!(max_deadline_workers, read_count(&name, &value, errors))
+                }
                 "recovery_timeout" => set!(recovery_timeout, read_secs(&name, &value, errors)),
                 "timeout_duration" => set!(timeout_duration, read_secs(&name, &value, errors)),
                 "quality_threshold" => {
@@ -165,6 +172,7 @@ impl RawArgs {
                     )
                 }
                 "max_open_duration" => set!(max_open_duration, read_secs(&name, &value, errors)),
+                "max_retry_after" => set!(max_retry_after, read_secs(&name, &value, errors)),
                 "fallback" => set!(fallback, read_fallback(&value, errors)),
                 "cache_key" => set!(cache_key, Some((key.clone(), value))),
                 "quality" => set!(quality, read_function(&name, &value, "eval_answer", errors)),

@@ -427,6 +427,7 @@ fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
         ("sliding_window_size", &args.sliding_window_size, false),
         ("half_open_max_calls", &args.half_open_max_calls, false),
         ("minimum_calls", &args.minimum_calls, false),
+        ("max_deadline_workers", &args.max_deadline_workers, false),
     ] {
         if let Some(count) = count {
             let value = Literal::u32_unsuffixed(count.value as u32);
@@ -443,6 +444,7 @@ fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
     for (field, secs) in [
         ("recovery_timeout", &args.recovery_timeout),
         ("timeout_duration", &args.timeout_duration),
+        ("max_retry_after", &args.max_retry_after),
     ] {
         if let Some(secs) = secs {
             set(field, duration(p, secs.value));

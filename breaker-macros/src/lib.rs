@@ -69,6 +69,7 @@ use proc_macro::TokenStream;
 /// | `recovery_timeout` | 60 s | how long an open circuit waits before probing |
 /// | `success_threshold` | 3 | probe successes that close a half-open circuit |
 /// | `timeout_duration` | 30 s | a call's deadline (see below) |
+/// | `max_deadline_workers` | 32 | worker threads this breaker's hard-deadline calls may hold at once, running or hung, at least 1 |
 /// | `quality_threshold` | 0.7 | the lowest acceptable `quality` score, in `[0, 1]` |
 /// | `rate_limit_per_minute` | none | calls admitted per minute |
 /// | `rate_limit_burst` | the limit | calls admitted at once before the pace applies |
@@ -78,6 +79,7 @@ use proc_macro::TokenStream;
 /// | `minimum_calls` | 10 | calls the window needs before the rate is judged |
 /// | `backoff_multiplier` | none | growth of the open period at each trip in a row, at least 1 |
 /// | `max_open_duration` | none | the longest an open period may grow to |
+/// | `max_retry_after` | 1 h | the longest a dependency's retry-after (an HTTP 429) may keep the circuit open |
 /// | `fallback` | none | `cached`, or a function answering in place of the call |
 /// | `cache_key` | the arguments | with `fallback = cached`: the key of the cache, an expression over the arguments and `self` |
 /// | `quality` | none | a `Fn(&T) -> f64` scoring good results |
@@ -161,6 +163,40 @@ use proc_macro::TokenStream;
 ///     Ok(path)
 /// }
 /// assert!(matches!(read("/data".into()), Err(E(BreakerError::Timeout { .. }))));
+/// ```
+///
+/// ## `max_deadline_workers` and `max_retry_after`
+///
+/// A hard-deadline call that hangs keeps its worker thread until it really
+/// returns. `max_deadline_workers` bounds the workers one breaker's calls
+/// hold at once; a call past it is refused at once with
+/// `BreakerError::BulkheadFull`, and its fallback serves. The pool's
+/// threads over all breakers are bounded too, by
+/// [`set_deadline_worker_limit`](../breaker_runtime/fn.set_deadline_worker_limit.html).
+///
+/// A dependency that answers "too many requests" with a retry-after keeps
+/// the circuit open that long, but never longer than `max_retry_after`
+/// (nor, with a backoff, than `max_open_duration`).
+///
+/// ```
+/// # use std::time::Duration;
+/// # use breaker_runtime::{BreakerError, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(
+///     name = "quota-api",
+///     timeout_duration = 2,
+///     max_deadline_workers = 4, // at most 4 hung calls hold a thread
+///     max_retry_after = "10m",  // a 429 keeps the circuit open 10 minutes at most
+/// )]
+/// fn fetch(id: u32) -> Result<u32, E> {
+///     Ok(id)
+/// }
+/// assert_eq!(fetch(7).unwrap(), 7);
+/// let breaker = registry().get("quota-api").unwrap();
+/// let config = breaker.config();
+/// assert_eq!(config.max_deadline_workers, 4);
+/// assert_eq!(config.max_retry_after, Duration::from_secs(600));
 /// ```
 ///
 /// ## `rate_limit_per_minute` and `rate_limit_burst`

@@ -41,6 +41,7 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
         ("sliding_window_size", &args.sliding_window_size),
         ("half_open_max_calls", &args.half_open_max_calls),
         ("minimum_calls", &args.minimum_calls),
+        ("max_deadline_workers", &args.max_deadline_workers),
     ];
     for (key, count) in counts {
         if let Some(count) = count {
@@ -52,13 +53,15 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
             }
         }
     }
-    for (key, duration) in [
-        ("recovery_timeout", &args.recovery_timeout),
-        ("timeout_duration", &args.timeout_duration),
-        ("max_open_duration", &args.max_open_duration),
+    // With an example of a sensible value for each.
+    for (key, example, duration) in [
+        ("recovery_timeout", "0.5", &args.recovery_timeout),
+        ("timeout_duration", "0.5", &args.timeout_duration),
+        ("max_open_duration", "0.5", &args.max_open_duration),
+        ("max_retry_after", "3600", &args.max_retry_after),
     ] {
         if let Some(duration) = duration {
-            check_duration(key, duration, errors);
+            check_duration(key, example, duration, errors);
         }
     }
     if let Some(quality) = &args.quality_threshold {
@@ -87,13 +90,13 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
     }
 }
 
-fn check_duration(key: &str, duration: &Spanned<f64>, errors: &mut Errors) {
+fn check_duration(key: &str, example: &str, duration: &Spanned<f64>, errors: &mut Errors) {
     let secs = duration.value;
     if secs <= 0.0 {
         errors.push(syn::Error::new(
             duration.span,
             format!(
-                "`{key}` must be longer than zero: give a number of seconds, like `{key} = 0.5`"
+                "`{key}` must be longer than zero: give a number of seconds, like `{key} = {example}`"
             ),
         ));
     } else if (secs * 1e9).round() < 1.0 {

@@ -128,12 +128,12 @@ pub(crate) fn start_on_worker<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<Arc<Handoff<std::thread::Result<R>>>, Refused> {
     let limit = inner.config.max_deadline_workers;
-    if !inner.deadline_workers.try_hold(limit) {
+    let Some(held) = inner.deadline_workers.try_hold(limit) else {
         return Err(Refused::Full { limit });
-    }
+    };
     // Given back when the job ends, however it ends: run, or dropped
     // unrun because the pool refused it.
-    let slot = WorkerSlot(Arc::clone(inner));
+    let slot = WorkerSlot(Arc::clone(inner), held);
     let handoff = Arc::new(Handoff::new());
     let worker_handoff = Arc::clone(&handoff);
     pool::execute(Box::new(move || {
@@ -153,11 +153,11 @@ pub(crate) fn start_on_worker<R: Send + 'static>(
 
 /// A worker slot of a breaker's bulkhead, held by a hard-deadline job and
 /// given back when the job ends or is dropped unrun.
-struct WorkerSlot(Arc<crate::breaker::Inner>);
+struct WorkerSlot(Arc<crate::breaker::Inner>, pool::Slot);
 
 impl Drop for WorkerSlot {
     fn drop(&mut self) {
-        self.0.deadline_workers.release();
+        self.0.deadline_workers.release(self.1);
     }
 }
 

@@ -7,6 +7,11 @@
 //! main thread is the only one it starts and forking it is safe) builds
 //! breakers on the system clock, opens one, forks, and lets the child check
 //! each of those; the child reports through its exit status.
+//!
+//! The same goes for the pool of hard-deadline workers: the parent leaves
+//! one worker idle and one hung (holding the only slot of a breaker's
+//! bulkhead), and the child, which has neither thread, must still run
+//! hard-deadline calls on both breakers.
 
 #[cfg(unix)]
 fn main() {
@@ -21,21 +26,32 @@ fn main() {
 #[cfg(unix)]
 mod unix {
     use std::panic::{self, AssertUnwindSafe};
+    use std::sync::mpsc;
     use std::thread::sleep;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+    use breaker_runtime::{
+        BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig, CircuitState,
+    };
 
     const RECOVERY: Duration = Duration::from_millis(50);
     const DEADLINE: Duration = Duration::from_millis(20);
     /// Well past [`RECOVERY`], and past the limiter's refill of one permit.
     const CHILD_WAITS: Duration = Duration::from_millis(200);
     const BURST: u32 = 5;
+    /// The hard deadline of the worker breakers: generous, since a call
+    /// that runs at all returns at once.
+    const HARD_DEADLINE: Duration = Duration::from_millis(500);
 
     struct Breakers {
         open: CircuitBreaker,
         deadline: CircuitBreaker,
         limited: CircuitBreaker,
+        /// Hard-deadline calls; the parent leaves its worker idle.
+        worker: CircuitBreaker,
+        /// Hard-deadline calls, one worker at most; the parent's one call
+        /// hangs.
+        bulkhead: CircuitBreaker,
     }
 
     fn breaker(name: &str, config: CircuitBreakerConfig) -> CircuitBreaker {
@@ -71,11 +87,52 @@ mod unix {
                 .build()
                 .expect("valid configuration"),
         );
+        let worker = breaker(
+            "fork-worker",
+            CircuitBreakerConfig::builder()
+                .timeout_duration(HARD_DEADLINE)
+                .build()
+                .expect("valid configuration"),
+        );
+        let bulkhead = breaker(
+            "fork-bulkhead",
+            CircuitBreakerConfig::builder()
+                .timeout_duration(HARD_DEADLINE)
+                .max_deadline_workers(1)
+                .build()
+                .expect("valid configuration"),
+        );
         Breakers {
             open,
             deadline,
             limited,
+            worker,
+            bulkhead,
         }
+    }
+
+    /// A hard-deadline call of `breaker` that returns `value` at once.
+    fn hard_call(breaker: &CircuitBreaker, value: u32) -> Result<u32, CallError<&'static str>> {
+        breaker.call_with_deadline(&CallOptions::new(), move || Ok(value))
+    }
+
+    fn breaker_error<'a, T>(result: &'a Result<T, CallError<&str>>) -> Option<&'a BreakerError> {
+        match result {
+            Err(CallError::Breaker(error)) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Waits until the pool has `idle` workers waiting for a job.
+    fn wait_for_idle_workers(idle: usize) -> bool {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while breaker_runtime::__deadline_workers_idle() < idle {
+            if Instant::now() > give_up {
+                return false;
+            }
+            sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     pub fn main() {
@@ -93,10 +150,38 @@ mod unix {
             breakers.limited.call(|| Ok::<_, &str>(())).is_err(),
             "the burst is spent"
         );
+        // One worker hangs, holding the only slot of `bulkhead`...
+        let (release_hung, hung) = mpsc::channel::<()>();
+        let timed_out = breakers
+            .bulkhead
+            .call_with_deadline(&CallOptions::new(), move || {
+                let _ = hung.recv();
+                Ok::<u32, &str>(0)
+            });
+        assert!(
+            matches!(
+                breaker_error(&timed_out),
+                Some(BreakerError::Timeout { .. })
+            ),
+            "{timed_out:?}"
+        );
+        assert!(
+            matches!(
+                breaker_error(&hard_call(&breakers.bulkhead, 2)),
+                Some(BreakerError::BulkheadFull { limit: 1, .. })
+            ),
+            "the parent's bulkhead is full"
+        );
+        // ...and another ran a call and now waits for the next one.
+        assert_eq!(hard_call(&breakers.worker, 1).expect("runs"), 1);
+        assert!(wait_for_idle_workers(1), "the worker did not go idle");
+        assert_eq!(breaker_runtime::__deadline_worker_threads(), 2);
 
-        // SAFETY: this process's only other threads are the breakers'
-        // ticker, which holds no lock while it sleeps, and the test's own
-        // main thread forks; the child uses the breakers and then `_exit`s.
+        // SAFETY: this process's other threads are the breakers' ticker,
+        // which holds no lock while it sleeps, and two deadline workers,
+        // one waiting for a job and one blocked on a channel, neither
+        // holding a lock; the test's own main thread forks. The child uses
+        // the breakers and then `_exit`s.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
@@ -113,6 +198,7 @@ mod unix {
             libc::WIFEXITED(status),
             "the child did not exit normally: status {status:#x}"
         );
+        let _ = release_hung.send(());
         assert_eq!(
             libc::WEXITSTATUS(status),
             0,
@@ -162,6 +248,35 @@ mod unix {
                  counted as timeouts",
                 DEADLINE * 3
             ));
+        }
+
+        // The parent's workers do not exist here: a call must get a worker
+        // of the child's own, and the bulkhead must not count the parent's
+        // hung call. Twice each, so the second call reuses the child's
+        // idle worker.
+        for round in 1..=2 {
+            for (name, breaker) in [
+                ("worker", &breakers.worker),
+                ("bulkhead", &breakers.bulkhead),
+            ] {
+                let start = Instant::now();
+                let result = hard_call(breaker, 7);
+                if !matches!(result, Ok(7)) {
+                    failures.push(format!(
+                        "hard-deadline call {round} on `{name}` after {:?}: {result:?} (held by \
+                         the breaker: {}, pool threads: {}, idle: {})",
+                        start.elapsed(),
+                        breaker.__deadline_workers_held(),
+                        breaker_runtime::__deadline_worker_threads(),
+                        breaker_runtime::__deadline_workers_idle(),
+                    ));
+                }
+                if !wait_for_idle_workers(1) {
+                    failures.push(format!(
+                        "no worker went idle after call {round} on `{name}`"
+                    ));
+                }
+            }
         }
 
         for failure in &failures {
