@@ -5,14 +5,16 @@
 //! this binary again, selecting the scenario with [`SCENARIO`], and checks
 //! how the child exited.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use breaker_runtime::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitState, EventKind, ManualClock, subscribe,
-};
+use common::manual_breaker;
+
+use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, CircuitState, EventKind, subscribe};
 
 /// The environment variable that makes a test run its scenario in place
 /// rather than in a child.
@@ -141,16 +143,6 @@ fn a_panicking_listener_does_not_skip_the_others() {
     assert_eq!(transitions, 9);
     assert_eq!(heard.load(Ordering::Relaxed), transitions);
     assert!(panicked.load(Ordering::Relaxed) >= transitions);
-}
-
-fn manual_breaker(name: &str, config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
-    let clock = ManualClock::new();
-    let breaker = CircuitBreaker::builder(name)
-        .config(config)
-        .clock(clock.clone())
-        .build()
-        .expect("valid configuration");
-    (breaker, clock)
 }
 
 /// Busy work for about `duration`: a spin, so the call's time is its own.
