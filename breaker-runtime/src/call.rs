@@ -470,10 +470,7 @@ impl CircuitBreaker {
                 }
                 self.judge(permit, result, false, options, FallbackFor::record_success)
             }
-            Some(Err(payload)) => {
-                permit.record(Outcome::Failure(FailureType::Error));
-                panic::resume_unwind(payload)
-            }
+            Some(Err(payload)) => self.rethrow(permit, payload),
             None => self.timed_out(permit, timeout),
         }
     }
@@ -531,16 +528,27 @@ impl CircuitBreaker {
     {
         let verdict = match self.admit() {
             Err(reason) => self.rejected(reason),
-            Ok(permit) => {
+            Ok(mut permit) => {
+                // While it awaits, the permit may be dropped by a sibling
+                // future's panic: a cancellation. `fut`'s own panics are
+                // caught, counted and re-raised here.
+                permit.set_owns_unwind(false);
                 let timeout = self.inner.config.timeout_duration;
                 let clock = &self.inner.core.clock;
                 let sampled = self.inner.core.counters.sample_this_call();
                 #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
                 let timeout_nanos = self.inner.timeout_nanos;
-                match under_deadline(fut, timeout, timeout_nanos, clock).await {
+                let finished = under_deadline(fut, timeout, timeout_nanos, clock).await;
+                // From here to settlement only this call's code runs.
+                permit.set_owns_unwind(true);
+                match finished {
                     #[cfg(feature = "tokio")]
                     Finished::OnTime(result) => {
+                        let result = match result {
+                            Ok(result) => result,
+                            Err(payload) => self.rethrow(permit, payload),
+                        };
                         if sampled {
                             self.sample_response(clock.now().saturating_sub(start));
                         }
@@ -553,6 +561,10 @@ impl CircuitBreaker {
                         )
                     }
                     Finished::Unenforced(result, elapsed, late) => {
+                        let result = match result {
+                            Ok(result) => result,
+                            Err(payload) => self.rethrow(permit, payload),
+                        };
                         if sampled {
                             self.sample_response(elapsed);
                         }
@@ -589,6 +601,16 @@ impl CircuitBreaker {
                 }
             }
         }
+    }
+
+    /// Counts a call whose own code panicked as an
+    /// [`Error`](FailureType::Error) failure, and re-raises its panic with
+    /// the original payload.
+    #[cold]
+    #[inline(never)]
+    fn rethrow(&self, permit: Permit<'_>, payload: Box<dyn Any + Send>) -> ! {
+        permit.record(Outcome::Failure(FailureType::Error));
+        panic::resume_unwind(payload)
     }
 
     /// Runs `f`, telling whether it ran past the deadline. Sampled calls

@@ -1,0 +1,182 @@
+//! Error cases and unwinding (issue 9, item 11): a future cancelled while a
+//! sibling panics is a cancellation, not a failure; a call's own panic is a
+//! failure and keeps its payload. Every state-machine test runs on a manual
+//! clock.
+
+mod common;
+
+use std::future::pending;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, CircuitState, ManualClock};
+use common::manual_breaker;
+
+const RECOVERY: Duration = Duration::from_secs(10);
+
+/// One probe at a time, opened by one failure.
+fn single_probe_config() -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder()
+        .failure_threshold(1)
+        .success_threshold(1)
+        .half_open_max_calls(1)
+        .recovery_timeout(RECOVERY)
+        .timeout_duration(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A breaker opened by one failure, now ready to admit a probe.
+fn ready_to_probe(name: &str) -> (CircuitBreaker, ManualClock) {
+    let (breaker, clock) = manual_breaker(name, single_probe_config());
+    breaker.call(|| Err::<(), _>("down")).unwrap_err();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    clock.advance(RECOVERY);
+    (breaker, clock)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// A payload no one would mistake for a message.
+#[derive(Debug, PartialEq)]
+struct Payload(u32);
+
+/// Runs `f`, expecting it to panic with a [`Payload`]; its value.
+fn payload_of(f: impl FnOnce()) -> u32 {
+    let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("it panicked");
+    payload
+        .downcast::<Payload>()
+        .map(|payload| payload.0)
+        .unwrap_or_else(|other| panic!("the original payload was lost: {other:?}"))
+}
+
+/// Asserts `breaker` is still half-open with its one probe cancelled: no
+/// failure beyond the one that opened it.
+fn assert_probe_cancelled(breaker: &CircuitBreaker) {
+    let metrics = breaker.get_metrics();
+    assert_eq!(breaker.state(), CircuitState::HalfOpen, "{metrics:?}");
+    assert_eq!(metrics.cancelled_calls, 1, "{metrics:?}");
+    assert_eq!(
+        metrics.failures_by_type.error, 1,
+        "only the opening failure"
+    );
+    assert_eq!(metrics.probes_in_flight, 0, "the slot was given back");
+}
+
+#[test]
+fn a_probe_dropped_by_join_while_a_sibling_panics_is_cancelled() {
+    let (breaker, _clock) = ready_to_probe("errors-join");
+    let rt = runtime();
+    let seen = payload_of(|| {
+        rt.block_on(async {
+            let probe = breaker.call_async(async { pending::<Result<(), String>>().await });
+            let sibling = async {
+                tokio::task::yield_now().await;
+                panic::panic_any(Payload(1));
+            };
+            let _: (Result<(), _>, ()) = tokio::join!(probe, sibling);
+        });
+    });
+    assert_eq!(seen, 1);
+    assert_probe_cancelled(&breaker);
+}
+
+#[test]
+fn a_probe_dropped_by_select_while_a_sibling_panics_is_cancelled() {
+    let (breaker, _clock) = ready_to_probe("errors-select");
+    let rt = runtime();
+    let seen = payload_of(|| {
+        rt.block_on(async {
+            let probe = breaker.call_async(async { pending::<Result<(), String>>().await });
+            let sibling = async {
+                tokio::task::yield_now().await;
+                panic::panic_any(Payload(2));
+            };
+            tokio::select! {
+                biased;
+                _ = probe => unreachable!("the probe never finishes"),
+                () = sibling => {}
+            }
+        });
+    });
+    assert_eq!(seen, 2);
+    assert_probe_cancelled(&breaker);
+}
+
+#[test]
+fn an_async_call_whose_own_future_panics_is_an_error_and_keeps_its_payload() {
+    let (breaker, _clock) = ready_to_probe("errors-own-async-panic");
+    let rt = runtime();
+    let seen = payload_of(|| {
+        rt.block_on(async {
+            let _ = breaker
+                .call_async(async {
+                    tokio::task::yield_now().await;
+                    panic::panic_any(Payload(3));
+                    #[allow(unreachable_code)]
+                    Ok::<(), String>(())
+                })
+                .await;
+        });
+    });
+    assert_eq!(seen, 3);
+    let metrics = breaker.get_metrics();
+    assert_eq!(metrics.failures_by_type.error, 2, "{metrics:?}");
+    assert_eq!(metrics.cancelled_calls, 0);
+    assert_eq!(breaker.state(), CircuitState::Open, "the probe failed");
+}
+
+#[test]
+fn an_async_call_panicking_in_its_first_poll_is_an_error_without_a_runtime() {
+    let (breaker, _clock) = manual_breaker("errors-async-no-runtime", single_probe_config());
+    let seen = payload_of(|| {
+        let call = breaker.call_async(async {
+            panic::panic_any(Payload(4));
+            #[allow(unreachable_code)]
+            Ok::<(), String>(())
+        });
+        let _ = futures_lite_block_on(call);
+    });
+    assert_eq!(seen, 4);
+    assert_eq!(breaker.get_metrics().failures_by_type.error, 1);
+    assert_eq!(breaker.get_metrics().cancelled_calls, 0);
+}
+
+#[test]
+fn a_sync_call_whose_body_panics_is_an_error_and_keeps_its_payload() {
+    let (breaker, _clock) = ready_to_probe("errors-own-sync-panic");
+    let seen = payload_of(|| {
+        let _ = breaker.call(|| -> Result<(), String> { panic::panic_any(Payload(5)) });
+    });
+    assert_eq!(seen, 5);
+    let metrics = breaker.get_metrics();
+    assert_eq!(metrics.failures_by_type.error, 2, "{metrics:?}");
+    assert_eq!(metrics.cancelled_calls, 0);
+    assert_eq!(breaker.state(), CircuitState::Open, "the probe failed");
+
+    // And on the closed path.
+    let (closed, _clock) = manual_breaker("errors-own-sync-panic-closed", single_probe_config());
+    let seen = payload_of(|| {
+        let _ = closed.call(|| -> Result<(), String> { panic::panic_any(Payload(6)) });
+    });
+    assert_eq!(seen, 6);
+    assert_eq!(closed.get_metrics().failures_by_type.error, 1);
+    assert_eq!(closed.state(), CircuitState::Open);
+}
+
+/// Polls `fut` to completion on this thread, with no runtime at all.
+fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
