@@ -326,8 +326,10 @@ impl BreakerError {
 /// back in registers, and every call, good or bad, is cheaper for it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError<E> {
-    /// The protected call (or its fallback) returned this error.
-    #[error("{0}")]
+    /// The protected call (or its fallback) returned this error. Its
+    /// `Display` and `source()` are the error's own, so an error chain
+    /// passes through unbroken.
+    #[error(transparent)]
     Inner(E),
     /// The breaker rejected, timed out or failed the call.
     #[error(transparent)]

@@ -9,7 +9,7 @@ use std::future::pending;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, CircuitState, ManualClock};
+use breaker_runtime::{CallError, CircuitBreaker, CircuitBreakerConfig, CircuitState, ManualClock};
 use common::manual_breaker;
 
 const RECOVERY: Duration = Duration::from_secs(10);
@@ -179,4 +179,32 @@ fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
             return output;
         }
     }
+}
+
+/// An error with a cause, as a client library's errors have.
+#[derive(Debug, thiserror::Error)]
+#[error("request failed")]
+struct RequestError {
+    #[source]
+    cause: std::io::Error,
+}
+
+#[test]
+fn an_inner_error_keeps_its_display_and_its_source() {
+    use std::error::Error as _;
+    let error = CallError::Inner(RequestError {
+        cause: std::io::Error::other("connection reset"),
+    });
+    let CallError::Inner(inner) = &error else {
+        unreachable!()
+    };
+    assert_eq!(error.to_string(), inner.to_string());
+    assert_eq!(error.to_string(), "request failed");
+    let source = error.source().expect("the inner error's source");
+    assert_eq!(source.to_string(), "connection reset");
+    let own = inner.source().unwrap();
+    assert!(
+        std::ptr::addr_eq(source, own),
+        "source() is the inner error's own source, not the inner error"
+    );
 }
