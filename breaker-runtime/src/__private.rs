@@ -301,18 +301,19 @@ pub fn unavailable<T, E>(error: &BreakerError) -> Result<T, CallError<E>> {
 pub fn finish<T, E: FromBreakerError>(result: Result<T, CallError<E>>) -> Result<T, E> {
     match result {
         Ok(value) => Ok(value),
-        Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::Inner(error) | CallError::FallbackFailed { error, .. }) => Err(error),
         Err(CallError::Breaker(error)) => Err(E::from_breaker_error(*error)),
     }
 }
 
 /// A `Result` function's return value with a fallback function: the fallback
-/// always answers, so a breaker error means it panicked, and the panic goes on.
+/// always answers, so a breaker error means it panicked, and its panic goes
+/// on with its own payload. A fallback's `Err` is the function's.
 #[inline]
 pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
     match result {
         Ok(value) => Ok(value),
-        Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::Inner(error) | CallError::FallbackFailed { error, .. }) => Err(error),
         Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }
@@ -322,7 +323,9 @@ pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
 pub fn finish_value<R>(result: Result<R, CallError<Infallible>>) -> R {
     match result {
         Ok(value) => value,
-        Err(CallError::Inner(never)) => match never {},
+        Err(CallError::Inner(never) | CallError::FallbackFailed { error: never, .. }) => {
+            match never {}
+        }
         Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }
@@ -336,10 +339,16 @@ pub fn infallible<R>(result: Result<R, Infallible>) -> R {
     }
 }
 
+/// Re-raises a fallback's panic with its original payload; a breaker error
+/// that holds none (which a fallback function cannot produce) panics with
+/// its message.
 #[cold]
 #[track_caller]
 fn fallback_failed(error: BreakerError) -> ! {
-    panic!("{error}")
+    match error.take_panic_payload() {
+        Some(payload) => std::panic::resume_unwind(payload),
+        None => panic!("{error}"),
+    }
 }
 
 /// Awaits an async fallback's answer, or takes a sync one as it is: a

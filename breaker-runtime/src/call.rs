@@ -13,7 +13,7 @@ use crate::breaker::{CircuitBreaker, Permit};
 use crate::core::Admission;
 use crate::counters::Count;
 use crate::deadline::{self, Finished, under_deadline};
-use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
+use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome, PanicPayload};
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
 use crate::pool::Refused;
@@ -311,7 +311,9 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// The call's own error when it was ignored by classification, or
-    /// [`BreakerError::FallbackFailed`] when `fallback` panicked.
+    /// [`BreakerError::FallbackFailed`] when `fallback` panicked; its
+    /// [`take_panic_payload`](BreakerError::take_panic_payload) gives the
+    /// panic's payload.
     pub fn call_with_fallback<T, E>(
         &self,
         f: impl FnOnce() -> Result<T, E>,
@@ -325,7 +327,10 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// As [`call`](Self::call); a fallback that has something to serve
-    /// replaces the error.
+    /// replaces the error. A fallback that returns an error gives
+    /// [`CallError::FallbackFailed`], with why it ran and its error; one
+    /// that panics gives [`BreakerError::FallbackFailed`], with why it ran
+    /// and the panic's payload.
     ///
     /// # Panics
     /// Re-raises a panic of `f`, after counting it as a failure.
@@ -914,7 +919,7 @@ impl CircuitBreaker {
         served: Result<Result<T, E>, Box<dyn Any + Send>>,
     ) -> Result<T, CallError<E>> {
         self.count(Count::Fallback);
-        let cause = match served {
+        let payload = match served {
             Ok(Ok(value)) => {
                 events::emit(self.name(), EventKind::Fallback { reason });
                 return Ok(value);
@@ -923,11 +928,12 @@ impl CircuitBreaker {
                 self.count(Count::FallbackFailed);
                 let cause = "the fallback returned an error".to_owned();
                 events::emit(self.name(), EventKind::FallbackFailed { reason, cause });
-                return Err(CallError::Inner(error));
+                return Err(CallError::FallbackFailed { reason, error });
             }
-            Err(payload) => format!("the fallback panicked: {}", panic_message(&*payload)),
+            Err(payload) => payload,
         };
         self.count(Count::FallbackFailed);
+        let cause = format!("the fallback panicked: {}", panic_message(&*payload));
         events::emit(
             self.name(),
             EventKind::FallbackFailed {
@@ -939,6 +945,7 @@ impl CircuitBreaker {
             name: self.name().to_owned(),
             reason,
             cause,
+            panic: PanicPayload::new(payload),
         }))
     }
 }

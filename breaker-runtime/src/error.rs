@@ -2,7 +2,9 @@
 //! the breaker counts, [`FallbackReason`] for what a fallback is told, and
 //! [`BreakerError`] for what the caller gets when no fallback answers.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -220,16 +222,21 @@ pub enum BreakerError {
         /// `quality_threshold`.
         threshold: f64,
     },
-    /// The fallback itself failed (it panicked, or had nothing to serve and
-    /// the original error could not be returned).
+    /// The fallback itself failed: it panicked (`panic` then holds the
+    /// payload, see [`take_panic_payload`](Self::take_panic_payload)), or
+    /// it had nothing to serve and the original error could not be
+    /// returned. A fallback that returned an error gives
+    /// [`CallError::FallbackFailed`] instead, with that error.
     #[error("fallback of circuit breaker `{name}` failed: {cause} (it ran because: {reason})")]
     FallbackFailed {
         /// The breaker's name.
         name: String,
-        /// Why the fallback ran.
+        /// Why the fallback ran: the original failure or rejection.
         reason: FallbackReason,
-        /// How the fallback failed.
+        /// How the fallback failed, in words.
         cause: String,
+        /// The fallback's panic payload, if it panicked.
+        panic: PanicPayload,
     },
     /// A hard-deadline call was refused before it ran: the workers it may
     /// hold are all taken, by calls still running or hung. See
@@ -291,6 +298,30 @@ impl BreakerError {
         }
     }
 
+    /// The panic payload of a fallback that panicked
+    /// ([`FallbackFailed`](Self::FallbackFailed)), to re-raise with
+    /// [`std::panic::resume_unwind`] or to inspect. The first call takes
+    /// it: later calls, and calls on clones of this error, get `None`.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig};
+    ///
+    /// let breaker = CircuitBreaker::new("payload-doc", CircuitBreakerConfig::default())?;
+    /// breaker.force_open();
+    /// let error = breaker
+    ///     .call_with_fallback(|| Ok::<u32, String>(1), || std::panic::panic_any(7_u8))
+    ///     .unwrap_err();
+    /// let payload = error.breaker_error().unwrap().take_panic_payload().unwrap();
+    /// assert_eq!(payload.downcast_ref::<u8>(), Some(&7));
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn take_panic_payload(&self) -> Option<Box<dyn Any + Send>> {
+        match self {
+            Self::FallbackFailed { panic, .. } => panic.take(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_reason(name: &str, reason: FallbackReason, max_calls: u32) -> Self {
         let name = name.to_owned();
         match reason {
@@ -313,8 +344,66 @@ impl BreakerError {
                 name,
                 reason,
                 cause: format!("the call failed ({failure_type}) and left no error to return"),
+                panic: PanicPayload::none(),
             },
         }
+    }
+}
+
+/// The payload of a panic, held by a [`BreakerError::FallbackFailed`] so
+/// the panic can be re-raised as it was. Clones share it: whoever
+/// [`take`](Self::take)s it first gets it.
+///
+/// It takes no part in comparisons: two errors that differ only in their
+/// payloads are equal, as payloads have no equality of their own.
+#[derive(Clone, Default)]
+pub struct PanicPayload(Option<Arc<Mutex<Option<Payload>>>>);
+
+/// A payload as [`std::panic::catch_unwind`] gives it.
+type Payload = Box<dyn Any + Send>;
+
+impl PanicPayload {
+    /// No payload: the failure was not a panic.
+    pub const fn none() -> Self {
+        Self(None)
+    }
+
+    /// Holds `payload`, as caught by [`std::panic::catch_unwind`].
+    pub fn new(payload: Box<dyn Any + Send>) -> Self {
+        Self(Some(Arc::new(Mutex::new(Some(payload)))))
+    }
+
+    /// The payload, if there was one and no one took it yet.
+    pub fn take(&self) -> Option<Box<dyn Any + Send>> {
+        let held = self.0.as_ref()?;
+        held.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Whether a payload is held, not yet taken.
+    pub fn is_held(&self) -> bool {
+        self.0.as_ref().is_some_and(|held| {
+            held.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+        })
+    }
+}
+
+impl fmt::Debug for PanicPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            None => "none",
+            Some(_) if self.is_held() => "held",
+            Some(_) => "taken",
+        };
+        write!(f, "PanicPayload({state})")
+    }
+}
+
+impl PartialEq for PanicPayload {
+    /// Always equal: see the type's docs.
+    fn eq(&self, _other: &Self) -> bool {
+        true
     }
 }
 
@@ -334,6 +423,17 @@ pub enum CallError<E> {
     /// The breaker rejected, timed out or failed the call.
     #[error(transparent)]
     Breaker(Box<BreakerError>),
+    /// The call did not produce a result (`reason` says why: the original
+    /// failure or rejection), and the fallback that ran in its place
+    /// returned `error`. Its `source()` is `error`.
+    #[error("the fallback failed: {error} (it ran because: {reason})")]
+    FallbackFailed {
+        /// Why the fallback ran.
+        reason: FallbackReason,
+        /// The fallback's own error.
+        #[source]
+        error: E,
+    },
 }
 
 impl<E> From<BreakerError> for CallError<E> {
@@ -347,25 +447,35 @@ impl<E> CallError<E> {
     pub fn breaker_error(&self) -> Option<&BreakerError> {
         match self {
             Self::Breaker(err) => Some(err),
-            Self::Inner(_) => None,
+            Self::Inner(_) | Self::FallbackFailed { .. } => None,
         }
     }
 
-    /// The call's own error, if this is one.
+    /// Why the fallback ran, if this is a fallback's own error
+    /// ([`FallbackFailed`](Self::FallbackFailed)).
+    pub fn fallback_reason(&self) -> Option<&FallbackReason> {
+        match self {
+            Self::FallbackFailed { reason, .. } => Some(reason),
+            Self::Inner(_) | Self::Breaker(_) => None,
+        }
+    }
+
+    /// The call's own error, or its fallback's, if this is one.
     pub fn into_inner(self) -> Option<E> {
         match self {
-            Self::Inner(err) => Some(err),
+            Self::Inner(err) | Self::FallbackFailed { error: err, .. } => Some(err),
             Self::Breaker(_) => None,
         }
     }
 
-    /// Folds both cases into one error type that can hold a breaker error.
+    /// Folds every case into one error type that can hold a breaker error:
+    /// a fallback's error is given as it is.
     pub fn flatten(self) -> E
     where
         E: From<BreakerError>,
     {
         match self {
-            Self::Inner(err) => err,
+            Self::Inner(err) | Self::FallbackFailed { error: err, .. } => err,
             Self::Breaker(err) => E::from(*err),
         }
     }

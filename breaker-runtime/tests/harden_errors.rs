@@ -9,7 +9,10 @@ use std::future::pending;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use breaker_runtime::{CallError, CircuitBreaker, CircuitBreakerConfig, CircuitState, ManualClock};
+use breaker_runtime::{
+    AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
+    CircuitState, FailureType, FallbackReason, ManualClock,
+};
 use common::manual_breaker;
 
 const RECOVERY: Duration = Duration::from_secs(10);
@@ -207,4 +210,107 @@ fn an_inner_error_keeps_its_display_and_its_source() {
         std::ptr::addr_eq(source, own),
         "source() is the inner error's own source, not the inner error"
     );
+}
+
+#[test]
+fn a_fallback_returning_an_error_keeps_why_it_ran_and_its_error() {
+    use std::error::Error as _;
+    let (breaker, _clock) = manual_breaker("errors-fallback-err", single_probe_config());
+    let options = CallOptions::new().fallback(|_: &FallbackReason| {
+        Some(Err::<u32, _>(RequestError {
+            cause: std::io::Error::other("cache offline"),
+        }))
+    });
+    let error = breaker
+        .call_with(&options, || {
+            Err(RequestError {
+                cause: std::io::Error::other("connection reset"),
+            })
+        })
+        .unwrap_err();
+    let original = FallbackReason::Failure {
+        failure_type: FailureType::Error,
+    };
+    assert_eq!(error.fallback_reason(), Some(&original), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "the fallback failed: request failed (it ran because: call failed (error))"
+    );
+    let CallError::FallbackFailed { error: own, .. } = &error else {
+        panic!("expected the fallback's error with its reason: {error:?}");
+    };
+    assert_eq!(own.cause.to_string(), "cache offline");
+    assert!(
+        std::ptr::addr_eq(error.source().unwrap(), own),
+        "source() is the fallback's error"
+    );
+    assert_eq!(breaker.get_metrics().fallback_failures, 1);
+
+    // A rejection is named too, and `into_inner` gives the fallback's error.
+    breaker.force_open();
+    let error = breaker.call_with(&options, || Ok(1)).unwrap_err();
+    assert_eq!(error.fallback_reason(), Some(&FallbackReason::ForcedOpen));
+    assert_eq!(
+        error.into_inner().unwrap().cause.to_string(),
+        "cache offline"
+    );
+}
+
+#[test]
+fn a_panicking_fallback_keeps_its_payload() {
+    let (breaker, _clock) = manual_breaker("errors-fallback-panic", single_probe_config());
+    breaker.force_open();
+    let error = breaker
+        .call_with_fallback(|| Ok::<u32, String>(1), || panic::panic_any(Payload(7)))
+        .unwrap_err();
+    let breaker_error = error.breaker_error().expect("a breaker error");
+    assert!(
+        matches!(
+            breaker_error,
+            BreakerError::FallbackFailed {
+                reason: FallbackReason::ForcedOpen,
+                ..
+            }
+        ),
+        "{breaker_error:?}"
+    );
+    assert!(
+        breaker_error
+            .to_string()
+            .ends_with("the fallback panicked: a non-string panic payload (it ran because: circuit forced open)"),
+        "{breaker_error}"
+    );
+    let copy = breaker_error.clone();
+    assert_eq!(
+        &copy, breaker_error,
+        "the payload takes no part in equality"
+    );
+    let payload = copy.take_panic_payload().expect("the original payload");
+    assert_eq!(payload.downcast_ref::<Payload>(), Some(&Payload(7)));
+    assert!(
+        breaker_error.take_panic_payload().is_none(),
+        "clones share one payload, taken once"
+    );
+}
+
+#[test]
+fn a_panicking_async_fallback_keeps_its_payload() {
+    let (breaker, _clock) = manual_breaker("errors-async-fallback-panic", single_probe_config());
+    breaker.force_open();
+    let options = CallOptions::new().fallback(AsyncFallback(|_: &FallbackReason| {
+        Some(async {
+            tokio::task::yield_now().await;
+            panic::panic_any(Payload(8));
+            #[allow(unreachable_code)]
+            Ok::<u32, String>(0)
+        })
+    }));
+    let error = runtime()
+        .block_on(breaker.call_async_with(&options, async { Ok(1) }))
+        .unwrap_err();
+    let payload = error
+        .breaker_error()
+        .and_then(BreakerError::take_panic_payload)
+        .expect("the original payload");
+    assert_eq!(payload.downcast_ref::<Payload>(), Some(&Payload(8)));
 }

@@ -148,7 +148,7 @@ fn hammer(breaker: &CircuitBreaker, seed: u64, clock: Option<&ManualClock>) -> T
                     assert!(!ran.get(), "a rejected call never runs");
                     tally.rejected += 1;
                 }
-                Err(CallError::Breaker(other)) => panic!("unexpected refusal: {other}"),
+                Err(other) => panic!("unexpected refusal: {other:?}"),
             },
         }
     }
