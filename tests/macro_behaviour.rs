@@ -375,9 +375,9 @@ fn the_local_rate_limit_refuses_calls_over_it() {
     assert_eq!(limited(), Ok(3));
     assert!(matches!(
         limited(),
-        Err(LlmError::Breaker(BreakerError::RateLimited { .. }))
+        Err(LlmError::Breaker(BreakerError::LocalRateLimit { .. }))
     ));
-    assert_eq!(breaker.get_metrics().rate_limited_calls, 1);
+    assert_eq!(breaker.get_metrics().local_rate_limited_calls, 1);
     clock.advance(Duration::from_secs(30));
     assert_eq!(limited(), Ok(3), "a permit comes back with time");
 }
@@ -565,7 +565,7 @@ fn a_panicking_fallback_function_panics_with_its_own_payload() {
 
     let (breaker, _clock) = register("behaviour-plain-fallback-panics", config(1, 60, 3));
     breaker.force_open();
-    assert_eq!(fallback_panic_of(|| drop(count_tokens_or_explode("a"))), 2);
+    assert_eq!(fallback_panic_of(|| _ = count_tokens_or_explode("a")), 2);
 
     let (breaker, _clock) = register("behaviour-async-fallback-panics", config(1, 60, 3));
     breaker.force_open();

@@ -244,7 +244,7 @@ impl CircuitBreaker {
         match &self.inner.limiter {
             Some(limiter) => limiter
                 .check()
-                .map_err(|retry_after| self.rate_limited(admission, retry_after)),
+                .map_err(|retry_after| self.locally_rate_limited(admission, retry_after)),
             None => Ok(()),
         }
     }
@@ -272,14 +272,14 @@ impl CircuitBreaker {
 
     #[cold]
     #[inline(never)]
-    fn rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
+    fn locally_rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
         let core = &self.inner.core;
         // Never made, so it moves nothing: give back a probe slot. A probe
         // reclaimed in the meantime was counted as a timeout already.
         if !core.release(admission) {
-            core.counters.add(Count::RateLimited, 1);
+            core.counters.add(Count::LocalRateLimited, 1);
         }
-        let reason = FallbackReason::RateLimited { retry_after };
+        let reason = FallbackReason::LocalRateLimit { retry_after };
         events::emit(&self.inner.name, EventKind::Rejected { reason });
         reason
     }

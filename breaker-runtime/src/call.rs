@@ -826,7 +826,7 @@ impl CircuitBreaker {
                 return Verdict::Return(result.map_err(CallError::Inner));
             }
             Outcome::Failure(failure_type) => failure_type,
-            Outcome::RateLimited { .. } => FailureType::RateLimit,
+            Outcome::DependencyRateLimited { .. } => FailureType::RateLimit,
         };
         if let Some((score, threshold)) = low_score {
             let reason = FallbackReason::LowQuality { score, threshold };

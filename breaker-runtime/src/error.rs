@@ -19,7 +19,10 @@ pub enum FailureType {
     Timeout,
     /// The call returned an error (the default for every `Err`) or panicked.
     Error,
-    /// The service refused the call as over its rate limit (an HTTP 429).
+    /// The dependency refused the call as over *its* rate limit: HTTP 429
+    /// ([`Outcome::DependencyRateLimited`]). Not the breaker's own limiter,
+    /// whose refusals are not failures (see
+    /// [`FallbackReason::LocalRateLimit`]).
     RateLimit,
     /// The call succeeded, but its result scored below `quality_threshold`.
     QualityThreshold,
@@ -68,10 +71,11 @@ pub enum Outcome {
     Success,
     /// The dependency failed in this way.
     Failure(FailureType),
-    /// The dependency refused the call as over its rate limit. With
+    /// The dependency refused the call as over its rate limit (HTTP 429),
+    /// counted as a [`RateLimit`](FailureType::RateLimit) failure. With
     /// `retry_after`, the circuit opens at once and stays open at least that
     /// long: this is how an HTTP 429 `Retry-After` is honoured.
-    RateLimited {
+    DependencyRateLimited {
         /// When the dependency said to come back, if it did.
         retry_after: Option<Duration>,
     },
@@ -94,8 +98,10 @@ pub enum FallbackReason {
     ForcedOpen,
     /// The circuit is half-open and every probe slot is taken.
     HalfOpenFull,
-    /// The local rate limit refused the call; it was never made.
-    RateLimited {
+    /// The breaker's own (local) rate limit refused the call; it was never
+    /// made. Not the dependency's HTTP 429, which is a
+    /// [`Failure`](Self::Failure) of type [`RateLimit`](FailureType::RateLimit).
+    LocalRateLimit {
         /// Time until the next permit.
         #[serde(serialize_with = "crate::config::secs")]
         retry_after: Duration,
@@ -138,7 +144,7 @@ impl FallbackReason {
             Self::Open { .. }
                 | Self::ForcedOpen
                 | Self::HalfOpenFull
-                | Self::RateLimited { .. }
+                | Self::LocalRateLimit { .. }
                 | Self::BulkheadFull { .. }
                 | Self::WorkerUnavailable
         )
@@ -151,10 +157,16 @@ impl fmt::Display for FallbackReason {
             Self::Open { retry_after } => write!(f, "circuit open (retry in {retry_after:?})"),
             Self::ForcedOpen => f.write_str("circuit forced open"),
             Self::HalfOpenFull => f.write_str("circuit half-open and every probe slot is taken"),
-            Self::RateLimited { retry_after } => {
-                write!(f, "rate limited (next permit in {retry_after:?})")
+            Self::LocalRateLimit { retry_after } => {
+                write!(
+                    f,
+                    "rate limited by the local limiter (next permit in {retry_after:?})"
+                )
             }
             Self::Timeout { after } => write!(f, "timed out after {after:?}"),
+            Self::Failure {
+                failure_type: FailureType::RateLimit,
+            } => f.write_str("call failed (rate_limit): the dependency answered rate limited"),
             Self::Failure { failure_type } => write!(f, "call failed ({failure_type})"),
             Self::LowQuality { score, threshold } => {
                 write!(f, "quality score {score} below threshold {threshold}")
@@ -202,9 +214,13 @@ pub enum BreakerError {
         /// The deadline.
         after: Duration,
     },
-    /// The local rate limit refused the call: it was not made.
-    #[error("circuit breaker `{name}` is rate limited; next permit in {retry_after:?}")]
-    RateLimited {
+    /// The breaker's own (local) rate limit refused the call: it was not
+    /// made. (A dependency's HTTP 429 is a call failure, of type
+    /// [`FailureType::RateLimit`].)
+    #[error(
+        "circuit breaker `{name}` is rate limited by the local limiter; next permit in {retry_after:?}"
+    )]
+    LocalRateLimit {
         /// The breaker's name.
         name: String,
         /// Time until the next permit.
@@ -278,7 +294,7 @@ impl BreakerError {
             | Self::ForcedOpen { name }
             | Self::HalfOpenFull { name, .. }
             | Self::Timeout { name, .. }
-            | Self::RateLimited { name, .. }
+            | Self::LocalRateLimit { name, .. }
             | Self::LowQuality { name, .. }
             | Self::FallbackFailed { name, .. }
             | Self::BulkheadFull { name, .. }
@@ -287,11 +303,11 @@ impl BreakerError {
         }
     }
 
-    /// For [`Open`](Self::Open) and [`RateLimited`](Self::RateLimited), how
+    /// For [`Open`](Self::Open) and [`LocalRateLimit`](Self::LocalRateLimit), how
     /// long until a call may go through.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Open { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+            Self::Open { retry_after, .. } | Self::LocalRateLimit { retry_after, .. } => {
                 Some(*retry_after)
             }
             _ => None,
@@ -328,7 +344,9 @@ impl BreakerError {
             FallbackReason::Open { retry_after } => Self::Open { name, retry_after },
             FallbackReason::ForcedOpen => Self::ForcedOpen { name },
             FallbackReason::HalfOpenFull => Self::HalfOpenFull { name, max_calls },
-            FallbackReason::RateLimited { retry_after } => Self::RateLimited { name, retry_after },
+            FallbackReason::LocalRateLimit { retry_after } => {
+                Self::LocalRateLimit { name, retry_after }
+            }
             FallbackReason::Timeout { after } => Self::Timeout { name, after },
             FallbackReason::LowQuality { score, threshold } => Self::LowQuality {
                 name,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use breaker_runtime::{
     AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
-    CircuitState, FailureType, FallbackReason, ManualClock,
+    CircuitState, FailureType, FallbackReason, ManualClock, Outcome,
 };
 use common::manual_breaker;
 
@@ -313,4 +313,77 @@ fn a_panicking_async_fallback_keeps_its_payload() {
         .and_then(BreakerError::take_panic_payload)
         .expect("the original payload");
     assert_eq!(payload.downcast_ref::<Payload>(), Some(&Payload(8)));
+}
+
+#[test]
+fn the_local_limiter_and_the_dependency_429_say_whose_rate_limit_it_is() {
+    let config = CircuitBreakerConfig::builder()
+        .failure_threshold(5)
+        .rate_limit_per_minute(60)
+        .rate_limit_burst(1)
+        .build()
+        .unwrap();
+    let (breaker, _clock) = manual_breaker("errors-whose-rate-limit", config);
+
+    // The dependency answered 429: a `RateLimit` failure, said so.
+    let seen = std::cell::Cell::new(None);
+    let options = CallOptions::new()
+        .classify(|_: &Result<u32, u16>| Outcome::DependencyRateLimited { retry_after: None })
+        .fallback(|reason: &FallbackReason| {
+            seen.set(Some(*reason));
+            Some(Ok(0))
+        });
+    breaker.call_with(&options, || Err(429)).unwrap();
+    let dependency = seen.take().expect("the fallback ran");
+    assert_eq!(
+        dependency,
+        FallbackReason::Failure {
+            failure_type: FailureType::RateLimit
+        }
+    );
+    assert_eq!(
+        dependency.to_string(),
+        "call failed (rate_limit): the dependency answered rate limited"
+    );
+
+    // Our own limiter refused: a rejection, said so, counted apart.
+    let error = breaker.call(|| Ok::<u32, u16>(1)).unwrap_err();
+    let local = error.breaker_error().expect("refused by the breaker");
+    assert!(
+        matches!(local, BreakerError::LocalRateLimit { .. }),
+        "{local:?}"
+    );
+    assert!(
+        local
+            .to_string()
+            .starts_with("circuit breaker `errors-whose-rate-limit` is rate limited by the local limiter; next permit in"),
+        "{local}"
+    );
+    let reason = FallbackReason::LocalRateLimit {
+        retry_after: Duration::from_secs(1),
+    };
+    assert!(reason.is_rejection());
+    assert_eq!(
+        reason.to_string(),
+        "rate limited by the local limiter (next permit in 1s)"
+    );
+    assert_eq!(
+        serde_json::to_value(reason).unwrap()["reason"],
+        "local_rate_limit"
+    );
+
+    let metrics = breaker.get_metrics();
+    assert_eq!(metrics.local_rate_limited_calls, 1);
+    assert_eq!(metrics.failures_by_type.rate_limit, 1);
+    let json = serde_json::to_value(&metrics).unwrap();
+    assert_eq!(json["local_rate_limited_calls"], 1, "{json}");
+    assert!(json.get("rate_limited_calls").is_none());
+
+    let status = breaker_runtime::Registry::new();
+    status.register(breaker.clone()).unwrap();
+    let table = status.status().to_string();
+    assert!(
+        table.lines().next().unwrap().contains(" LOCAL-RL "),
+        "{table}"
+    );
 }
