@@ -492,7 +492,9 @@ impl CircuitBreaker {
     ///
     /// # Cancel safety
     /// Dropping the returned future drops `fut` and counts the call as
-    /// cancelled; a half-open probe slot it held is given back.
+    /// cancelled; a half-open probe slot it held is given back. That holds
+    /// too when the drop comes from another future's panic (a sibling in
+    /// `join!` or `select!`): only a panic of `fut` itself is a failure.
     pub fn call_async<T, E>(
         &self,
         fut: impl Future<Output = Result<T, E>>,
