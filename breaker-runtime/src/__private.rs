@@ -301,7 +301,8 @@ pub fn unavailable<T, E>(error: &BreakerError) -> Result<T, CallError<E>> {
 pub fn finish<T, E: FromBreakerError>(result: Result<T, CallError<E>>) -> Result<T, E> {
     match result {
         Ok(value) => Ok(value),
-        Err(CallError::Inner(error) | CallError::FallbackFailed { error, .. }) => Err(error),
+        Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::FallbackFailed(failed)) => Err(failed.error),
         Err(CallError::Breaker(error)) => Err(E::from_breaker_error(*error)),
     }
 }
@@ -313,7 +314,8 @@ pub fn finish<T, E: FromBreakerError>(result: Result<T, CallError<E>>) -> Result
 pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
     match result {
         Ok(value) => Ok(value),
-        Err(CallError::Inner(error) | CallError::FallbackFailed { error, .. }) => Err(error),
+        Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::FallbackFailed(failed)) => Err(failed.error),
         Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }
@@ -323,9 +325,8 @@ pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
 pub fn finish_value<R>(result: Result<R, CallError<Infallible>>) -> R {
     match result {
         Ok(value) => value,
-        Err(CallError::Inner(never) | CallError::FallbackFailed { error: never, .. }) => {
-            match never {}
-        }
+        Err(CallError::Inner(never)) => match never {},
+        Err(CallError::FallbackFailed(failed)) => match failed.error {},
         Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }

@@ -13,7 +13,9 @@ use crate::breaker::{CircuitBreaker, Permit};
 use crate::core::Admission;
 use crate::counters::Count;
 use crate::deadline::{self, Finished, under_deadline};
-use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome, PanicPayload};
+use crate::error::{
+    BreakerError, CallError, FailureType, FallbackError, FallbackReason, Outcome, PanicPayload,
+};
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
 use crate::pool::Refused;
@@ -930,7 +932,10 @@ impl CircuitBreaker {
                 self.count(Count::FallbackFailed);
                 let cause = "the fallback returned an error".to_owned();
                 events::emit(self.name(), EventKind::FallbackFailed { reason, cause });
-                return Err(CallError::FallbackFailed { reason, error });
+                return Err(CallError::FallbackFailed(Box::new(FallbackError {
+                    reason,
+                    error,
+                })));
             }
             Err(payload) => payload,
         };

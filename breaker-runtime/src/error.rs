@@ -441,17 +441,23 @@ pub enum CallError<E> {
     /// The breaker rejected, timed out or failed the call.
     #[error(transparent)]
     Breaker(Box<BreakerError>),
-    /// The call did not produce a result (`reason` says why: the original
-    /// failure or rejection), and the fallback that ran in its place
-    /// returned `error`. Its `source()` is `error`.
-    #[error("the fallback failed: {error} (it ran because: {reason})")]
-    FallbackFailed {
-        /// Why the fallback ran.
-        reason: FallbackReason,
-        /// The fallback's own error.
-        #[source]
-        error: E,
-    },
+    /// The call did not produce a result, and the fallback that ran in its
+    /// place returned an error: both causes, boxed as the breaker's error
+    /// is. Its `Display` names both; its `source()` is the fallback's error.
+    #[error(transparent)]
+    FallbackFailed(Box<FallbackError<E>>),
+}
+
+/// A fallback's own error, with why the fallback ran: the
+/// [`CallError::FallbackFailed`] of a call whose fallback returned `Err`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the fallback failed: {error} (it ran because: {reason})")]
+pub struct FallbackError<E> {
+    /// Why the fallback ran: the original failure or rejection.
+    pub reason: FallbackReason,
+    /// The fallback's own error.
+    #[source]
+    pub error: E,
 }
 
 impl<E> From<BreakerError> for CallError<E> {
@@ -473,7 +479,7 @@ impl<E> CallError<E> {
     /// ([`FallbackFailed`](Self::FallbackFailed)).
     pub fn fallback_reason(&self) -> Option<&FallbackReason> {
         match self {
-            Self::FallbackFailed { reason, .. } => Some(reason),
+            Self::FallbackFailed(failed) => Some(&failed.reason),
             Self::Inner(_) | Self::Breaker(_) => None,
         }
     }
@@ -481,7 +487,8 @@ impl<E> CallError<E> {
     /// The call's own error, or its fallback's, if this is one.
     pub fn into_inner(self) -> Option<E> {
         match self {
-            Self::Inner(err) | Self::FallbackFailed { error: err, .. } => Some(err),
+            Self::Inner(err) => Some(err),
+            Self::FallbackFailed(failed) => Some(failed.error),
             Self::Breaker(_) => None,
         }
     }
@@ -493,7 +500,8 @@ impl<E> CallError<E> {
         E: From<BreakerError>,
     {
         match self {
-            Self::Inner(err) | Self::FallbackFailed { error: err, .. } => err,
+            Self::Inner(err) => err,
+            Self::FallbackFailed(failed) => failed.error,
             Self::Breaker(err) => E::from(*err),
         }
     }

@@ -236,9 +236,11 @@ fn a_fallback_returning_an_error_keeps_why_it_ran_and_its_error() {
         error.to_string(),
         "the fallback failed: request failed (it ran because: call failed (error))"
     );
-    let CallError::FallbackFailed { error: own, .. } = &error else {
+    let CallError::FallbackFailed(failed) = &error else {
         panic!("expected the fallback's error with its reason: {error:?}");
     };
+    assert_eq!(failed.reason, original);
+    let own = &failed.error;
     assert_eq!(own.cause.to_string(), "cache offline");
     assert!(
         std::ptr::addr_eq(error.source().unwrap(), own),
@@ -386,4 +388,14 @@ fn the_local_limiter_and_the_dependency_429_say_whose_rate_limit_it_is() {
         table.lines().next().unwrap().contains(" LOCAL-RL "),
         "{table}"
     );
+}
+
+#[test]
+fn a_call_error_stays_two_words_so_small_results_come_back_in_registers() {
+    use std::mem::size_of;
+    // The breaker's error and a fallback's failure are boxed: a new
+    // variant must not make every call's result larger.
+    assert!(size_of::<CallError<()>>() <= 2 * size_of::<usize>());
+    assert!(size_of::<Result<u64, CallError<()>>>() <= 2 * size_of::<usize>());
+    assert!(size_of::<Result<u32, CallError<u16>>>() <= 2 * size_of::<usize>());
 }
