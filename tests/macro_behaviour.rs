@@ -375,9 +375,9 @@ fn the_local_rate_limit_refuses_calls_over_it() {
     assert_eq!(limited(), Ok(3));
     assert!(matches!(
         limited(),
-        Err(LlmError::Breaker(BreakerError::RateLimited { .. }))
+        Err(LlmError::Breaker(BreakerError::LocalRateLimit { .. }))
     ));
-    assert_eq!(breaker.get_metrics().rate_limited_calls, 1);
+    assert_eq!(breaker.get_metrics().local_rate_limited_calls, 1);
     clock.advance(Duration::from_secs(30));
     assert_eq!(limited(), Ok(3), "a permit comes back with time");
 }
@@ -557,4 +557,88 @@ fn max_deadline_workers_and_max_retry_after_reach_the_breaker() {
         ),
         "{refused:?}"
     );
+}
+
+/// A panic payload no one would mistake for a message.
+#[derive(Debug, PartialEq)]
+struct FallbackPanic(u32);
+
+/// Runs `f`, expecting a panic with a [`FallbackPanic`]; its value.
+fn fallback_panic_of(f: impl FnOnce()) -> u32 {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .expect_err("the fallback's panic goes on");
+    payload
+        .downcast::<FallbackPanic>()
+        .map(|payload| payload.0)
+        .unwrap_or_else(|other| panic!("the fallback's payload was replaced: {other:?}"))
+}
+
+fn exploding_answer(_prompt: &str) -> Result<String, LlmError> {
+    std::panic::panic_any(FallbackPanic(1))
+}
+
+#[circuit_breaker(name = "behaviour-fallback-panics", failure_threshold = 1, fallback = exploding_answer)]
+fn with_exploding_fallback(prompt: &str) -> Result<String, LlmError> {
+    Ok(prompt.to_owned())
+}
+
+fn exploding_tokens(_prompt: &str) -> usize {
+    std::panic::panic_any(FallbackPanic(2))
+}
+
+#[circuit_breaker(name = "behaviour-plain-fallback-panics", failure_threshold = 1, fallback = exploding_tokens)]
+fn count_tokens_or_explode(prompt: &str) -> usize {
+    prompt.len()
+}
+
+async fn exploding_async_answer(_prompt: String) -> Result<String, LlmError> {
+    tokio::task::yield_now().await;
+    std::panic::panic_any(FallbackPanic(3))
+}
+
+#[circuit_breaker(name = "behaviour-async-fallback-panics", failure_threshold = 1, fallback = exploding_async_answer)]
+async fn async_with_exploding_fallback(prompt: String) -> Result<String, LlmError> {
+    Ok(prompt)
+}
+
+#[test]
+fn a_panicking_fallback_function_panics_with_its_own_payload() {
+    let (breaker, _clock) = register("behaviour-fallback-panics", config(1, 60, 3));
+    breaker.force_open();
+    assert_eq!(fallback_panic_of(|| drop(with_exploding_fallback("a"))), 1);
+    assert_eq!(breaker.get_metrics().fallback_failures, 1);
+
+    let (breaker, _clock) = register("behaviour-plain-fallback-panics", config(1, 60, 3));
+    breaker.force_open();
+    assert_eq!(fallback_panic_of(|| _ = count_tokens_or_explode("a")), 2);
+
+    let (breaker, _clock) = register("behaviour-async-fallback-panics", config(1, 60, 3));
+    breaker.force_open();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let seen = fallback_panic_of(|| {
+        drop(runtime.block_on(async_with_exploding_fallback("a".to_owned())));
+    });
+    assert_eq!(seen, 3);
+}
+
+fn failing_answer(_prompt: &str) -> Result<String, LlmError> {
+    Err(LlmError::Service("cache offline".to_owned()))
+}
+
+#[circuit_breaker(name = "behaviour-fallback-fails", failure_threshold = 1, fallback = failing_answer)]
+fn with_failing_fallback(prompt: &str) -> Result<String, LlmError> {
+    Err(LlmError::Service(format!("{prompt} down")))
+}
+
+#[test]
+fn a_fallback_function_error_is_the_function_error() {
+    let (breaker, _clock) = register("behaviour-fallback-fails", config(1, 60, 3));
+    assert_eq!(
+        with_failing_fallback("a"),
+        Err(LlmError::Service("cache offline".to_owned()))
+    );
+    assert_eq!(breaker.get_metrics().fallback_failures, 1);
 }

@@ -210,7 +210,7 @@ use proc_macro::TokenStream;
 ///     Ok(query.len())
 /// }
 /// assert!(search("a").is_ok() && search("b").is_ok());
-/// assert!(matches!(search("c"), Err(E(BreakerError::RateLimited { .. }))));
+/// assert!(matches!(search("c"), Err(E(BreakerError::LocalRateLimit { .. }))));
 /// ```
 ///
 /// ## `fallback = some_fn`

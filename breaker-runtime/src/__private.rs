@@ -302,17 +302,20 @@ pub fn finish<T, E: FromBreakerError>(result: Result<T, CallError<E>>) -> Result
     match result {
         Ok(value) => Ok(value),
         Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::FallbackFailed(failed)) => Err(failed.error),
         Err(CallError::Breaker(error)) => Err(E::from_breaker_error(*error)),
     }
 }
 
 /// A `Result` function's return value with a fallback function: the fallback
-/// always answers, so a breaker error means it panicked, and the panic goes on.
+/// always answers, so a breaker error means it panicked, and its panic goes
+/// on with its own payload. A fallback's `Err` is the function's.
 #[inline]
 pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
     match result {
         Ok(value) => Ok(value),
         Err(CallError::Inner(error)) => Err(error),
+        Err(CallError::FallbackFailed(failed)) => Err(failed.error),
         Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }
@@ -323,6 +326,7 @@ pub fn finish_value<R>(result: Result<R, CallError<Infallible>>) -> R {
     match result {
         Ok(value) => value,
         Err(CallError::Inner(never)) => match never {},
+        Err(CallError::FallbackFailed(failed)) => match failed.error {},
         Err(CallError::Breaker(error)) => fallback_failed(*error),
     }
 }
@@ -336,10 +340,16 @@ pub fn infallible<R>(result: Result<R, Infallible>) -> R {
     }
 }
 
+/// Re-raises a fallback's panic with its original payload; a breaker error
+/// that holds none (which a fallback function cannot produce) panics with
+/// its message.
 #[cold]
 #[track_caller]
 fn fallback_failed(error: BreakerError) -> ! {
-    panic!("{error}")
+    match error.take_panic_payload() {
+        Some(payload) => std::panic::resume_unwind(payload),
+        None => panic!("{error}"),
+    }
 }
 
 /// Awaits an async fallback's answer, or takes a sync one as it is: a

@@ -244,7 +244,7 @@ impl CircuitBreaker {
         match &self.inner.limiter {
             Some(limiter) => limiter
                 .check()
-                .map_err(|retry_after| self.rate_limited(admission, retry_after)),
+                .map_err(|retry_after| self.locally_rate_limited(admission, retry_after)),
             None => Ok(()),
         }
     }
@@ -272,14 +272,14 @@ impl CircuitBreaker {
 
     #[cold]
     #[inline(never)]
-    fn rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
+    fn locally_rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
         let core = &self.inner.core;
         // Never made, so it moves nothing: give back a probe slot. A probe
         // reclaimed in the meantime was counted as a timeout already.
         if !core.release(admission) {
-            core.counters.add(Count::RateLimited, 1);
+            core.counters.add(Count::LocalRateLimited, 1);
         }
-        let reason = FallbackReason::RateLimited { retry_after };
+        let reason = FallbackReason::LocalRateLimit { retry_after };
         events::emit(&self.inner.name, EventKind::Rejected { reason });
         reason
     }
@@ -427,6 +427,16 @@ impl CircuitBreaker {
 /// the thread is panicking, as an `Error` failure. So a cancelled future or
 /// a panicking call never leaves the breaker stuck in half-open.
 ///
+/// A permit taken with [`try_acquire`](CircuitBreaker::try_acquire) takes
+/// a panic unwinding through it for its call's own: right for a call made
+/// on the stack, between acquiring and recording. An async task that holds
+/// one across an `.await` can be dropped while a *sibling* future in the
+/// same `join!` or `select!` panics; such a drop would count as a failure.
+/// Record [`Outcome::Ignored`] in that case, or use
+/// [`call_async`](CircuitBreaker::call_async), whose permits tell the two
+/// apart: a future dropped while another panics is a cancellation, and only
+/// its own panic is a failure.
+///
 /// # Calls that never return
 /// A half-open probe holds one of the `half_open_max_calls` slots. If it is
 /// still unsettled `timeout_duration` after it was admitted, the next call
@@ -450,6 +460,11 @@ pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
     admission: Admission,
     settled: bool,
+    /// Whether a panic unwinding through the unsettled permit is its own
+    /// call's: true while only the call's own code runs between admission
+    /// and settlement (every sync call); false while an async call awaits,
+    /// when the permit may be dropped by a sibling future's panic.
+    owns_unwind: bool,
 }
 
 impl fmt::Debug for Permit<'_> {
@@ -468,7 +483,17 @@ impl<'a> Permit<'a> {
             breaker,
             admission,
             settled: false,
+            owns_unwind: true,
         }
+    }
+
+    /// Marks whether a panic unwinding through the unsettled permit is its
+    /// own call's (see the field). An async call clears it while it awaits,
+    /// catches its future's panics itself, and sets it again once only its
+    /// own synchronous code runs.
+    #[inline(always)]
+    pub(crate) fn set_owns_unwind(&mut self, owns: bool) {
+        self.owns_unwind = owns;
     }
 
     /// [`record`](Self::record)`(Outcome::Success)` for a permit the caller
@@ -508,7 +533,9 @@ impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
         if !self.settled {
-            let panicking = std::thread::panicking();
+            // Only a panic of this call's own code is its failure; a
+            // future dropped by a sibling's panic was cancelled.
+            let panicking = self.owns_unwind && std::thread::panicking();
             let transition = self.breaker.inner.core.abandon(self.admission, panicking);
             self.breaker.emit_transition(transition);
         }

@@ -13,7 +13,9 @@ use crate::breaker::{CircuitBreaker, Permit};
 use crate::core::Admission;
 use crate::counters::Count;
 use crate::deadline::{self, Finished, under_deadline};
-use crate::error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
+use crate::error::{
+    BreakerError, CallError, FailureType, FallbackError, FallbackReason, Outcome, PanicPayload,
+};
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
 use crate::pool::Refused;
@@ -311,7 +313,9 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// The call's own error when it was ignored by classification, or
-    /// [`BreakerError::FallbackFailed`] when `fallback` panicked.
+    /// [`BreakerError::FallbackFailed`] when `fallback` panicked; its
+    /// [`take_panic_payload`](BreakerError::take_panic_payload) gives the
+    /// panic's payload.
     pub fn call_with_fallback<T, E>(
         &self,
         f: impl FnOnce() -> Result<T, E>,
@@ -325,7 +329,10 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// As [`call`](Self::call); a fallback that has something to serve
-    /// replaces the error.
+    /// replaces the error. A fallback that returns an error gives
+    /// [`CallError::FallbackFailed`], with why it ran and its error; one
+    /// that panics gives [`BreakerError::FallbackFailed`], with why it ran
+    /// and the panic's payload.
     ///
     /// # Panics
     /// Re-raises a panic of `f`, after counting it as a failure.
@@ -470,10 +477,7 @@ impl CircuitBreaker {
                 }
                 self.judge(permit, result, false, options, FallbackFor::record_success)
             }
-            Some(Err(payload)) => {
-                permit.record(Outcome::Failure(FailureType::Error));
-                panic::resume_unwind(payload)
-            }
+            Some(Err(payload)) => self.rethrow(permit, payload),
             None => self.timed_out(permit, timeout),
         }
     }
@@ -490,7 +494,9 @@ impl CircuitBreaker {
     ///
     /// # Cancel safety
     /// Dropping the returned future drops `fut` and counts the call as
-    /// cancelled; a half-open probe slot it held is given back.
+    /// cancelled; a half-open probe slot it held is given back. That holds
+    /// too when the drop comes from another future's panic (a sibling in
+    /// `join!` or `select!`): only a panic of `fut` itself is a failure.
     pub fn call_async<T, E>(
         &self,
         fut: impl Future<Output = Result<T, E>>,
@@ -531,16 +537,27 @@ impl CircuitBreaker {
     {
         let verdict = match self.admit() {
             Err(reason) => self.rejected(reason),
-            Ok(permit) => {
+            Ok(mut permit) => {
+                // While it awaits, the permit may be dropped by a sibling
+                // future's panic: a cancellation. `fut`'s own panics are
+                // caught, counted and re-raised here.
+                permit.set_owns_unwind(false);
                 let timeout = self.inner.config.timeout_duration;
                 let clock = &self.inner.core.clock;
                 let sampled = self.inner.core.counters.sample_this_call();
                 #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
                 let timeout_nanos = self.inner.timeout_nanos;
-                match under_deadline(fut, timeout, timeout_nanos, clock).await {
+                let finished = under_deadline(fut, timeout, timeout_nanos, clock).await;
+                // From here to settlement only this call's code runs.
+                permit.set_owns_unwind(true);
+                match finished {
                     #[cfg(feature = "tokio")]
                     Finished::OnTime(result) => {
+                        let result = match result {
+                            Ok(result) => result,
+                            Err(payload) => self.rethrow(permit, payload),
+                        };
                         if sampled {
                             self.sample_response(clock.now().saturating_sub(start));
                         }
@@ -553,6 +570,10 @@ impl CircuitBreaker {
                         )
                     }
                     Finished::Unenforced(result, elapsed, late) => {
+                        let result = match result {
+                            Ok(result) => result,
+                            Err(payload) => self.rethrow(permit, payload),
+                        };
                         if sampled {
                             self.sample_response(elapsed);
                         }
@@ -589,6 +610,16 @@ impl CircuitBreaker {
                 }
             }
         }
+    }
+
+    /// Counts a call whose own code panicked as an
+    /// [`Error`](FailureType::Error) failure, and re-raises its panic with
+    /// the original payload.
+    #[cold]
+    #[inline(never)]
+    fn rethrow(&self, permit: Permit<'_>, payload: Box<dyn Any + Send>) -> ! {
+        permit.record(Outcome::Failure(FailureType::Error));
+        panic::resume_unwind(payload)
     }
 
     /// Runs `f`, telling whether it ran past the deadline. Sampled calls
@@ -799,7 +830,7 @@ impl CircuitBreaker {
                 return Verdict::Return(result.map_err(CallError::Inner));
             }
             Outcome::Failure(failure_type) => failure_type,
-            Outcome::RateLimited { .. } => FailureType::RateLimit,
+            Outcome::DependencyRateLimited { .. } => FailureType::RateLimit,
         };
         if let Some((score, threshold)) = low_score {
             let reason = FallbackReason::LowQuality { score, threshold };
@@ -892,7 +923,7 @@ impl CircuitBreaker {
         served: Result<Result<T, E>, Box<dyn Any + Send>>,
     ) -> Result<T, CallError<E>> {
         self.count(Count::Fallback);
-        let cause = match served {
+        let payload = match served {
             Ok(Ok(value)) => {
                 events::emit(self.name(), EventKind::Fallback { reason });
                 return Ok(value);
@@ -901,11 +932,15 @@ impl CircuitBreaker {
                 self.count(Count::FallbackFailed);
                 let cause = "the fallback returned an error".to_owned();
                 events::emit(self.name(), EventKind::FallbackFailed { reason, cause });
-                return Err(CallError::Inner(error));
+                return Err(CallError::FallbackFailed(Box::new(FallbackError {
+                    reason,
+                    error,
+                })));
             }
-            Err(payload) => format!("the fallback panicked: {}", panic_message(&*payload)),
+            Err(payload) => payload,
         };
         self.count(Count::FallbackFailed);
+        let cause = format!("the fallback panicked: {}", panic_message(&*payload));
         events::emit(
             self.name(),
             EventKind::FallbackFailed {
@@ -917,6 +952,7 @@ impl CircuitBreaker {
             name: self.name().to_owned(),
             reason,
             cause,
+            panic: PanicPayload::new(payload),
         }))
     }
 }

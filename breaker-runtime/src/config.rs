@@ -80,7 +80,7 @@ pub struct CircuitBreakerConfig {
     /// keeps it at `recovery_timeout`.
     pub backoff: Option<Backoff>,
     /// The longest a dependency's retry-after
-    /// ([`Outcome::RateLimited`](crate::Outcome::RateLimited)) may keep the
+    /// ([`Outcome::DependencyRateLimited`](crate::Outcome::DependencyRateLimited)) may keep the
     /// circuit open (default 1 hour, longer than zero). A longer retry-after
     /// opens the circuit for this long; with [`backoff`](Self::backoff) set,
     /// `max_open_duration` caps it too, and the shorter cap wins.

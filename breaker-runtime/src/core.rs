@@ -564,7 +564,7 @@ impl Core {
                 }
             },
             Outcome::Failure(failure_type) => self.failure(admission, failure_type, None),
-            Outcome::RateLimited { retry_after } => {
+            Outcome::DependencyRateLimited { retry_after } => {
                 self.failure(admission, FailureType::RateLimit, retry_after)
             }
             Outcome::Ignored => {

@@ -49,7 +49,7 @@ pub(crate) enum Count {
     ResponseSamples = 6,
     RejectedOpen = 7,
     RejectedHalfOpen = 8,
-    RateLimited = 9,
+    LocalRateLimited = 9,
     Fallback = 10,
     FallbackFailed = 11,
     /// An open circuit refused the call and its fallback served a value:

@@ -198,13 +198,17 @@ pub(crate) enum Finished<R> {
 ///
 /// Outside a runtime with timers the deadline cannot be enforced; the call's
 /// time is then measured on the breaker's clock, as for sync calls.
+///
+/// A panic of `fut` is caught and given back as `Err(payload)`: the caller
+/// counts it as its call's failure and re-raises it. A panic elsewhere
+/// (a sibling future's) that drops this future is the caller's cancellation.
 #[cfg(feature = "tokio")]
 pub(crate) async fn under_deadline<F: Future>(
     fut: F,
     timeout: Duration,
     timeout_nanos: u64,
     clock: &ClockHandle,
-) -> Finished<F::Output> {
+) -> Finished<std::thread::Result<F::Output>> {
     use crate::Clock;
     use crate::clock::{SystemClock, coarse_system_now};
     use tokio::time::{Instant, Sleep};
@@ -234,7 +238,7 @@ pub(crate) async fn under_deadline<F: Future>(
     let mut timer = std::pin::pin!(None::<Sleep>);
     let mut wait = Wait::First;
     std::future::poll_fn(move |cx| {
-        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+        if let Poll::Ready(output) = poll_caught(fut.as_mut(), cx) {
             return Poll::Ready(match wait {
                 Wait::Unenforced => {
                     let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
@@ -274,17 +278,33 @@ pub(crate) async fn under_deadline<F: Future>(
     .await
 }
 
+/// [`under_deadline`] with no timer: the call runs to completion, timed on
+/// `clock`; a panic of `fut` is caught and given back, as there.
 #[cfg(not(feature = "tokio"))]
 pub(crate) async fn under_deadline<F: Future>(
     fut: F,
     _timeout: Duration,
     timeout_nanos: u64,
     clock: &ClockHandle,
-) -> Finished<F::Output> {
+) -> Finished<std::thread::Result<F::Output>> {
     let stopwatch = Stopwatch::start(clock, timeout_nanos);
-    let output = fut.await;
+    let mut fut = std::pin::pin!(fut);
+    let output = std::future::poll_fn(|cx| poll_caught(fut.as_mut(), cx)).await;
     let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
     Finished::Unenforced(output, elapsed, late)
+}
+
+/// Polls `fut` once, catching a panic of its own as `Ready(Err(payload))`.
+#[inline(always)]
+fn poll_caught<F: Future>(
+    fut: std::pin::Pin<&mut F>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::thread::Result<F::Output>> {
+    match panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+        Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+        Err(payload) => std::task::Poll::Ready(Err(payload)),
+    }
 }
 
 /// A one-shot handoff from a deadline worker to its caller, exact about who

@@ -2,7 +2,9 @@
 //! the breaker counts, [`FallbackReason`] for what a fallback is told, and
 //! [`BreakerError`] for what the caller gets when no fallback answers.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,7 +19,10 @@ pub enum FailureType {
     Timeout,
     /// The call returned an error (the default for every `Err`) or panicked.
     Error,
-    /// The service refused the call as over its rate limit (an HTTP 429).
+    /// The dependency refused the call as over *its* rate limit: HTTP 429
+    /// ([`Outcome::DependencyRateLimited`]). Not the breaker's own limiter,
+    /// whose refusals are not failures (see
+    /// [`FallbackReason::LocalRateLimit`]).
     RateLimit,
     /// The call succeeded, but its result scored below `quality_threshold`.
     QualityThreshold,
@@ -66,10 +71,11 @@ pub enum Outcome {
     Success,
     /// The dependency failed in this way.
     Failure(FailureType),
-    /// The dependency refused the call as over its rate limit. With
+    /// The dependency refused the call as over its rate limit (HTTP 429),
+    /// counted as a [`RateLimit`](FailureType::RateLimit) failure. With
     /// `retry_after`, the circuit opens at once and stays open at least that
     /// long: this is how an HTTP 429 `Retry-After` is honoured.
-    RateLimited {
+    DependencyRateLimited {
         /// When the dependency said to come back, if it did.
         retry_after: Option<Duration>,
     },
@@ -92,8 +98,10 @@ pub enum FallbackReason {
     ForcedOpen,
     /// The circuit is half-open and every probe slot is taken.
     HalfOpenFull,
-    /// The local rate limit refused the call; it was never made.
-    RateLimited {
+    /// The breaker's own (local) rate limit refused the call; it was never
+    /// made. Not the dependency's HTTP 429, which is a
+    /// [`Failure`](Self::Failure) of type [`RateLimit`](FailureType::RateLimit).
+    LocalRateLimit {
         /// Time until the next permit.
         #[serde(serialize_with = "crate::config::secs")]
         retry_after: Duration,
@@ -136,7 +144,7 @@ impl FallbackReason {
             Self::Open { .. }
                 | Self::ForcedOpen
                 | Self::HalfOpenFull
-                | Self::RateLimited { .. }
+                | Self::LocalRateLimit { .. }
                 | Self::BulkheadFull { .. }
                 | Self::WorkerUnavailable
         )
@@ -149,10 +157,16 @@ impl fmt::Display for FallbackReason {
             Self::Open { retry_after } => write!(f, "circuit open (retry in {retry_after:?})"),
             Self::ForcedOpen => f.write_str("circuit forced open"),
             Self::HalfOpenFull => f.write_str("circuit half-open and every probe slot is taken"),
-            Self::RateLimited { retry_after } => {
-                write!(f, "rate limited (next permit in {retry_after:?})")
+            Self::LocalRateLimit { retry_after } => {
+                write!(
+                    f,
+                    "rate limited by the local limiter (next permit in {retry_after:?})"
+                )
             }
             Self::Timeout { after } => write!(f, "timed out after {after:?}"),
+            Self::Failure {
+                failure_type: FailureType::RateLimit,
+            } => f.write_str("call failed (rate_limit): the dependency answered rate limited"),
             Self::Failure { failure_type } => write!(f, "call failed ({failure_type})"),
             Self::LowQuality { score, threshold } => {
                 write!(f, "quality score {score} below threshold {threshold}")
@@ -200,9 +214,13 @@ pub enum BreakerError {
         /// The deadline.
         after: Duration,
     },
-    /// The local rate limit refused the call: it was not made.
-    #[error("circuit breaker `{name}` is rate limited; next permit in {retry_after:?}")]
-    RateLimited {
+    /// The breaker's own (local) rate limit refused the call: it was not
+    /// made. (A dependency's HTTP 429 is a call failure, of type
+    /// [`FailureType::RateLimit`].)
+    #[error(
+        "circuit breaker `{name}` is rate limited by the local limiter; next permit in {retry_after:?}"
+    )]
+    LocalRateLimit {
         /// The breaker's name.
         name: String,
         /// Time until the next permit.
@@ -220,16 +238,21 @@ pub enum BreakerError {
         /// `quality_threshold`.
         threshold: f64,
     },
-    /// The fallback itself failed (it panicked, or had nothing to serve and
-    /// the original error could not be returned).
+    /// The fallback itself failed: it panicked (`panic` then holds the
+    /// payload, see [`take_panic_payload`](Self::take_panic_payload)), or
+    /// it had nothing to serve and the original error could not be
+    /// returned. A fallback that returned an error gives
+    /// [`CallError::FallbackFailed`] instead, with that error.
     #[error("fallback of circuit breaker `{name}` failed: {cause} (it ran because: {reason})")]
     FallbackFailed {
         /// The breaker's name.
         name: String,
-        /// Why the fallback ran.
+        /// Why the fallback ran: the original failure or rejection.
         reason: FallbackReason,
-        /// How the fallback failed.
+        /// How the fallback failed, in words.
         cause: String,
+        /// The fallback's panic payload, if it panicked.
+        panic: PanicPayload,
     },
     /// A hard-deadline call was refused before it ran: the workers it may
     /// hold are all taken, by calls still running or hung. See
@@ -271,7 +294,7 @@ impl BreakerError {
             | Self::ForcedOpen { name }
             | Self::HalfOpenFull { name, .. }
             | Self::Timeout { name, .. }
-            | Self::RateLimited { name, .. }
+            | Self::LocalRateLimit { name, .. }
             | Self::LowQuality { name, .. }
             | Self::FallbackFailed { name, .. }
             | Self::BulkheadFull { name, .. }
@@ -280,13 +303,37 @@ impl BreakerError {
         }
     }
 
-    /// For [`Open`](Self::Open) and [`RateLimited`](Self::RateLimited), how
+    /// For [`Open`](Self::Open) and [`LocalRateLimit`](Self::LocalRateLimit), how
     /// long until a call may go through.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Open { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+            Self::Open { retry_after, .. } | Self::LocalRateLimit { retry_after, .. } => {
                 Some(*retry_after)
             }
+            _ => None,
+        }
+    }
+
+    /// The panic payload of a fallback that panicked
+    /// ([`FallbackFailed`](Self::FallbackFailed)), to re-raise with
+    /// [`std::panic::resume_unwind`] or to inspect. The first call takes
+    /// it: later calls, and calls on clones of this error, get `None`.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig};
+    ///
+    /// let breaker = CircuitBreaker::new("payload-doc", CircuitBreakerConfig::default())?;
+    /// breaker.force_open();
+    /// let error = breaker
+    ///     .call_with_fallback(|| Ok::<u32, String>(1), || std::panic::panic_any(7_u8))
+    ///     .unwrap_err();
+    /// let payload = error.breaker_error().unwrap().take_panic_payload().unwrap();
+    /// assert_eq!(payload.downcast_ref::<u8>(), Some(&7));
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn take_panic_payload(&self) -> Option<Box<dyn Any + Send>> {
+        match self {
+            Self::FallbackFailed { panic, .. } => panic.take(),
             _ => None,
         }
     }
@@ -297,7 +344,9 @@ impl BreakerError {
             FallbackReason::Open { retry_after } => Self::Open { name, retry_after },
             FallbackReason::ForcedOpen => Self::ForcedOpen { name },
             FallbackReason::HalfOpenFull => Self::HalfOpenFull { name, max_calls },
-            FallbackReason::RateLimited { retry_after } => Self::RateLimited { name, retry_after },
+            FallbackReason::LocalRateLimit { retry_after } => {
+                Self::LocalRateLimit { name, retry_after }
+            }
             FallbackReason::Timeout { after } => Self::Timeout { name, after },
             FallbackReason::LowQuality { score, threshold } => Self::LowQuality {
                 name,
@@ -313,8 +362,66 @@ impl BreakerError {
                 name,
                 reason,
                 cause: format!("the call failed ({failure_type}) and left no error to return"),
+                panic: PanicPayload::none(),
             },
         }
+    }
+}
+
+/// The payload of a panic, held by a [`BreakerError::FallbackFailed`] so
+/// the panic can be re-raised as it was. Clones share it: whoever
+/// [`take`](Self::take)s it first gets it.
+///
+/// It takes no part in comparisons: two errors that differ only in their
+/// payloads are equal, as payloads have no equality of their own.
+#[derive(Clone, Default)]
+pub struct PanicPayload(Option<Arc<Mutex<Option<Payload>>>>);
+
+/// A payload as [`std::panic::catch_unwind`] gives it.
+type Payload = Box<dyn Any + Send>;
+
+impl PanicPayload {
+    /// No payload: the failure was not a panic.
+    pub const fn none() -> Self {
+        Self(None)
+    }
+
+    /// Holds `payload`, as caught by [`std::panic::catch_unwind`].
+    pub fn new(payload: Box<dyn Any + Send>) -> Self {
+        Self(Some(Arc::new(Mutex::new(Some(payload)))))
+    }
+
+    /// The payload, if there was one and no one took it yet.
+    pub fn take(&self) -> Option<Box<dyn Any + Send>> {
+        let held = self.0.as_ref()?;
+        held.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Whether a payload is held, not yet taken.
+    pub fn is_held(&self) -> bool {
+        self.0.as_ref().is_some_and(|held| {
+            held.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+        })
+    }
+}
+
+impl fmt::Debug for PanicPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            None => "none",
+            Some(_) if self.is_held() => "held",
+            Some(_) => "taken",
+        };
+        write!(f, "PanicPayload({state})")
+    }
+}
+
+impl PartialEq for PanicPayload {
+    /// Always equal: see the type's docs.
+    fn eq(&self, _other: &Self) -> bool {
+        true
     }
 }
 
@@ -326,12 +433,31 @@ impl BreakerError {
 /// back in registers, and every call, good or bad, is cheaper for it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError<E> {
-    /// The protected call (or its fallback) returned this error.
-    #[error("{0}")]
+    /// The protected call (or its fallback) returned this error. Its
+    /// `Display` and `source()` are the error's own, so an error chain
+    /// passes through unbroken.
+    #[error(transparent)]
     Inner(E),
     /// The breaker rejected, timed out or failed the call.
     #[error(transparent)]
     Breaker(Box<BreakerError>),
+    /// The call did not produce a result, and the fallback that ran in its
+    /// place returned an error: both causes, boxed as the breaker's error
+    /// is. Its `Display` names both; its `source()` is the fallback's error.
+    #[error(transparent)]
+    FallbackFailed(Box<FallbackError<E>>),
+}
+
+/// A fallback's own error, with why the fallback ran: the
+/// [`CallError::FallbackFailed`] of a call whose fallback returned `Err`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the fallback failed: {error} (it ran because: {reason})")]
+pub struct FallbackError<E> {
+    /// Why the fallback ran: the original failure or rejection.
+    pub reason: FallbackReason,
+    /// The fallback's own error.
+    #[source]
+    pub error: E,
 }
 
 impl<E> From<BreakerError> for CallError<E> {
@@ -345,25 +471,37 @@ impl<E> CallError<E> {
     pub fn breaker_error(&self) -> Option<&BreakerError> {
         match self {
             Self::Breaker(err) => Some(err),
-            Self::Inner(_) => None,
+            Self::Inner(_) | Self::FallbackFailed { .. } => None,
         }
     }
 
-    /// The call's own error, if this is one.
+    /// Why the fallback ran, if this is a fallback's own error
+    /// ([`FallbackFailed`](Self::FallbackFailed)).
+    pub fn fallback_reason(&self) -> Option<&FallbackReason> {
+        match self {
+            Self::FallbackFailed(failed) => Some(&failed.reason),
+            Self::Inner(_) | Self::Breaker(_) => None,
+        }
+    }
+
+    /// The call's own error, or its fallback's, if this is one.
     pub fn into_inner(self) -> Option<E> {
         match self {
             Self::Inner(err) => Some(err),
+            Self::FallbackFailed(failed) => Some(failed.error),
             Self::Breaker(_) => None,
         }
     }
 
-    /// Folds both cases into one error type that can hold a breaker error.
+    /// Folds every case into one error type that can hold a breaker error:
+    /// a fallback's error is given as it is.
     pub fn flatten(self) -> E
     where
         E: From<BreakerError>,
     {
         match self {
             Self::Inner(err) => err,
+            Self::FallbackFailed(failed) => failed.error,
             Self::Breaker(err) => E::from(*err),
         }
     }

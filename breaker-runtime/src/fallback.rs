@@ -337,7 +337,7 @@ impl PackedReason {
             FallbackReason::Open { retry_after } => duration(1, retry_after),
             FallbackReason::ForcedOpen => [2, 0, 0],
             FallbackReason::HalfOpenFull => [3, 0, 0],
-            FallbackReason::RateLimited { retry_after } => duration(4, retry_after),
+            FallbackReason::LocalRateLimit { retry_after } => duration(4, retry_after),
             FallbackReason::Timeout { after } => duration(5, after),
             FallbackReason::Failure { failure_type } => [6, failure_type.index() as u64, 0],
             FallbackReason::LowQuality { score, threshold } => {
@@ -358,7 +358,7 @@ impl PackedReason {
             },
             2 => FallbackReason::ForcedOpen,
             3 => FallbackReason::HalfOpenFull,
-            4 => FallbackReason::RateLimited {
+            4 => FallbackReason::LocalRateLimit {
                 retry_after: duration(),
             },
             5 => FallbackReason::Timeout { after: duration() },
@@ -425,7 +425,7 @@ mod tests {
             FallbackReason::Open { retry_after: odd },
             FallbackReason::ForcedOpen,
             FallbackReason::HalfOpenFull,
-            FallbackReason::RateLimited {
+            FallbackReason::LocalRateLimit {
                 retry_after: second,
             },
             FallbackReason::Timeout { after: odd },

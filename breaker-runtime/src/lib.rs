@@ -104,7 +104,9 @@ pub use core::TransitionCause;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use deadline::Handoff as __Handoff;
-pub use error::{BreakerError, CallError, FailureType, FallbackReason, Outcome};
+pub use error::{
+    BreakerError, CallError, FailureType, FallbackError, FallbackReason, Outcome, PanicPayload,
+};
 pub use events::{Event, EventKind, Subscription, subscribe};
 pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,

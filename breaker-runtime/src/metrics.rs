@@ -15,7 +15,7 @@ use crate::state::{CircuitState, DetailedState};
 ///
 /// Counts are exact: every call lands in exactly one of `successful_calls`,
 /// `failed_calls`, `ignored_calls`, `cancelled_calls`, `rejected_calls` or
-/// `rate_limited_calls`, and `total_calls` is their sum. Counts are read one
+/// `local_rate_limited_calls`, and `total_calls` is their sum. Counts are read one
 /// shard at a time, so a snapshot taken while calls run may be a few calls
 /// apart between fields, never wrong once traffic stops.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,7 +36,7 @@ pub struct Metrics {
     /// (hard-deadline calls) because no worker was free or could start.
     pub rejected_calls: u64,
     /// Calls refused by the local rate limit (never made).
-    pub rate_limited_calls: u64,
+    pub local_rate_limited_calls: u64,
     /// Calls a fallback answered.
     pub fallback_calls: u64,
     /// Fallbacks that themselves failed.
@@ -151,14 +151,14 @@ impl Metrics {
                 + totals.get(Count::Ignored)
                 + totals.get(Count::Cancelled)
                 + rejected_calls
-                + totals.get(Count::RateLimited),
+                + totals.get(Count::LocalRateLimited),
             successful_calls,
             failed_calls,
             failures_by_type,
             ignored_calls: totals.get(Count::Ignored),
             cancelled_calls: totals.get(Count::Cancelled),
             rejected_calls,
-            rate_limited_calls: totals.get(Count::RateLimited),
+            local_rate_limited_calls: totals.get(Count::LocalRateLimited),
             fallback_calls: totals.get(Count::Fallback),
             fallback_failures: totals.get(Count::FallbackFailed),
             timeouts: failures_by_type.timeout,

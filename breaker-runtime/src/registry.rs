@@ -203,7 +203,7 @@ impl BreakerStatus {
 impl fmt::Display for RegistryStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const HEADER: [&str; 11] = [
-            "BREAKER", "STATE", "CALLS", "OK", "FAILED", "REJECTED", "RATE-LTD", "FALLBACK",
+            "BREAKER", "STATE", "CALLS", "OK", "FAILED", "REJECTED", "LOCAL-RL", "FALLBACK",
             "SUCCESS", "AVG", "NOTES",
         ];
         let rows: Vec<[String; 11]> = self
@@ -243,7 +243,7 @@ impl fmt::Display for RegistryStatus {
                     m.successful_calls.to_string(),
                     m.failed_calls.to_string(),
                     m.rejected_calls.to_string(),
-                    m.rate_limited_calls.to_string(),
+                    m.local_rate_limited_calls.to_string(),
                     m.fallback_calls.to_string(),
                     format!("{:.1}%", m.success_rate * 100.0),
                     if m.average_response_time.is_zero() {

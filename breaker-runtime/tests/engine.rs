@@ -268,7 +268,7 @@ fn a_rate_limit_with_retry_after_opens_at_once_for_that_long() {
     let (breaker, clock) = breaker_with(config().build().unwrap());
     let options = CallOptions::new().classify(|result: &Result<u32, u16>| match result {
         Ok(_) => Outcome::Success,
-        Err(429) => Outcome::RateLimited {
+        Err(429) => Outcome::DependencyRateLimited {
             retry_after: Some(Duration::from_secs(42)),
         },
         Err(_) => Outcome::Failure(FailureType::Error),
@@ -290,9 +290,12 @@ fn a_probe_rate_limited_with_a_long_retry_after_stays_open_that_long() {
     let (breaker, clock) = breaker_with(config().build().unwrap());
     open(&breaker);
     clock.advance(Duration::from_secs(10));
-    breaker.try_acquire().unwrap().record(Outcome::RateLimited {
-        retry_after: Some(Duration::from_secs(100)),
-    });
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::DependencyRateLimited {
+            retry_after: Some(Duration::from_secs(100)),
+        });
     assert_eq!(
         breaker.get_metrics().open_remaining,
         Some(Duration::from_secs(100))
@@ -397,7 +400,7 @@ fn the_local_rate_limit_rejects_without_calling_or_counting_toward_opening() {
         })
         .unwrap_err();
     assert!(!called);
-    let Some(&BreakerError::RateLimited { retry_after, .. }) = err.breaker_error() else {
+    let Some(&BreakerError::LocalRateLimit { retry_after, .. }) = err.breaker_error() else {
         panic!("expected a rate-limit rejection, got {err:?}");
     };
     assert_eq!(
@@ -405,7 +408,7 @@ fn the_local_rate_limit_rejects_without_calling_or_counting_toward_opening() {
         "one permit per second at 60 per minute"
     );
     assert_eq!(breaker.state(), CircuitState::Closed);
-    assert_eq!(breaker.get_metrics().rate_limited_calls, 1);
+    assert_eq!(breaker.get_metrics().local_rate_limited_calls, 1);
     assert_eq!(breaker.get_metrics().failed_calls, 0);
     clock.advance(SECOND);
     succeed(&breaker).unwrap();

@@ -57,7 +57,7 @@ fn settle(permit: Permit<'_>, how: usize) {
     match how {
         0 => permit.record(Outcome::Success),
         1 => permit.record(Outcome::Failure(FailureType::Error)),
-        2 => permit.record(Outcome::RateLimited {
+        2 => permit.record(Outcome::DependencyRateLimited {
             retry_after: Some(Duration::from_secs(600)),
         }),
         3 => permit.record(Outcome::Ignored),
@@ -224,9 +224,12 @@ fn a_thirty_year_retry_after_opens_the_circuit_for_max_retry_after() {
         .build()
         .unwrap();
     let (breaker, clock) = manual_breaker("retry-after-30y", config);
-    breaker.try_acquire().unwrap().record(Outcome::RateLimited {
-        retry_after: Some(THIRTY_YEARS),
-    });
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::DependencyRateLimited {
+            retry_after: Some(THIRTY_YEARS),
+        });
     assert_eq!(breaker.get_metrics().open_remaining, Some(cap));
     clock.advance(cap - Duration::from_nanos(1));
     assert!(breaker.call(|| Ok::<_, ()>(1)).is_err(), "still open");
@@ -254,10 +257,13 @@ fn the_smaller_of_max_retry_after_and_max_open_duration_caps_a_retry_after() {
         let (breaker, clock) = manual_breaker("retry-after-capped", config);
         // A stale retry-after, while open, is capped the same way.
         let stale = breaker.try_acquire().unwrap();
-        breaker.try_acquire().unwrap().record(Outcome::RateLimited {
-            retry_after: Some(THIRTY_YEARS),
-        });
-        stale.record(Outcome::RateLimited {
+        breaker
+            .try_acquire()
+            .unwrap()
+            .record(Outcome::DependencyRateLimited {
+                retry_after: Some(THIRTY_YEARS),
+            });
+        stale.record(Outcome::DependencyRateLimited {
             retry_after: Some(THIRTY_YEARS),
         });
         let expected = Duration::from_secs(expected);
@@ -397,7 +403,7 @@ fn drive(breaker: &CircuitBreaker, clock: &ManualClock) {
     }
     // A dependency asking for a very long pause.
     if let Ok(permit) = breaker.try_acquire() {
-        permit.record(Outcome::RateLimited {
+        permit.record(Outcome::DependencyRateLimited {
             retry_after: Some(Duration::MAX),
         });
     }

@@ -315,7 +315,7 @@ impl Model {
         match outcome {
             Outcome::Success => self.success(admission),
             Outcome::Failure(failure_type) => self.failure(admission, failure_type, None),
-            Outcome::RateLimited { retry_after } => {
+            Outcome::DependencyRateLimited { retry_after } => {
                 self.failure(admission, FailureType::RateLimit, retry_after);
             }
             Outcome::Ignored => {
@@ -761,8 +761,8 @@ fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
         4 => Just(Outcome::Success),
         3 => failure_type.prop_map(Outcome::Failure),
-        1 => Just(Outcome::RateLimited { retry_after: None }),
-        1 => (0..=3_000u64).prop_map(|ms| Outcome::RateLimited {
+        1 => Just(Outcome::DependencyRateLimited { retry_after: None }),
+        1 => (0..=3_000u64).prop_map(|ms| Outcome::DependencyRateLimited {
             retry_after: Some(Duration::from_millis(ms)),
         }),
         1 => Just(Outcome::Ignored),
@@ -827,9 +827,12 @@ fn retry_after_never_shortens_a_threshold_trip() {
         .build()
         .unwrap();
     let (breaker, _clock) = manual_breaker("retry-after-at-threshold", config);
-    breaker.try_acquire().unwrap().record(Outcome::RateLimited {
-        retry_after: Some(Duration::from_secs(1)),
-    });
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::DependencyRateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+        });
     // "With `retry_after`, the circuit opens at once and stays open at least
     // that long": at least the retry-after, and no less than the threshold
     // trip that this failure also is would have kept it open.

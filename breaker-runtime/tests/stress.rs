@@ -52,10 +52,10 @@ fn draw_outcome(rng: &mut XorShift, allow_retry_after: bool) -> Outcome {
         0 => Outcome::Failure(FailureType::Timeout),
         1 => Outcome::Failure(FailureType::Error),
         // Rarely: a retry-after opens the circuit at once.
-        2 if allow_retry_after && rng.below(16) == 0 => Outcome::RateLimited {
+        2 if allow_retry_after && rng.below(16) == 0 => Outcome::DependencyRateLimited {
             retry_after: Some(Duration::from_micros(rng.below(2_000))),
         },
-        2 => Outcome::RateLimited { retry_after: None },
+        2 => Outcome::DependencyRateLimited { retry_after: None },
         3 => Outcome::Failure(FailureType::QualityThreshold),
         4 => Outcome::Failure(FailureType::Custom),
         5 => Outcome::Ignored,
@@ -148,7 +148,7 @@ fn hammer(breaker: &CircuitBreaker, seed: u64, clock: Option<&ManualClock>) -> T
                     assert!(!ran.get(), "a rejected call never runs");
                     tally.rejected += 1;
                 }
-                Err(CallError::Breaker(other)) => panic!("unexpected refusal: {other}"),
+                Err(other) => panic!("unexpected refusal: {other:?}"),
             },
         }
     }

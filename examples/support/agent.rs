@@ -506,8 +506,11 @@ pub fn describe_reason(reason: FallbackReason) -> String {
         FallbackReason::Open { retry_after } => {
             format!("circuit open, retry in {}", secs(retry_after))
         }
-        FallbackReason::RateLimited { retry_after } => {
-            format!("rate limited, next permit in {}", secs(retry_after))
+        FallbackReason::LocalRateLimit { retry_after } => {
+            format!(
+                "rate limited by the local limiter, next permit in {}",
+                secs(retry_after)
+            )
         }
         FallbackReason::Timeout { after } => format!("timed out after {}", secs(after)),
         FallbackReason::LowQuality { score, threshold } => {
@@ -525,7 +528,7 @@ pub fn classify_llm(result: &Result<Reply, AgentError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Success,
         Err(AgentError::Llm(error)) => match error.kind() {
-            LlmErrorKind::RateLimit(retry_after) => Outcome::RateLimited { retry_after },
+            LlmErrorKind::RateLimit(retry_after) => Outcome::DependencyRateLimited { retry_after },
             LlmErrorKind::Failure => Outcome::Failure(FailureType::Error),
             LlmErrorKind::Timeout => Outcome::Failure(FailureType::Timeout),
             LlmErrorKind::NotHeldAgainstService => Outcome::Ignored,

@@ -63,7 +63,7 @@ impl Tally {
         match outcome {
             Outcome::Success => self.successes += 1,
             Outcome::Failure(failure_type) => self.fail(failure_type),
-            Outcome::RateLimited { .. } => self.fail(FailureType::RateLimit),
+            Outcome::DependencyRateLimited { .. } => self.fail(FailureType::RateLimit),
             Outcome::Ignored => self.ignored += 1,
         }
     }
@@ -96,7 +96,7 @@ impl Tally {
         assert_eq!(metrics.cancelled_calls, self.cancelled, "cancelled_calls");
         assert_eq!(metrics.rejected_calls, self.rejected, "rejected_calls");
         assert_eq!(metrics.fallback_calls, self.fallbacks, "fallback_calls");
-        assert_eq!(metrics.rate_limited_calls, 0, "no local rate limit");
+        assert_eq!(metrics.local_rate_limited_calls, 0, "no local rate limit");
         assert_eq!(metrics.fallback_failures, 0, "the fallback never fails");
         assert_eq!(metrics.late_results, self.late, "late_results");
     }
