@@ -463,8 +463,9 @@ pub struct Permit<'a> {
     /// Whether a panic unwinding through the unsettled permit is its own
     /// call's: true while only the call's own code runs between admission
     /// and settlement (every sync call); false while an async call awaits,
-    /// when the permit may be dropped by a sibling future's panic.
-    owns_unwind: bool,
+    /// when the permit may be dropped by a sibling future's panic, until a
+    /// poll of the call's own future unwinds and sets it again.
+    owns_unwind: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Permit<'_> {
@@ -483,17 +484,26 @@ impl<'a> Permit<'a> {
             breaker,
             admission,
             settled: false,
-            owns_unwind: true,
+            owns_unwind: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
     /// Marks whether a panic unwinding through the unsettled permit is its
-    /// own call's (see the field). An async call clears it while it awaits,
-    /// catches its future's panics itself, and sets it again once only its
-    /// own synchronous code runs.
+    /// own call's (see the field). An async call clears it while it awaits
+    /// and sets it again once only its own synchronous code runs; a poll of
+    /// its future that unwinds sets it through [`owns_unwind`](Self::owns_unwind).
     #[inline(always)]
-    pub(crate) fn set_owns_unwind(&mut self, owns: bool) {
-        self.owns_unwind = owns;
+    pub(crate) fn set_owns_unwind(&self, owns: bool) {
+        // Relaxed: read on this call's own thread of execution, by its drop.
+        self.owns_unwind
+            .store(owns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The flag of [`set_owns_unwind`](Self::set_owns_unwind), for a poll
+    /// guard to set while the call's own future unwinds.
+    #[inline(always)]
+    pub(crate) fn owns_unwind(&self) -> &std::sync::atomic::AtomicBool {
+        &self.owns_unwind
     }
 
     /// [`record`](Self::record)`(Outcome::Success)` for a permit the caller
@@ -535,7 +545,8 @@ impl Drop for Permit<'_> {
         if !self.settled {
             // Only a panic of this call's own code is its failure; a
             // future dropped by a sibling's panic was cancelled.
-            let panicking = self.owns_unwind && std::thread::panicking();
+            let panicking = self.owns_unwind.load(std::sync::atomic::Ordering::Relaxed)
+                && std::thread::panicking();
             let transition = self.breaker.inner.core.abandon(self.admission, panicking);
             self.breaker.emit_transition(transition);
         }

@@ -537,10 +537,11 @@ impl CircuitBreaker {
     {
         let verdict = match self.admit() {
             Err(reason) => self.rejected(reason),
-            Ok(mut permit) => {
+            Ok(permit) => {
                 // While it awaits, the permit may be dropped by a sibling
-                // future's panic: a cancellation. `fut`'s own panics are
-                // caught, counted and re-raised here.
+                // future's panic: a cancellation. A panic of `fut`'s own
+                // poll marks the permit on its way out, so the permit's drop
+                // counts it as this call's failure, and the panic goes on.
                 permit.set_owns_unwind(false);
                 let timeout = self.inner.config.timeout_duration;
                 let clock = &self.inner.core.clock;
@@ -548,16 +549,13 @@ impl CircuitBreaker {
                 #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
                 let timeout_nanos = self.inner.timeout_nanos;
-                let finished = under_deadline(fut, timeout, timeout_nanos, clock).await;
+                let finished =
+                    under_deadline(fut, timeout, timeout_nanos, clock, permit.owns_unwind()).await;
                 // From here to settlement only this call's code runs.
                 permit.set_owns_unwind(true);
                 match finished {
                     #[cfg(feature = "tokio")]
                     Finished::OnTime(result) => {
-                        let result = match result {
-                            Ok(result) => result,
-                            Err(payload) => self.rethrow(permit, payload),
-                        };
                         if sampled {
                             self.sample_response(clock.now().saturating_sub(start));
                         }
@@ -570,10 +568,6 @@ impl CircuitBreaker {
                         )
                     }
                     Finished::Unenforced(result, elapsed, late) => {
-                        let result = match result {
-                            Ok(result) => result,
-                            Err(payload) => self.rethrow(permit, payload),
-                        };
                         if sampled {
                             self.sample_response(elapsed);
                         }

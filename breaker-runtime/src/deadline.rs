@@ -31,6 +31,7 @@
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 #[cfg(feature = "tokio")]
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -208,7 +209,8 @@ pub(crate) async fn under_deadline<F: Future>(
     timeout: Duration,
     timeout_nanos: u64,
     clock: &ClockHandle,
-) -> Finished<std::thread::Result<F::Output>> {
+    own_panic: &AtomicBool,
+) -> Finished<F::Output> {
     use crate::Clock;
     use crate::clock::{SystemClock, coarse_system_now};
     use tokio::time::{Instant, Sleep};
@@ -238,7 +240,7 @@ pub(crate) async fn under_deadline<F: Future>(
     let mut timer = std::pin::pin!(None::<Sleep>);
     let mut wait = Wait::First;
     std::future::poll_fn(move |cx| {
-        if let Poll::Ready(output) = poll_caught(fut.as_mut(), cx) {
+        if let Poll::Ready(output) = poll_marked(fut.as_mut(), cx, own_panic) {
             return Poll::Ready(match wait {
                 Wait::Unenforced => {
                     let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
@@ -286,25 +288,38 @@ pub(crate) async fn under_deadline<F: Future>(
     _timeout: Duration,
     timeout_nanos: u64,
     clock: &ClockHandle,
-) -> Finished<std::thread::Result<F::Output>> {
+    own_panic: &AtomicBool,
+) -> Finished<F::Output> {
     let stopwatch = Stopwatch::start(clock, timeout_nanos);
     let mut fut = std::pin::pin!(fut);
-    let output = std::future::poll_fn(|cx| poll_caught(fut.as_mut(), cx)).await;
+    let output = std::future::poll_fn(|cx| poll_marked(fut.as_mut(), cx, own_panic)).await;
     let (elapsed, late) = stopwatch.stop(clock, timeout_nanos);
     Finished::Unenforced(output, elapsed, late)
 }
 
-/// Polls `fut` once, catching a panic of its own as `Ready(Err(payload))`.
+/// Polls `fut` once; if the poll panics, marks `own_panic` on the way out,
+/// so the call's permit, dropped further up the same unwinding, counts the
+/// panic as its call's failure. Nothing is caught: the panic goes on with
+/// its payload, and a poll that returns costs one forgotten guard.
 #[inline(always)]
-fn poll_caught<F: Future>(
+fn poll_marked<F: Future>(
     fut: std::pin::Pin<&mut F>,
     cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<std::thread::Result<F::Output>> {
-    match panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-        Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
-        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-        Err(payload) => std::task::Poll::Ready(Err(payload)),
+    own_panic: &AtomicBool,
+) -> std::task::Poll<F::Output> {
+    /// Dropped only when the poll unwinds.
+    struct Unwinding<'a>(&'a AtomicBool);
+    impl Drop for Unwinding<'_> {
+        fn drop(&mut self) {
+            // Relaxed: the permit that reads it is dropped later in this
+            // same unwinding, on this thread.
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
+    let guard = Unwinding(own_panic);
+    let polled = fut.poll(cx);
+    std::mem::forget(guard);
+    polled
 }
 
 /// A one-shot handoff from a deadline worker to its caller, exact about who
