@@ -10,8 +10,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use breaker_runtime::{
-    AsyncFallback, BreakerError, CallOptions, CircuitBreaker, CircuitBreakerConfig, FallbackReason,
-    ManualClock,
+    AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
+    EventKind, FallbackReason, ManualClock, Outcome, subscribe,
 };
 
 const NANO: Duration = Duration::from_nanos(1);
@@ -233,4 +233,87 @@ fn an_async_fallback_serves_a_refused_call() {
         ),
         "no fallback: the breaker's error, got {refused:?}"
     );
+}
+
+/// A late call's own outcome gives way to the timeout: a late error counts
+/// as a timeout, not as an error, and the caller still gets the error; an
+/// ignored one stays ignored. Each late call is reported by one `Timeout`
+/// event.
+#[test]
+fn a_late_call_counts_as_a_timeout_unless_ignored_and_is_reported() {
+    let name = "mutants-late-outcome";
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let subscription = subscribe(move |event| {
+        if event.breaker == name {
+            sink.lock().unwrap().push(event.kind.clone());
+        }
+    });
+    let (breaker, clock) = breaker(name, SHORT);
+    let late_error = breaker.call(|| {
+        clock.advance(SHORT + NANO);
+        Err::<u32, _>("boom")
+    });
+    assert_eq!(late_error, Err(CallError::Inner("boom")));
+    let metrics = breaker.get_metrics();
+    assert_eq!(metrics.failures_by_type.timeout, 1);
+    assert_eq!(metrics.failures_by_type.error, 0);
+    assert_eq!(
+        *events.lock().unwrap(),
+        [EventKind::Timeout { after: SHORT }],
+        "one timeout event"
+    );
+
+    let ignore = CallOptions::new().classify(|_: &Result<u32, &str>| Outcome::Ignored);
+    let late_ignored = breaker.call_with(&ignore, || {
+        clock.advance(SHORT + NANO);
+        Err::<u32, _>("not ours")
+    });
+    assert_eq!(late_ignored, Err(CallError::Inner("not ours")));
+    let metrics = breaker.get_metrics();
+    assert_eq!(metrics.ignored_calls, 1);
+    assert_eq!(metrics.failures_by_type.timeout, 1, "still one timeout");
+    assert_eq!(metrics.failed_calls, 1);
+
+    let late_success = breaker.call(|| {
+        clock.advance(SHORT + NANO);
+        Ok::<u32, &str>(3)
+    });
+    assert_eq!(late_success, Ok(3));
+    assert_eq!(breaker.get_metrics().failures_by_type.timeout, 2);
+    assert_eq!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|kind| matches!(kind, EventKind::Timeout { .. }))
+            .count(),
+        2,
+        "a late success is reported too"
+    );
+    subscription.unsubscribe();
+}
+
+/// A breaker with a short timeout times its calls on the real clock: a
+/// call of a few milliseconds past a 1 ms deadline is late, though the
+/// coarse clock (10 ms ticks) could not tell. Real time, with a margin:
+/// the call sleeps 3 ms, and only its exceeding 1 ms is asserted.
+#[test]
+fn a_short_deadline_is_judged_on_the_real_clock() {
+    let config = CircuitBreakerConfig::builder()
+        .timeout_duration(Duration::from_millis(1))
+        .build()
+        .expect("valid configuration");
+    let breaker = CircuitBreaker::new("mutants-short-real", config).expect("valid");
+    // The first call is the timed sample, which always reads the real
+    // clock: the calls after it take the breaker's own path.
+    breaker.call(|| Ok::<_, ()>(())).expect("succeeds");
+    for _ in 0..3 {
+        let result = breaker.call(|| {
+            std::thread::sleep(Duration::from_millis(3));
+            Ok::<_, ()>(())
+        });
+        assert_eq!(result, Ok(()));
+    }
+    assert_eq!(breaker.get_metrics().timeouts, 3, "each 3 ms call is late");
 }
