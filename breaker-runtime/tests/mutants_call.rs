@@ -294,26 +294,55 @@ fn a_late_call_counts_as_a_timeout_unless_ignored_and_is_reported() {
     subscription.unsubscribe();
 }
 
-/// A breaker with a short timeout times its calls on the real clock: a
-/// call of a few milliseconds past a 1 ms deadline is late, though the
-/// coarse clock (10 ms ticks) could not tell. Real time, with a margin:
-/// the call sleeps 3 ms, and only its exceeding 1 ms is asserted.
+/// A breaker with a timeout under one second times its calls on the real
+/// clock: a call a few milliseconds past its deadline is late, though the
+/// coarse clock (10 ms ticks, read with two ticks of lag) could not tell.
+/// Real time, with a margin: each call sleeps a few milliseconds longer
+/// than its timeout, and only its exceeding the timeout is asserted.
 #[test]
 fn a_short_deadline_is_judged_on_the_real_clock() {
-    let config = CircuitBreakerConfig::builder()
-        .timeout_duration(Duration::from_millis(1))
-        .build()
-        .expect("valid configuration");
-    let breaker = CircuitBreaker::new("mutants-short-real", config).expect("valid");
-    // The first call is the timed sample, which always reads the real
-    // clock: the calls after it take the breaker's own path.
-    breaker.call(|| Ok::<_, ()>(())).expect("succeeds");
-    for _ in 0..3 {
-        let result = breaker.call(|| {
-            std::thread::sleep(Duration::from_millis(3));
+    for (timeout_ms, sleep_ms) in [(1, 3), (20, 25)] {
+        let config = CircuitBreakerConfig::builder()
+            .timeout_duration(Duration::from_millis(timeout_ms))
+            .build()
+            .expect("valid configuration");
+        let breaker = CircuitBreaker::new("mutants-short-real", config).expect("valid");
+        // The first call is the timed sample, which always reads the real
+        // clock: the calls after it take the breaker's own path.
+        breaker.call(|| Ok::<_, ()>(())).expect("succeeds");
+        for _ in 0..3 {
+            let result = breaker.call(|| {
+                std::thread::sleep(Duration::from_millis(sleep_ms));
+                Ok::<_, ()>(())
+            });
+            assert_eq!(result, Ok(()));
+        }
+        assert_eq!(
+            breaker.get_metrics().timeouts,
+            3,
+            "each {sleep_ms} ms sync call is late for {timeout_ms} ms"
+        );
+
+        // The same for an async call outside a runtime, which is measured.
+        let sleepy = || async move {
+            let mut waited = false;
+            std::future::poll_fn(|cx| {
+                if waited {
+                    return Poll::Ready(());
+                }
+                waited = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })
+            .await;
+            std::thread::sleep(Duration::from_millis(sleep_ms));
             Ok::<_, ()>(())
-        });
-        assert_eq!(result, Ok(()));
+        };
+        assert_eq!(block_on(breaker.call_async(sleepy())), Ok(()));
+        assert_eq!(
+            breaker.get_metrics().timeouts,
+            4,
+            "a {sleep_ms} ms async call is late for {timeout_ms} ms"
+        );
     }
-    assert_eq!(breaker.get_metrics().timeouts, 3, "each 3 ms call is late");
 }
