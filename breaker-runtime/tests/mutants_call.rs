@@ -275,12 +275,38 @@ fn a_late_call_counts_as_a_timeout_unless_ignored_and_is_reported() {
     assert_eq!(metrics.failures_by_type.timeout, 1, "still one timeout");
     assert_eq!(metrics.failed_calls, 1);
 
+    let ignore_ok = CallOptions::new().classify(|_: &Result<u32, &str>| Outcome::Ignored);
+    let late_ignored_ok = breaker.call_with(&ignore_ok, || {
+        clock.advance(SHORT + NANO);
+        Ok::<u32, &str>(5)
+    });
+    assert_eq!(late_ignored_ok, Ok(5));
+    let metrics = breaker.get_metrics();
+    assert_eq!(
+        metrics.ignored_calls, 2,
+        "a late ignored result stays ignored"
+    );
+    assert_eq!(metrics.failures_by_type.timeout, 1, "still one timeout");
+
+    // A late result that scored low is neither returned nor fed to the
+    // fallback: with no fallback, the caller gets the breaker's error.
+    let judged = CallOptions::new().quality(|_: &u32| 0.0);
+    let late_low = breaker.call_with(&judged, || {
+        clock.advance(SHORT + NANO);
+        Ok::<u32, &str>(6)
+    });
+    assert!(
+        matches!(late_low, Err(CallError::Breaker(_))),
+        "a late low-quality result is not returned: {late_low:?}"
+    );
+    assert_eq!(breaker.get_metrics().failures_by_type.timeout, 2);
+
     let late_success = breaker.call(|| {
         clock.advance(SHORT + NANO);
         Ok::<u32, &str>(3)
     });
     assert_eq!(late_success, Ok(3));
-    assert_eq!(breaker.get_metrics().failures_by_type.timeout, 2);
+    assert_eq!(breaker.get_metrics().failures_by_type.timeout, 3);
     assert_eq!(
         events
             .lock()
@@ -288,8 +314,8 @@ fn a_late_call_counts_as_a_timeout_unless_ignored_and_is_reported() {
             .iter()
             .filter(|kind| matches!(kind, EventKind::Timeout { .. }))
             .count(),
-        2,
-        "a late success is reported too"
+        3,
+        "a late low-quality result and a late success are reported too"
     );
     subscription.unsubscribe();
 }
