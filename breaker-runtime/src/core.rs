@@ -845,3 +845,139 @@ mod tests {
         assert_eq!((small.len, small.failures), (1, 1));
     }
 }
+
+/// Tests that pin behaviour mutation testing found unchecked: the word's
+/// layout, admissions that must not take the lock, and decisions made on
+/// the state found under the lock when the caller's view was stale.
+#[cfg(test)]
+mod mutants {
+    use super::*;
+    use crate::ManualClock;
+    use std::sync::mpsc;
+
+    const ALL_MODES: [u64; 5] = [
+        MODE_CLOSED,
+        MODE_OPEN,
+        MODE_HALF_OPEN,
+        MODE_FORCED_OPEN,
+        MODE_FORCED_CLOSED,
+    ];
+
+    fn core() -> Core {
+        let config = CircuitBreakerConfig::builder()
+            .failure_threshold(1)
+            .half_open_max_calls(1)
+            .recovery_timeout(Duration::from_secs(10))
+            .build()
+            .expect("valid configuration");
+        Core::new(&config, ClockHandle::from_clock(ManualClock::new()))
+    }
+
+    /// Runs `f` on another thread while this one holds the state mutex:
+    /// `Some` of its result when it finished without needing the mutex.
+    fn without_the_lock<R: Send>(core: &Core, f: impl FnOnce(&Core) -> R + Send) -> Option<R> {
+        let guard = core.slow.lock();
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel();
+            scope.spawn(move || {
+                let _ = tx.send(f(core));
+            });
+            // Generous: a lock-free admission answers at once; one that
+            // waits for the mutex never answers while it is held.
+            let result = rx.recv_timeout(Duration::from_secs(5)).ok();
+            drop(guard);
+            result
+        })
+    }
+
+    #[test]
+    fn the_word_keeps_mode_generation_and_failures_apart() {
+        let max_generation = (1u32 << GENERATION_BITS) - 1;
+        for mode in ALL_MODES {
+            for generation in [0, 1, 0x0555_5555 & max_generation, max_generation] {
+                for fails in [0, 1, u32::MAX] {
+                    let word = Word::new(mode, generation, fails);
+                    assert_eq!(
+                        (word.mode(), word.generation(), word.fails()),
+                        (mode, generation, fails),
+                        "{word:x?}"
+                    );
+                }
+            }
+            // The generation wraps within its own bits.
+            let wrapped = Word::new(mode, max_generation.wrapping_add(1), 3);
+            assert_eq!(
+                (wrapped.mode(), wrapped.generation(), wrapped.fails()),
+                (mode, 0, 3)
+            );
+            assert_eq!(mode_of(Word::new(mode, 9, 9).detailed()), mode);
+        }
+    }
+
+    /// The closed, forced-closed and open-rejection paths never wait for
+    /// the mutex (the hot-path rule): they answer while another thread
+    /// holds it.
+    #[test]
+    fn closed_admissions_and_open_rejections_take_no_lock() {
+        let core = core();
+        assert_eq!(
+            without_the_lock(&core, Core::acquire),
+            Some(Ok((Admission::Closed(0), None))),
+            "closed"
+        );
+
+        core.force(DetailedState::ForcedClosed);
+        assert_eq!(
+            without_the_lock(&core, Core::acquire),
+            Some(Ok((Admission::Bypass, None))),
+            "forced closed"
+        );
+
+        core.force(DetailedState::Closed);
+        let (admission, _) = core.acquire().expect("closed admits");
+        assert!(
+            core.record(admission, Outcome::Failure(FailureType::Error))
+                .is_some()
+        );
+        assert_eq!(core.state(), DetailedState::Open);
+        let open = Err((
+            FallbackReason::Open {
+                retry_after: Duration::from_secs(10),
+            },
+            None,
+        ));
+        assert_eq!(without_the_lock(&core, Core::acquire), Some(open), "open");
+        assert_eq!(core.counters.totals().get(Count::RejectedOpen), 1);
+    }
+
+    /// A caller that read the word, then took the lock after another
+    /// thread moved the state, is admitted or refused by the state it
+    /// finds under the lock.
+    #[test]
+    fn an_admission_follows_the_state_found_under_the_lock() {
+        let core = core();
+        let seen_open = Word::new(MODE_OPEN, 5, 0);
+        assert_eq!(
+            core.acquire_slow(seen_open),
+            Ok((Admission::Closed(0), None)),
+            "closed since: a closed call, not a probe"
+        );
+
+        core.force(DetailedState::ForcedClosed);
+        assert_eq!(
+            core.acquire_slow(seen_open),
+            Ok((Admission::Bypass, None)),
+            "forced closed since: bypassed"
+        );
+
+        core.force(DetailedState::ForcedOpen);
+        let seen_half_open = Word::new(MODE_HALF_OPEN, 5, 0);
+        assert_eq!(
+            core.acquire_slow(seen_half_open),
+            Err((FallbackReason::ForcedOpen, None)),
+            "forced open since: refused"
+        );
+        assert_eq!(core.snapshot().probes_in_flight, 0);
+        assert_eq!(core.counters.totals().get(Count::RejectedOpen), 1);
+    }
+}

@@ -470,3 +470,23 @@ mod tests {
         assert_eq!(handoff.deliver(7), Err(7), "given back, to be counted late");
     }
 }
+
+/// Tests that pin the lateness rule's constants, which mutation testing
+/// found unchecked.
+#[cfg(test)]
+mod mutants {
+    use super::*;
+
+    #[test]
+    fn the_start_lag_is_two_coarse_ticks() {
+        let tick = duration_nanos_const(COARSE_TICK);
+        // A coarse start up to two ticks behind the real one: a precise end
+        // two ticks after it shows no time surely elapsed.
+        assert!(!surely_late(0, 2 * tick, 0));
+        assert!(surely_late(0, 2 * tick + 1, 0));
+        assert_eq!(START_LAG, 2 * tick);
+        // Precise timing for timeouts under one hundred ticks (one second).
+        assert_eq!(PRECISE_BELOW, 100 * tick);
+        assert_eq!(PRECISE_BELOW, 1_000_000_000);
+    }
+}
