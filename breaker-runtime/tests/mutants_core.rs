@@ -151,7 +151,7 @@ fn an_open_circuit_admits_a_probe_exactly_at_the_end_of_its_period() {
 }
 
 fn rate_limited(retry_after: Duration) -> Outcome {
-    Outcome::RateLimited {
+    Outcome::DependencyRateLimited {
         retry_after: Some(retry_after),
     }
 }
