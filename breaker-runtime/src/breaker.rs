@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{Clock, ClockHandle, SystemClock, duration_nanos};
+use crate::clock::{Clock, ClockHandle, SystemClock};
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::core::{Admission, Admitted, Core, Transition};
 use crate::counters::Count;
@@ -52,8 +52,6 @@ pub(crate) struct Inner {
     /// Boxed: most breakers have no rate limit, and the limiter is larger
     /// than the rest of the breaker's own fields together.
     pub(crate) limiter: Option<Box<RateLimiter>>,
-    /// `config.timeout_duration` in clock nanoseconds.
-    pub(crate) timeout_nanos: u64,
     /// The workers this breaker's hard-deadline calls hold now.
     pub(crate) deadline_workers: crate::pool::Bulkhead,
     caches: CacheShelf,
@@ -106,7 +104,6 @@ impl CircuitBreakerBuilder {
             inner: Arc::new(Inner {
                 core: Core::new(&self.config, clock),
                 name: Arc::from(self.name),
-                timeout_nanos: duration_nanos(self.config.timeout_duration),
                 config: self.config,
                 limiter,
                 deadline_workers: crate::pool::Bulkhead::default(),

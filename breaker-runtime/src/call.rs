@@ -548,7 +548,7 @@ impl CircuitBreaker {
                 let sampled = self.inner.core.counters.sample_this_call();
                 #[cfg(feature = "tokio")]
                 let start = if sampled { clock.now() } else { 0 };
-                let timeout_nanos = self.inner.timeout_nanos;
+                let timeout_nanos = self.inner.core.timeout_nanos;
                 let finished =
                     under_deadline(fut, timeout, timeout_nanos, clock, permit.owns_unwind()).await;
                 // From here to settlement only this call's code runs.
@@ -626,7 +626,7 @@ impl CircuitBreaker {
         if self.inner.core.counters.sample_this_call() {
             return self.run_sampled(f);
         }
-        let timeout = self.inner.timeout_nanos;
+        let timeout = self.inner.core.timeout_nanos;
         if timeout < deadline::PRECISE_BELOW {
             return self.run_precise(f);
         }
@@ -649,7 +649,7 @@ impl CircuitBreaker {
         let start = clock.now();
         let result = f();
         let elapsed = clock.now().saturating_sub(start);
-        (result, elapsed > self.inner.timeout_nanos)
+        (result, elapsed > self.inner.core.timeout_nanos)
     }
 
     /// [`run_timed`](Self::run_timed) for a call of the timed sample.
@@ -661,7 +661,7 @@ impl CircuitBreaker {
         let result = f();
         let elapsed = clock.now().saturating_sub(start);
         self.sample_response(elapsed);
-        (result, elapsed > self.inner.timeout_nanos)
+        (result, elapsed > self.inner.core.timeout_nanos)
     }
 
     /// How `result` counts, lateness aside: the classifier's outcome, made

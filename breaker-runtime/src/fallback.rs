@@ -223,8 +223,13 @@ where
 /// name in one module, nested functions): an entry claimed by one site is
 /// never handed to another; the later site gets a cache of its own instead.
 /// A shelf is touched once per call site, never on a call's path.
+///
+/// Boxed and made on first use: most breakers never have a cached
+/// fallback, and the box keeps the shelf 16 bytes smaller in every breaker.
 #[derive(Default)]
-pub(crate) struct CacheShelf(Mutex<Vec<Shelved>>);
+// The box is the point: a `Vec` is 24 bytes inline, an empty `Option<Box>` 8.
+#[allow(clippy::box_collection)]
+pub(crate) struct CacheShelf(Mutex<Option<Box<Vec<Shelved>>>>);
 
 struct Shelved {
     /// `None`: a cache shared by type.
@@ -267,7 +272,8 @@ impl CacheShelf {
             Asker::ById(id) => (Some(id), None),
             Asker::Site { id, site } => (Some(id), Some(site)),
         };
-        let mut shelf = self.0.lock();
+        let mut guard = self.0.lock();
+        let shelf = guard.get_or_insert_with(Box::default);
         let same = |entry: &Shelved| entry.type_id == type_id && entry.site.as_deref() == id;
         let found = match claimant {
             None => shelf.iter().position(|entry| same(entry) && !entry.private),
@@ -307,7 +313,7 @@ impl CacheShelf {
                 cache
             }
         };
-        drop(shelf);
+        drop(guard);
         erased
             .downcast::<CachedFallback<K, V>>()
             .unwrap_or_else(|_| unreachable!("a cache is shelved under its own type id"))

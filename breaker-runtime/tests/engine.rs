@@ -690,6 +690,23 @@ fn memory_size_counts_a_rate_limiter_only_where_there_is_one() {
     );
 }
 
+/// The README's memory claim: a breaker with the default configuration is
+/// a fixed part plus one 128-byte counter shard per lane and the shared
+/// one, `clamp(cores + 1, 4, 64)` shards; on a machine of up to three
+/// cores (four shards) that is under 1 KiB.
+#[test]
+fn a_default_breaker_takes_under_a_kibibyte_with_four_counter_shards() {
+    let breaker = CircuitBreaker::new("memory", CircuitBreakerConfig::default()).unwrap();
+    let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+    let shards = (cores + 1).clamp(4, 64);
+    let fixed = breaker.memory_size() - 128 * shards;
+    assert!(
+        fixed + 128 * 4 < 1024,
+        "the fixed part is {fixed} bytes: with four shards a breaker takes {}",
+        fixed + 128 * 4
+    );
+}
+
 #[test]
 fn the_quality_evaluator_and_the_classifier_run_once_per_call() {
     let (breaker, _clock) = breaker_with(config().failure_threshold(100).build().unwrap());
