@@ -12,32 +12,9 @@ use breaker_runtime::{
     ConfigError, DetailedState, EventKind, FailureType, ManualClock, Metrics, Outcome, Permit,
     TransitionCause, subscribe,
 };
-use common::manual_breaker;
+use common::{RECOVERY, TIMEOUT, manual_breaker, ready_to_probe, single_probe_config};
 
 const SECOND: Duration = Duration::from_secs(1);
-const RECOVERY: Duration = Duration::from_secs(10);
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One probe at a time, as the agent's `llm` breaker has.
-fn single_probe_config() -> CircuitBreakerConfig {
-    CircuitBreakerConfig::builder()
-        .failure_threshold(1)
-        .success_threshold(1)
-        .half_open_max_calls(1)
-        .recovery_timeout(RECOVERY)
-        .timeout_duration(TIMEOUT)
-        .build()
-        .unwrap()
-}
-
-/// A breaker opened by one failure, now ready to admit a probe.
-fn ready_to_probe(name: &str) -> (CircuitBreaker, ManualClock) {
-    let (breaker, clock) = manual_breaker(name, single_probe_config());
-    breaker.call(|| Err::<(), _>("down")).unwrap_err();
-    assert_eq!(breaker.state(), CircuitState::Open);
-    clock.advance(RECOVERY);
-    (breaker, clock)
-}
 
 /// The events emitted for the breaker named `name`, in order.
 fn record_events(name: &str) -> (Arc<Mutex<Vec<EventKind>>>, breaker_runtime::Subscription) {

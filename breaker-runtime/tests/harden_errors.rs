@@ -11,32 +11,9 @@ use std::time::Duration;
 
 use breaker_runtime::{
     AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
-    CircuitState, FailureType, FallbackReason, ManualClock, Outcome,
+    CircuitState, FailureType, FallbackReason, Outcome,
 };
-use common::manual_breaker;
-
-const RECOVERY: Duration = Duration::from_secs(10);
-
-/// One probe at a time, opened by one failure.
-fn single_probe_config() -> CircuitBreakerConfig {
-    CircuitBreakerConfig::builder()
-        .failure_threshold(1)
-        .success_threshold(1)
-        .half_open_max_calls(1)
-        .recovery_timeout(RECOVERY)
-        .timeout_duration(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// A breaker opened by one failure, now ready to admit a probe.
-fn ready_to_probe(name: &str) -> (CircuitBreaker, ManualClock) {
-    let (breaker, clock) = manual_breaker(name, single_probe_config());
-    breaker.call(|| Err::<(), _>("down")).unwrap_err();
-    assert_eq!(breaker.state(), CircuitState::Open);
-    clock.advance(RECOVERY);
-    (breaker, clock)
-}
+use common::{manual_breaker, ready_to_probe, single_probe_config};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

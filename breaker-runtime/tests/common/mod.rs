@@ -3,10 +3,39 @@
 #![allow(dead_code)]
 
 use std::ops::AddAssign;
+use std::time::Duration;
 
 use breaker_runtime::{
-    CircuitBreaker, CircuitBreakerConfig, FailureType, ManualClock, Metrics, Outcome,
+    CircuitBreaker, CircuitBreakerConfig, CircuitState, FailureType, ManualClock, Metrics, Outcome,
 };
+
+/// The open period of [`single_probe_config`].
+pub const RECOVERY: Duration = Duration::from_secs(10);
+/// The call deadline of [`single_probe_config`].
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One probe at a time, opened by one failure, as the agent's `llm`
+/// breaker has.
+pub fn single_probe_config() -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder()
+        .failure_threshold(1)
+        .success_threshold(1)
+        .half_open_max_calls(1)
+        .recovery_timeout(RECOVERY)
+        .timeout_duration(TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// A breaker with [`single_probe_config`] opened by one failure, now ready
+/// to admit a probe.
+pub fn ready_to_probe(name: &str) -> (CircuitBreaker, ManualClock) {
+    let (breaker, clock) = manual_breaker(name, single_probe_config());
+    breaker.call(|| Err::<(), _>("down")).unwrap_err();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    clock.advance(RECOVERY);
+    (breaker, clock)
+}
 
 /// A breaker named `name` on a fresh manual clock, and the clock. Under
 /// loom, both must be made inside `loom::model`.
