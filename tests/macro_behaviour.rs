@@ -642,3 +642,48 @@ fn a_fallback_function_error_is_the_function_error() {
     );
     assert_eq!(breaker.get_metrics().fallback_failures, 1);
 }
+
+/// A user's alias: the attribute sees `Reply`, the compiler sees a `Result`.
+type Reply<T> = Result<T, LlmError>;
+
+mod redis {
+    /// An alias named like a client library's (`redis::RedisResult<T>`).
+    pub type RedisResult<T> = Result<T, super::LlmError>;
+}
+
+#[circuit_breaker(name = "behaviour-alias-sync", failure_threshold = 2)]
+fn alias_sync(fail: bool) -> Reply<u32> {
+    if fail { Err(down()) } else { Ok(3) }
+}
+
+#[test]
+fn an_aliased_result_err_counts_as_a_failure_and_trips_the_circuit() {
+    let (breaker, _clock) = register("behaviour-alias-sync", config(2, 60, 3));
+    assert_eq!(alias_sync(false), Ok(3));
+    assert_eq!(alias_sync(true), Err(down()));
+    assert_eq!(alias_sync(true), Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(is_open(&alias_sync(false)), "the breaker's error, as `E`");
+}
+
+async fn offline_reply(_fail: bool) -> redis::RedisResult<u32> {
+    Ok(0)
+}
+
+#[circuit_breaker(name = "behaviour-alias-async", failure_threshold = 2, fallback = offline_reply)]
+async fn alias_async(fail: bool) -> redis::RedisResult<u32> {
+    tokio::task::yield_now().await;
+    if fail { Err(down()) } else { Ok(4) }
+}
+
+#[tokio::test]
+async fn an_aliased_async_result_err_counts_as_a_failure_and_trips_the_circuit() {
+    let (breaker, _clock) = register("behaviour-alias-async", config(2, 60, 3));
+    assert_eq!(alias_async(false).await, Ok(4));
+    assert_eq!(alias_async(true).await, Ok(0), "the fallback answers a failure");
+    assert_eq!(alias_async(true).await, Ok(0));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(breaker.get_metrics().failed_calls, 2);
+    assert_eq!(alias_async(false).await, Ok(0), "rejected, then served");
+}
+

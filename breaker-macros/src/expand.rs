@@ -96,9 +96,9 @@ struct Locals {
     served: Ident,
     key: Ident,
     cache: Ident,
-    body: Ident,
     future: Ident,
     config: Ident,
+    shape: Ident,
 }
 
 impl Locals {
@@ -114,9 +114,9 @@ impl Locals {
             served: local("__breaker_served"),
             key: local("__breaker_key"),
             cache: local("__breaker_cache"),
-            body: local("__breaker_body"),
             future: local("__breaker_future"),
             config: local("__breaker_config"),
+            shape: local("__breaker_shape"),
         }
     }
 }
@@ -134,8 +134,8 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         served,
         key,
         cache,
-        body,
         future,
+        shape,
         ..
     } = &l;
     let name = args
@@ -146,8 +146,16 @@ fn expand(args: &Args, func: Func) -> TokenStream {
     let config = config_fn(args, &p, &l);
     let out_ty = &func.output.ty;
     let out_span = func.output.span;
-    let is_result = func.output.is_result;
     let returns = quote_spanned!(out_span=> #p::returns::<#out_ty>());
+    // Whether the function returns a `Result` is decided by its type, not
+    // by how it is spelled, so aliases count (see `__private::shape`).
+    let shape_init = quote_spanned! {out_span=>
+        let #shape = {
+            #[allow(unused_imports)]
+            use #p::shape::{IsPlain as _, IsResult as _};
+            (&#returns).breaker_shape()
+        };
+    };
     // The result, named where the return type is written, so that a missing
     // `From<BreakerError>` is reported there.
     let result_at_output = Ident::new("__breaker_result", Span::mixed_site().located_at(out_span));
@@ -184,18 +192,13 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             let call = quote_spanned! {path_span=>
                 #path(#(#p::fallback_arg(&#copies)),*)
             };
-            let shape = if is_result {
-                quote!(result)
-            } else {
-                quote!(value)
-            };
             let answer_fn = if asynchronous {
                 quote_spanned! {path_span=>
                     let #answer = || {
                         let #served = #call;
                         #[allow(unused_imports)]
                         use #p::serve::{IsFuture as _, IsValue as _};
-                        (&#served).breaker_answer_kind().#shape(#served, #returns)
+                        (&#served).breaker_answer_kind().answer(#served, #shape)
                     };
                 }
             } else {
@@ -207,10 +210,10 @@ fn expand(args: &Args, func: Func) -> TokenStream {
                 }
             };
             prepare.extend(answer_fn);
-            let answered = match (asynchronous, is_result) {
-                (true, _) => quote!(#answer().await),
-                (false, true) => quote!(#answer()),
-                (false, false) => quote!(#p::ok(#answer())),
+            let answered = if asynchronous {
+                quote!(#answer().await)
+            } else {
+                quote!(#p::shape::Shape::lift(#shape, #answer()))
             };
             option_calls.extend(if asynchronous {
                 quote! {
@@ -224,11 +227,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
                 }
             });
             unavailable = quote!(#p::answered(#answered));
-            finish = if is_result {
-                quote!(#p::finish_served(#result))
-            } else {
-                quote!(#p::finish_value(#result))
-            };
+            finish = quote!(#shape.finish_served(#result));
         }
         Some(FallbackArg::Cached(_)) => {
             if let Some((_, expression)) = &args.cache_key {
@@ -273,34 +272,20 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             });
             option_calls.extend(quote!(.fallback_for(&*#cache, &#key)));
             unavailable = quote!(#p::unavailable(#error));
-            finish = quote_spanned!(out_span=> #p::finish(#result_at_output));
+            finish = quote_spanned!(out_span=> #shape.finish_cached(#result_at_output));
         }
         None => {
             unavailable = quote!(#p::unavailable(#error));
-            finish = if is_result {
-                quote_spanned!(out_span=> #p::finish(#result_at_output))
-            } else {
-                quote!(#p::finish_value(#result))
-            };
+            finish = quote_spanned!(out_span=> #shape.finish(#result_at_output));
         }
     }
     if let Some(quality) = &args.quality {
-        let check = if is_result {
-            quote!(quality_of_ok)
-        } else {
-            quote!(quality_of_value)
-        };
         let span = quality.span();
-        option_calls.extend(quote_spanned!(span=> .quality(#p::#check(#quality, #returns))));
+        option_calls.extend(quote_spanned!(span=> .quality(#p::shape::quality(#shape, #quality))));
     }
     if let Some(classify) = &args.classify {
-        let adapt = if is_result {
-            quote!(classify_result)
-        } else {
-            quote!(classify_value)
-        };
         let span = classify.span();
-        option_calls.extend(quote_spanned!(span=> .classify(#p::#adapt(#classify, #returns))));
+        option_calls.extend(quote_spanned!(span=> .classify(#p::shape::classify(#shape, #classify))));
     }
     let error_binding = if matches!(args.fallback, Some(FallbackArg::Function(_))) {
         quote!(_)
@@ -315,28 +300,13 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             } else {
                 (quote!(call_with), quote!())
             };
-            if is_result {
-                quote!(#breaker.#method(&#options, #capture || #block))
-            } else {
-                quote! {{
-                    let #body = #capture || #block;
-                    #breaker.#method(&#options, #capture || #p::ok(#body()))
-                }}
-            }
+            quote!(#breaker.#method(&#options, #shape.body(#capture || #block)))
         }
         Flavor::Async => {
-            if is_result {
-                quote!(#breaker.call_async_with(&#options, async #block).await)
-            } else {
-                quote!(#breaker.call_async_with(&#options, async { #p::ok(async #block.await) }).await)
-            }
+            quote!(#breaker.call_async_with(&#options, #shape.future(async #block)).await)
         }
         Flavor::Future { .. } => {
-            if is_result {
-                quote!(#breaker.call_async_with(&#options, #future).await)
-            } else {
-                quote!(#breaker.call_async_with(&#options, async move { #p::ok(#future.await) }).await)
-            }
+            quote!(#breaker.call_async_with(&#options, #shape.future(#future)).await)
         }
     };
 
@@ -369,6 +339,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
     let new_body = match func.flavor {
         Flavor::Sync | Flavor::Async => quote! {{
             #site_static
+            #shape_init
             #before
             #guarded
         }},
@@ -381,6 +352,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             };
             quote! {{
                 #site_static
+                #shape_init
                 #before
                 let #future = (|| #block)();
                 #wrapped

@@ -27,8 +27,6 @@ pub(crate) enum Flavor {
 #[derive(Debug, Clone)]
 pub(crate) struct Output {
     pub(crate) ty: Type,
-    /// Written as some `...::Result<...>`.
-    pub(crate) is_result: bool,
     /// Where type errors about the output are reported.
     pub(crate) span: Span,
 }
@@ -89,14 +87,9 @@ impl Func {
             (None, ReturnType::Default) => (syn::parse_quote!(()), item.sig.ident.span()),
         };
         let opaque_output = mentions_impl(ty.to_token_stream()).then_some(span);
-        let is_result = is_result(&ty);
         Self {
             flavor,
-            output: Output {
-                ty,
-                is_result,
-                span,
-            },
+            output: Output { ty, span },
             params,
             opaque_output,
             item,
@@ -201,20 +194,6 @@ fn output_binding<'a>(mut bounds: impl Iterator<Item = &'a TypeParamBound>) -> O
             _ => None,
         })
     })
-}
-
-/// Written as `Result<...>` under any path (`io::Result<T>` too).
-fn is_result(ty: &Type) -> bool {
-    match ty {
-        Type::Path(path) => path
-            .path
-            .segments
-            .last()
-            .is_some_and(|last| last.ident == "Result"),
-        Type::Paren(paren) => is_result(&paren.elem),
-        Type::Group(group) => is_result(&group.elem),
-        _ => false,
-    }
 }
 
 fn mentions_impl(tokens: TokenStream) -> bool {

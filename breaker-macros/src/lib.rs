@@ -47,15 +47,28 @@ use proc_macro::TokenStream;
 /// For `Result<T, E>`, a call the breaker rejects or fails (open circuit,
 /// timeout, rate limit, low quality) with no fallback to answer returns
 /// `Err(E::from(BreakerError))`, so `E: From<BreakerError>` is required
-/// unless a `fallback` function always answers. A function that does not
-/// return a `Result` must have a `fallback`.
+/// unless a `fallback` function always answers. A function that does not return a `Result` must have a
+/// `fallback`.
 ///
-/// The attribute sees tokens, not types: a return type is a `Result` when
-/// its last path segment is named `Result` (`Result<T, E>`,
-/// `io::Result<T>`, `anyhow::Result<T>`). An alias with another name
-/// (`type Reply = Result<String, E>`) is treated as a plain value: it needs a
-/// fallback, and its `Err` values count as successes. Write `Result<...>` in
-/// the signature to have errors counted.
+/// Whether the function returns a `Result` is decided by the compiler, from
+/// the type, not from how it is spelled: `io::Result<T>`,
+/// `anyhow::Result<T>`, `redis::RedisResult<T>` and an alias of your own
+/// are all `Result`s, and their `Err` values count as failures.
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, CircuitState, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// type Reply = Result<String, E>;
+///
+/// #[circuit_breaker(name = "alias-doc", failure_threshold = 1)]
+/// fn reply(fail: bool) -> Reply {
+///     if fail { Err(E(BreakerError::ForcedOpen { name: "upstream".into() })) } else { Ok("hi".into()) }
+/// }
+/// assert!(reply(true).is_err());
+/// assert_eq!(registry().get("alias-doc").unwrap().state(), CircuitState::Open);
+/// assert!(matches!(reply(false), Err(E(BreakerError::Open { .. }))));
+/// ```
 ///
 /// # Keys
 ///

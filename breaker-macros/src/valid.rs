@@ -223,22 +223,8 @@ pub(crate) fn check_function(args: &Args, func: &Func, errors: &mut Errors) {
         ));
     }
     match &args.fallback {
-        None if !func.output.is_result => errors.push(syn::Error::new(
-            func.output.span,
-            format!(
-                "`{}` does not return a `Result`, so a rejected call has nothing to return: add `fallback = some_fn` (a function with the same parameters returning `{}`)",
-                sig.ident,
-                tidy(&func.output.ty)
-            ),
-        )),
         None => {}
         Some(FallbackArg::Cached(cached)) => {
-            if !func.output.is_result {
-                errors.push(syn::Error::new_spanned(
-                    cached,
-                    "`fallback = cached` serves the last good result, which needs a function returning `Result`: return `Result<T, E>` or name a fallback function",
-                ));
-            }
             if func.generic_over_types().is_some() {
                 errors.push(syn::Error::new_spanned(
                     cached,

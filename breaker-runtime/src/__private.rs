@@ -139,6 +139,11 @@ impl<K: Hash + Eq, V> Deref for CacheRef<K, V> {
 }
 
 /// The `Ok` and `Err` types of a function returning some `Result` alias.
+#[diagnostic::on_unimplemented(
+    message = "`fallback = cached` remembers good results, which needs a function returning a `Result`, but `{Self}` is not one",
+    label = "not a `Result`",
+    note = "return `Result<T, E>` (an alias of it will do), or name a fallback function: `fallback = some_fn`"
+)]
 pub trait Fallible {
     /// The `Ok` type.
     type Ok;
@@ -247,87 +252,279 @@ where
 {
 }
 
-/// Checks a `quality = ...` evaluator of a function returning `R: Result`.
-#[inline]
-pub fn quality_of_ok<R: Fallible, Q: Fn(&R::Ok) -> f64>(
-    quality: Q,
-    _: Returns<R>,
-) -> impl Fn(&R::Ok) -> f64 {
-    quality
-}
-
-/// Checks a `quality = ...` evaluator of a function returning a plain `R`.
-#[inline]
-pub fn quality_of_value<R, Q: Fn(&R) -> f64>(quality: Q, _: Returns<R>) -> impl Fn(&R) -> f64 {
-    quality
-}
-
-/// Checks a `classify = ...` function of a function returning `R: Result`.
-#[inline]
-pub fn classify_result<R, C: Fn(&R) -> Outcome>(
-    classify: C,
-    _: Returns<R>,
-) -> impl Fn(&R) -> Outcome {
-    classify
-}
-
-/// Adapts a `classify = ...` function of a function returning a plain `R`.
-#[inline]
-pub fn classify_value<R, C: Fn(&R) -> Outcome>(
-    classify: C,
-    _: Returns<R>,
-) -> impl Fn(&Result<R, Infallible>) -> Outcome {
-    move |result: &Result<R, Infallible>| match result {
-        Ok(value) => classify(value),
-        Err(never) => match *never {},
-    }
-}
-
-/// A plain return value as an infallible call result.
-#[inline]
-pub fn ok<R>(value: R) -> Result<R, Infallible> {
-    Ok(value)
-}
-
 /// The call result for a site whose breaker could not be created.
 #[cold]
 pub fn unavailable<T, E>(error: &BreakerError) -> Result<T, CallError<E>> {
     Err(CallError::from(error.clone()))
 }
 
-/// A `Result` function's return value, no fallback or a cached one: the
-/// breaker's errors become `E`.
-#[inline]
-pub fn finish<T, E: FromBreakerError>(result: Result<T, CallError<E>>) -> Result<T, E> {
-    match result {
-        Ok(value) => Ok(value),
-        Err(CallError::Inner(error)) => Err(error),
-        Err(CallError::FallbackFailed(failed)) => Err(failed.error),
-        Err(CallError::Breaker(error)) => Err(E::from_breaker_error(*error)),
-    }
-}
+/// How the function's return type is called and returned, picked by type
+/// rather than by how the type is spelled: a [`ResultShape`](shape::ResultShape)
+/// for any `Result<T, E>` (under an alias too: `io::Result<T>`,
+/// `RedisResult<T>`, `type Reply = Result<..>`), a
+/// [`ValueShape`](shape::ValueShape) for everything else.
+///
+/// The expansion writes `(&returns::<R>()).breaker_shape()` with both
+/// traits in scope: method lookup tries the receiver `&Returns<R>` first,
+/// where only [`IsResult`](shape::IsResult) can apply, and takes
+/// [`IsPlain`](shape::IsPlain) (on `&&Returns<R>`) only when `R` is not a
+/// `Result`.
+pub mod shape {
+    use super::{BreakerError, CallError, FromBreakerError, Future, Infallible, Outcome, Returns};
+    use core::marker::PhantomData;
 
-/// A `Result` function's return value with a fallback function: the fallback
-/// always answers, so a breaker error means it panicked, and its panic goes
-/// on with its own payload. A fallback's `Err` is the function's.
-#[inline]
-pub fn finish_served<T, E>(result: Result<T, CallError<E>>) -> Result<T, E> {
-    match result {
-        Ok(value) => Ok(value),
-        Err(CallError::Inner(error)) => Err(error),
-        Err(CallError::FallbackFailed(failed)) => Err(failed.error),
-        Err(CallError::Breaker(error)) => fallback_failed(*error),
-    }
-}
+    /// The shape of a function returning `Result<T, E>`: its `Err` counts
+    /// as a failure, and the breaker's own errors become `E`.
+    pub struct ResultShape<T, E>(PhantomData<fn() -> (T, E)>);
 
-/// A plain function's return value: as [`finish_served`].
-#[inline]
-pub fn finish_value<R>(result: Result<R, CallError<Infallible>>) -> R {
-    match result {
-        Ok(value) => value,
-        Err(CallError::Inner(never)) => match never {},
-        Err(CallError::FallbackFailed(failed)) => match failed.error {},
-        Err(CallError::Breaker(error)) => fallback_failed(*error),
+    /// The shape of a function returning a plain `R`: every value is a
+    /// success unless `classify` or `quality` says otherwise, and a
+    /// rejected call needs a fallback to return something.
+    pub struct ValueShape<R>(PhantomData<fn() -> R>);
+
+    impl<T, E> Clone for ResultShape<T, E> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+    impl<T, E> Copy for ResultShape<T, E> {}
+    impl<R> Clone for ValueShape<R> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+    impl<R> Copy for ValueShape<R> {}
+
+    /// Picked first: `R` is a `Result`.
+    pub trait IsResult {
+        /// The shape.
+        type Shape;
+        /// A [`ResultShape`].
+        fn breaker_shape(&self) -> Self::Shape;
+    }
+
+    impl<T, E> IsResult for Returns<Result<T, E>> {
+        type Shape = ResultShape<T, E>;
+        #[inline]
+        fn breaker_shape(&self) -> ResultShape<T, E> {
+            ResultShape(PhantomData)
+        }
+    }
+
+    /// Picked by autoref when `R` is not a `Result`.
+    pub trait IsPlain {
+        /// The shape.
+        type Shape;
+        /// A [`ValueShape`].
+        fn breaker_shape(&self) -> Self::Shape;
+    }
+
+    impl<R> IsPlain for &Returns<R> {
+        type Shape = ValueShape<R>;
+        #[inline]
+        fn breaker_shape(&self) -> ValueShape<R> {
+            ValueShape(PhantomData)
+        }
+    }
+
+    /// What both shapes share: the function's return type `Returned` as the
+    /// call result `Result<Ok, Err>` the breaker judges.
+    pub trait Shape: Copy {
+        /// The function's return type.
+        type Returned;
+        /// The call result's `Ok` type.
+        type Ok;
+        /// The call result's `Err` type.
+        type Err;
+        /// The return value as a call result.
+        fn lift(self, returned: Self::Returned) -> Result<Self::Ok, Self::Err>;
+        /// A call result as the return value it came from, for `classify`.
+        fn view(result: &Result<Self::Ok, Self::Err>) -> &Self::Returned;
+    }
+
+    impl<T, E> Shape for ResultShape<T, E> {
+        type Returned = Result<T, E>;
+        type Ok = T;
+        type Err = E;
+        #[inline]
+        fn lift(self, returned: Result<T, E>) -> Result<T, E> {
+            returned
+        }
+        #[inline]
+        fn view(result: &Result<T, E>) -> &Result<T, E> {
+            result
+        }
+    }
+
+    impl<R> Shape for ValueShape<R> {
+        type Returned = R;
+        type Ok = R;
+        type Err = Infallible;
+        #[inline]
+        fn lift(self, returned: R) -> Result<R, Infallible> {
+            Ok(returned)
+        }
+        #[inline]
+        fn view(result: &Result<R, Infallible>) -> &R {
+            match result {
+                Ok(value) => value,
+                Err(never) => match *never {},
+            }
+        }
+    }
+
+    /// A return type that is not a `Result`, under a breaker with no
+    /// fallback: never implemented, so that the build says what to add.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a `Result`, so a call the breaker rejects has nothing to return",
+        label = "not a `Result`",
+        note = "add `fallback = some_fn` (a function with the same parameters returning `{Self}`), or return a `Result` whose error implements `From<BreakerError>`",
+        note = "an alias of `Result` (`io::Result<T>`, `type Reply = Result<T, E>`) is a `Result` and needs no fallback"
+    )]
+    pub trait NeedsFallback {}
+
+    /// A `map_err = ...` on a function that does not return a `Result`:
+    /// never implemented.
+    #[diagnostic::on_unimplemented(
+        message = "`map_err` maps the breaker's errors into the function's `Err` type, but `{Self}` is not a `Result`",
+        label = "not a `Result`",
+        note = "remove `map_err`, and add `fallback = some_fn` to answer rejected calls"
+    )]
+    pub trait MapErrNeedsResult {}
+
+    impl<T, E> ResultShape<T, E> {
+        /// The body, already returning a call result.
+        #[inline]
+        pub fn body<F: FnOnce() -> Result<T, E>>(self, body: F) -> F {
+            body
+        }
+
+        /// The future, already yielding a call result.
+        #[inline]
+        pub fn future<F: Future<Output = Result<T, E>>>(self, future: F) -> F {
+            future
+        }
+
+        /// The return value, no fallback or a cached one: the breaker's
+        /// errors become `E`.
+        #[inline]
+        pub fn finish(self, result: Result<T, CallError<E>>) -> Result<T, E>
+        where
+            E: FromBreakerError,
+        {
+            self.finish_mapped(result, E::from_breaker_error)
+        }
+
+        /// The return value with `fallback = cached`, as [`finish`](Self::finish).
+        #[inline]
+        pub fn finish_cached(self, result: Result<T, CallError<E>>) -> Result<T, E>
+        where
+            E: FromBreakerError,
+        {
+            self.finish(result)
+        }
+
+        /// The return value with `map_err = ...`: the breaker's errors go
+        /// through `map_err`.
+        #[inline]
+        pub fn finish_mapped(
+            self,
+            result: Result<T, CallError<E>>,
+            map_err: impl FnOnce(BreakerError) -> E,
+        ) -> Result<T, E> {
+            match result {
+                Ok(value) => Ok(value),
+                Err(CallError::Inner(error)) => Err(error),
+                Err(CallError::FallbackFailed(failed)) => Err(failed.error),
+                Err(CallError::Breaker(error)) => Err(map_err(*error)),
+            }
+        }
+
+        /// The return value with a fallback function: the fallback always
+        /// answers, so a breaker error means it panicked, and its panic
+        /// goes on with its own payload. A fallback's `Err` is the function's.
+        #[inline]
+        pub fn finish_served(self, result: Result<T, CallError<E>>) -> Result<T, E> {
+            match result {
+                Ok(value) => Ok(value),
+                Err(CallError::Inner(error)) => Err(error),
+                Err(CallError::FallbackFailed(failed)) => Err(failed.error),
+                Err(CallError::Breaker(error)) => super::fallback_failed(*error),
+            }
+        }
+    }
+
+    impl<R> ValueShape<R> {
+        /// The body, returning a call result that is always `Ok`.
+        #[inline]
+        pub fn body<F: FnOnce() -> R>(self, body: F) -> impl FnOnce() -> Result<R, Infallible> {
+            move || Ok(body())
+        }
+
+        /// The future, yielding a call result that is always `Ok`.
+        #[inline]
+        pub fn future<F: Future<Output = R>>(
+            self,
+            future: F,
+        ) -> impl Future<Output = Result<R, Infallible>> {
+            async move { Ok(future.await) }
+        }
+
+        /// No fallback: refused at compile time by [`NeedsFallback`].
+        pub fn finish(self, result: Result<R, CallError<Infallible>>) -> R
+        where
+            R: NeedsFallback,
+        {
+            self.finish_served(result)
+        }
+
+        /// `fallback = cached`: refused at compile time by
+        /// [`Fallible`](super::Fallible), in `cache_value`, so no second
+        /// error is reported here.
+        pub fn finish_cached(self, result: Result<R, CallError<Infallible>>) -> R {
+            self.finish_served(result)
+        }
+
+        /// `map_err = ...`: refused at compile time by [`MapErrNeedsResult`].
+        pub fn finish_mapped<E>(
+            self,
+            result: Result<R, CallError<Infallible>>,
+            _map_err: impl FnOnce(BreakerError) -> E,
+        ) -> R
+        where
+            R: MapErrNeedsResult,
+        {
+            self.finish_served(result)
+        }
+
+        /// The return value with a fallback function, as
+        /// [`ResultShape::finish_served`].
+        #[inline]
+        pub fn finish_served(self, result: Result<R, CallError<Infallible>>) -> R {
+            match result {
+                Ok(value) => value,
+                Err(CallError::Inner(never)) => match never {},
+                Err(CallError::FallbackFailed(failed)) => match failed.error {},
+                Err(CallError::Breaker(error)) => super::fallback_failed(*error),
+            }
+        }
+    }
+
+    /// Checks a `quality = ...` evaluator: it scores the `Ok` value, or the
+    /// plain return value.
+    #[inline]
+    pub fn quality<S: Shape, Q: Fn(&S::Ok) -> f64>(_: S, quality: Q) -> impl Fn(&S::Ok) -> f64 {
+        quality
+    }
+
+    /// Adapts a `classify = ...` function, which judges the return value as
+    /// the function returns it.
+    #[inline]
+    pub fn classify<S: Shape, C: Fn(&S::Returned) -> Outcome>(
+        _: S,
+        classify: C,
+    ) -> impl Fn(&Result<S::Ok, S::Err>) -> Outcome {
+        move |result: &Result<S::Ok, S::Err>| classify(S::view(result))
     }
 }
 
@@ -355,7 +552,8 @@ fn fallback_failed(error: BreakerError) -> ! {
 /// Awaits an async fallback's answer, or takes a sync one as it is: a
 /// `fallback = ...` of an async function may be either.
 pub mod serve {
-    use super::{Future, Infallible, Returns};
+    use super::Future;
+    use super::shape::Shape;
 
     /// Marks an answer that is a future.
     #[derive(Debug, Clone, Copy)]
@@ -386,38 +584,24 @@ pub mod serve {
     impl<V> IsValue for &V {}
 
     impl Later {
-        /// The answer of a function returning `R: Result`.
-        pub fn result<R>(
+        /// An async fallback's answer, as a call result of `shape`.
+        pub async fn answer<S: Shape>(
             self,
-            answer: impl Future<Output = R>,
-            _: Returns<R>,
-        ) -> impl Future<Output = R> {
-            answer
-        }
-
-        /// The answer of a function returning a plain `R`.
-        pub async fn value<R>(
-            self,
-            answer: impl Future<Output = R>,
-            _: Returns<R>,
-        ) -> Result<R, Infallible> {
-            Ok(answer.await)
+            answer: impl Future<Output = S::Returned>,
+            shape: S,
+        ) -> Result<S::Ok, S::Err> {
+            shape.lift(answer.await)
         }
     }
 
     impl Now {
-        /// The answer of a function returning `R: Result`.
-        pub fn result<R>(self, answer: R, _: Returns<R>) -> std::future::Ready<R> {
-            std::future::ready(answer)
-        }
-
-        /// The answer of a function returning a plain `R`.
-        pub fn value<R>(
+        /// A sync fallback's answer, as a call result of `shape`.
+        pub fn answer<S: Shape>(
             self,
-            answer: R,
-            _: Returns<R>,
-        ) -> std::future::Ready<Result<R, Infallible>> {
-            std::future::ready(Ok(answer))
+            answer: S::Returned,
+            shape: S,
+        ) -> std::future::Ready<Result<S::Ok, S::Err>> {
+            std::future::ready(shape.lift(answer))
         }
     }
 }
