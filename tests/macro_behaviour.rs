@@ -687,3 +687,52 @@ async fn an_aliased_async_result_err_counts_as_a_failure_and_trips_the_circuit()
     assert_eq!(alias_async(false).await, Ok(0), "rejected, then served");
 }
 
+static DISK_FAILS: AtomicBool = AtomicBool::new(false);
+
+#[circuit_breaker(name = "behaviour-io", failure_threshold = 2, map_err = std::io::Error::other)]
+fn read_disk(block: u32) -> std::io::Result<u32> {
+    if DISK_FAILS.load(Ordering::Relaxed) {
+        return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+    }
+    Ok(block)
+}
+
+#[circuit_breaker(name = "behaviour-io-async", failure_threshold = 1, map_err = std::io::Error::other)]
+async fn read_disk_async(fail: bool) -> std::io::Result<u32> {
+    tokio::task::yield_now().await;
+    if fail { Err(std::io::Error::from(std::io::ErrorKind::TimedOut)) } else { Ok(1) }
+}
+
+fn breaker_error_in(error: &std::io::Error) -> Option<&BreakerError> {
+    error.get_ref()?.downcast_ref::<BreakerError>()
+}
+
+#[test]
+fn map_err_turns_the_breakers_errors_into_an_io_error() {
+    let (breaker, _clock) = register("behaviour-io", config(2, 60, 3));
+    assert_eq!(read_disk(5).unwrap(), 5);
+    DISK_FAILS.store(true, Ordering::Relaxed);
+    for _ in 0..2 {
+        let error = read_disk(5).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "the call's own error");
+        assert!(breaker_error_in(&error).is_none());
+    }
+    assert_eq!(breaker.state(), CircuitState::Open, "an io::Error is a failure");
+    DISK_FAILS.store(false, Ordering::Relaxed);
+    let error = read_disk(5).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::Other);
+    assert!(
+        matches!(breaker_error_in(&error), Some(BreakerError::Open { .. })),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn map_err_serves_async_functions_too() {
+    let (breaker, _clock) = register("behaviour-io-async", config(1, 60, 3));
+    let error = read_disk_async(true).await.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let error = read_disk_async(false).await.unwrap_err();
+    assert!(matches!(breaker_error_in(&error), Some(BreakerError::Open { .. })));
+}

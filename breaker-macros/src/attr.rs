@@ -38,6 +38,7 @@ pub(crate) const KEYS: &[&str] = &[
     "cache_key",
     "quality",
     "classify",
+    "map_err",
 ];
 
 /// A value and the tokens it was written as.
@@ -83,6 +84,9 @@ pub(crate) struct Args {
     pub(crate) cache_key: Option<(Ident, Expr)>,
     pub(crate) quality: Option<Expr>,
     pub(crate) classify: Option<Expr>,
+    /// `map_err = path`: the key, and the function from `BreakerError` to
+    /// the function's error type.
+    pub(crate) map_err: Option<(Ident, Expr)>,
 }
 
 /// One `key = value` pair, before interpretation.
@@ -182,6 +186,11 @@ impl RawArgs {
                         read_function(&name, &value, "classify_error", errors)
                     )
                 }
+                "map_err" => set!(
+                    map_err,
+                    read_function(&name, &value, "std::io::Error::other", errors)
+                        .map(|f| (key.clone(), f))
+                ),
                 _ => errors.push(unknown_key(&key, &name)),
             }
         }

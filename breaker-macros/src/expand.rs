@@ -272,11 +272,23 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             });
             option_calls.extend(quote!(.fallback_for(&*#cache, &#key)));
             unavailable = quote!(#p::unavailable(#error));
-            finish = quote_spanned!(out_span=> #shape.finish_cached(#result_at_output));
+            finish = match &args.map_err {
+                Some((_, map_err)) => {
+                    let span = map_err.span();
+                    quote_spanned!(span=> #shape.finish_mapped(#result, #map_err))
+                }
+                None => quote_spanned!(out_span=> #shape.finish_cached(#result_at_output)),
+            };
         }
         None => {
             unavailable = quote!(#p::unavailable(#error));
-            finish = quote_spanned!(out_span=> #shape.finish(#result_at_output));
+            finish = match &args.map_err {
+                Some((_, map_err)) => {
+                    let span = map_err.span();
+                    quote_spanned!(span=> #shape.finish_mapped(#result, #map_err))
+                }
+                None => quote_spanned!(out_span=> #shape.finish(#result_at_output)),
+            };
         }
     }
     if let Some(quality) = &args.quality {

@@ -47,7 +47,8 @@ use proc_macro::TokenStream;
 /// For `Result<T, E>`, a call the breaker rejects or fails (open circuit,
 /// timeout, rate limit, low quality) with no fallback to answer returns
 /// `Err(E::from(BreakerError))`, so `E: From<BreakerError>` is required
-/// unless a `fallback` function always answers. A function that does not return a `Result` must have a
+/// unless a `fallback` function always answers or `map_err` says how to
+/// make an `E`. A function that does not return a `Result` must have a
 /// `fallback`.
 ///
 /// Whether the function returns a `Result` is decided by the compiler, from
@@ -97,6 +98,7 @@ use proc_macro::TokenStream;
 /// | `cache_key` | the arguments | with `fallback = cached`: the key of the cache, an expression over the arguments and `self` |
 /// | `quality` | none | a `Fn(&T) -> f64` scoring good results |
 /// | `classify` | none | a `Fn(&Result<T, E>) -> Outcome` deciding how a result counts |
+/// | `map_err` | `From::from` | a `Fn(BreakerError) -> E` making the function's error out of the breaker's (for `io::Result`: `std::io::Error::other`) |
 ///
 /// `sliding_window_size` and `minimum_calls` need `failure_rate_threshold`;
 /// `rate_limit_burst` needs `rate_limit_per_minute`; `backoff_multiplier`
@@ -339,6 +341,28 @@ use proc_macro::TokenStream;
 /// }
 /// assert!(write("a long text").is_ok());
 /// assert!(matches!(write("no"), Err(E(BreakerError::LowQuality { .. }))));
+/// ```
+///
+/// ## `map_err`
+///
+/// The function's error type needs `From<BreakerError>`, which an error
+/// type of another crate (`std::io::Error`) cannot get: the orphan rule
+/// forbids it. `map_err = path` (or a closure) makes the `E` instead. It
+/// does not apply with `fallback = some_fn`, which answers every rejected
+/// call.
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, circuit_breaker, registry};
+/// #[circuit_breaker(name = "disk", map_err = std::io::Error::other)]
+/// fn read(path: &str) -> std::io::Result<String> {
+///     std::fs::read_to_string(path)
+/// }
+/// # let _ = read("/nonexistent");
+/// registry().get("disk").unwrap().force_open();
+/// let error = read("/etc/hostname").unwrap_err();
+/// assert_eq!(error.kind(), std::io::ErrorKind::Other);
+/// let cause = error.get_ref().unwrap().downcast_ref::<BreakerError>().unwrap();
+/// assert!(matches!(cause, BreakerError::ForcedOpen { .. }));
 /// ```
 ///
 /// ## `classify`

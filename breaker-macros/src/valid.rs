@@ -261,6 +261,12 @@ pub(crate) fn check_function(args: &Args, func: &Func, errors: &mut Errors) {
             }
         }
     }
+    if let (Some((key, _)), Some(FallbackArg::Function(_))) = (&args.map_err, &args.fallback) {
+        errors.push(syn::Error::new_spanned(
+            key,
+            "`map_err` never runs with `fallback = some_fn`: the fallback answers every call the breaker rejects; remove `map_err`",
+        ));
+    }
     if let Some((key, _)) = &args.cache_key {
         if !matches!(args.fallback, Some(FallbackArg::Cached(_))) {
             errors.push(syn::Error::new_spanned(

@@ -161,7 +161,8 @@ impl<T, E> Fallible for Result<T, E> {
     message = "`{Self}` cannot carry the circuit breaker's errors: it does not implement `From<BreakerError>`",
     label = "`{Self}` must implement `From<breaker_runtime::BreakerError>`",
     note = "when the breaker rejects or times out a call and no fallback answers, the function returns `Err(From::from(breaker_error))`",
-    note = "implement `From<breaker_runtime::BreakerError>` for `{Self}` (with thiserror: a `#[from]` variant), or add `fallback = some_fn`"
+    note = "implement `From<breaker_runtime::BreakerError>` for `{Self}` (with thiserror: a `#[from]` variant), or add `fallback = some_fn`",
+    note = "for an error type you cannot implement it for (`std::io::Error`, another crate's), add `map_err = some_fn`, a `fn(BreakerError) -> {Self}`, like `map_err = std::io::Error::other`"
 )]
 pub trait FromBreakerError: Sized {
     /// `E::from(error)`.
