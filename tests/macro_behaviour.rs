@@ -680,7 +680,11 @@ async fn alias_async(fail: bool) -> redis::RedisResult<u32> {
 async fn an_aliased_async_result_err_counts_as_a_failure_and_trips_the_circuit() {
     let (breaker, _clock) = register("behaviour-alias-async", config(2, 60, 3));
     assert_eq!(alias_async(false).await, Ok(4));
-    assert_eq!(alias_async(true).await, Ok(0), "the fallback answers a failure");
+    assert_eq!(
+        alias_async(true).await,
+        Ok(0),
+        "the fallback answers a failure"
+    );
     assert_eq!(alias_async(true).await, Ok(0));
     assert_eq!(breaker.state(), CircuitState::Open);
     assert_eq!(breaker.get_metrics().failed_calls, 2);
@@ -700,7 +704,11 @@ fn read_disk(block: u32) -> std::io::Result<u32> {
 #[circuit_breaker(name = "behaviour-io-async", failure_threshold = 1, map_err = std::io::Error::other)]
 async fn read_disk_async(fail: bool) -> std::io::Result<u32> {
     tokio::task::yield_now().await;
-    if fail { Err(std::io::Error::from(std::io::ErrorKind::TimedOut)) } else { Ok(1) }
+    if fail {
+        Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
+    } else {
+        Ok(1)
+    }
 }
 
 fn breaker_error_in(error: &std::io::Error) -> Option<&BreakerError> {
@@ -714,10 +722,18 @@ fn map_err_turns_the_breakers_errors_into_an_io_error() {
     DISK_FAILS.store(true, Ordering::Relaxed);
     for _ in 0..2 {
         let error = read_disk(5).unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "the call's own error");
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::TimedOut,
+            "the call's own error"
+        );
         assert!(breaker_error_in(&error).is_none());
     }
-    assert_eq!(breaker.state(), CircuitState::Open, "an io::Error is a failure");
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "an io::Error is a failure"
+    );
     DISK_FAILS.store(false, Ordering::Relaxed);
     let error = read_disk(5).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::Other);
@@ -734,5 +750,8 @@ async fn map_err_serves_async_functions_too() {
     assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
     assert_eq!(breaker.state(), CircuitState::Open);
     let error = read_disk_async(false).await.unwrap_err();
-    assert!(matches!(breaker_error_in(&error), Some(BreakerError::Open { .. })));
+    assert!(matches!(
+        breaker_error_in(&error),
+        Some(BreakerError::Open { .. })
+    ));
 }

@@ -297,7 +297,8 @@ fn expand(args: &Args, func: Func) -> TokenStream {
     }
     if let Some(classify) = &args.classify {
         let span = classify.span();
-        option_calls.extend(quote_spanned!(span=> .classify(#p::shape::classify(#shape, #classify))));
+        option_calls
+            .extend(quote_spanned!(span=> .classify(#p::shape::classify(#shape, #classify))));
     }
     let error_binding = if matches!(args.fallback, Some(FallbackArg::Function(_))) {
         quote!(_)

@@ -232,8 +232,16 @@ pub(crate) fn check_function(args: &Args, func: &Func, errors: &mut Errors) {
                 ));
             }
             if args.cache_key.is_none() {
-                check_named(func, "`fallback = cached` keys the cache on every argument", errors);
-                if func.params.iter().any(|p| matches!(p, Param::Receiver { .. })) {
+                check_named(
+                    func,
+                    "`fallback = cached` keys the cache on every argument",
+                    errors,
+                );
+                if func
+                    .params
+                    .iter()
+                    .any(|p| matches!(p, Param::Receiver { .. }))
+                {
                     errors.push(syn::Error::new_spanned(
                         cached,
                         format!(
@@ -245,7 +253,11 @@ pub(crate) fn check_function(args: &Args, func: &Func, errors: &mut Errors) {
             }
         }
         Some(FallbackArg::Function(_)) => {
-            check_named(func, "a `fallback` function gets the same arguments", errors);
+            check_named(
+                func,
+                "a `fallback` function gets the same arguments",
+                errors,
+            );
             for param in &func.params {
                 let shared_mut = match param {
                     Param::Receiver { mutable_ref, .. } => *mutable_ref,

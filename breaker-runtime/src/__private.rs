@@ -464,11 +464,8 @@ pub mod shape {
 
         /// The future, yielding a call result that is always `Ok`.
         #[inline]
-        pub fn future<F: Future<Output = R>>(
-            self,
-            future: F,
-        ) -> impl Future<Output = Result<R, Infallible>> {
-            async move { Ok(future.await) }
+        pub async fn future<F: Future<Output = R>>(self, future: F) -> Result<R, Infallible> {
+            Ok(future.await)
         }
 
         /// No fallback: refused at compile time by [`NeedsFallback`].
