@@ -67,15 +67,30 @@ impl Site {
 
     /// The breaker, registered with `config` unless the name exists. The
     /// macro validated `config`, so the error is for a bug, not for users.
+    ///
+    /// Only the check is generic, so each annotated function compiles a
+    /// load and a branch; the registration is shared.
     #[inline]
     pub fn breaker(
         &'static self,
         config: impl FnOnce() -> CircuitBreakerConfig,
     ) -> Result<&'static CircuitBreaker, &'static BreakerError> {
+        match self.breaker.get() {
+            Some(resolved) => resolved.as_ref(),
+            None => self.resolve(config()),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn resolve(
+        &'static self,
+        config: CircuitBreakerConfig,
+    ) -> Result<&'static CircuitBreaker, &'static BreakerError> {
         self.breaker
             .get_or_init(|| {
                 crate::registry()
-                    .get_or_register(self.name, config())
+                    .get_or_register(self.name, config)
                     .map_err(|source| BreakerError::InvalidConfig {
                         name: self.name.to_owned(),
                         source,

@@ -540,13 +540,23 @@ impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
         if !self.settled {
-            // Only a panic of this call's own code is its failure; a
-            // future dropped by a sibling's panic was cancelled.
-            let panicking = self.owns_unwind.load(std::sync::atomic::Ordering::Relaxed)
-                && std::thread::panicking();
-            let transition = self.breaker.inner.core.abandon(self.admission, panicking);
-            self.breaker.emit_transition(transition);
+            self.abandon();
         }
+    }
+}
+
+impl Permit<'_> {
+    /// Settles a permit dropped unsettled: a panic or a cancellation. Out
+    /// of line, so the unwinding path of every annotated function is a call.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
+        // Only a panic of this call's own code is its failure; a
+        // future dropped by a sibling's panic was cancelled.
+        let panicking =
+            self.owns_unwind.load(std::sync::atomic::Ordering::Relaxed) && std::thread::panicking();
+        let transition = self.breaker.inner.core.abandon(self.admission, panicking);
+        self.breaker.emit_transition(transition);
     }
 }
 

@@ -348,50 +348,42 @@ impl CircuitBreaker {
         C: Classify<T, E>,
     {
         let inner = &*self.inner;
-        // The hot path: a closed circuit and a good result skip the permit
-        // and the verdict altogether.
-        if let Some(generation) = inner.core.closed_generation() {
+        // Admission. A closed circuit takes no lock; an open one serves its
+        // fallback without the lock; only half-open goes through `admit`.
+        let (permit, closed) = if let Some(generation) = inner.core.closed_generation() {
             let admission = Admission::Closed(generation);
-            if let Err(reason) = self.within_rate_limit(admission) {
-                return self.resolve_sync(self.rejected(reason), &options.fallback);
+            if inner.limiter.is_some() {
+                if let Err(reason) = self.within_rate_limit_out_of_line(admission) {
+                    return self.refuse_sync(reason, &options.fallback);
+                }
             }
             // Held across the call so a panic counts as a failure.
-            let permit = Permit::admitted(self, admission);
-            let (result, late) = self.run_timed(f);
-            let assessed = self.assess(&result, options);
-            if !late && assessed.outcome == Outcome::Success {
-                if let Ok(value) = &result {
-                    FallbackFor::record_success(&options.fallback, value);
-                }
-                permit.record_closed_success(generation);
-                return result.map_err(CallError::Inner);
-            }
-            let verdict = self.judge_slow(
-                permit,
-                result,
-                assessed,
-                late,
-                options,
-                FallbackFor::record_success,
-            );
-            return self.resolve_sync(verdict, &options.fallback);
-        }
-        // The rejection path: an open circuit serves its fallback without
-        // taking the lock.
-        if let Some(retry_after) = inner.core.open_wait() {
+            (Permit::admitted(self, admission), Some(generation))
+        } else if let Some(retry_after) = inner.core.open_wait() {
             return self.serve_open_rejection(retry_after, &options.fallback);
-        }
-        let verdict = match self.admit() {
-            Err(reason) => self.rejected(reason),
-            Ok(permit) => {
-                let (result, late) = self.run_timed(f);
-                self.judge(permit, result, late, options, FallbackFor::record_success)
+        } else {
+            match self.admit_off_closed() {
+                Ok(permit) => (permit, None),
+                Err(reason) => return self.refuse_sync(reason, &options.fallback),
             }
         };
-        match verdict {
-            Verdict::Return(result) => result,
-            verdict => self.resolve_sync(verdict, &options.fallback),
+        // `f` appears once, so each annotated function compiles its body
+        // once: the timing around it is not generic.
+        let timing = self.start_timing();
+        let result = f();
+        let late = self.finish_timing(timing);
+        let assessed = self.assess(&result, options);
+        if !late && assessed.outcome == Outcome::Success {
+            if let Ok(value) = &result {
+                FallbackFor::record_success(&options.fallback, value);
+            }
+            match closed {
+                Some(generation) => permit.record_closed_success(generation),
+                None => record_probe_success(permit),
+            }
+            return result.map_err(CallError::Inner);
         }
+        self.settle_sync(permit, result, assessed, late, options)
     }
 
     /// Calls `f` on a worker thread and releases the caller at
@@ -616,52 +608,113 @@ impl CircuitBreaker {
         panic::resume_unwind(payload)
     }
 
-    /// Runs `f`, telling whether it ran past the deadline. Sampled calls
+    /// The local rate limit's check for a closed-circuit sync call, out of
+    /// line so that annotated functions share it.
+    #[inline(never)]
+    fn within_rate_limit_out_of_line(&self, admission: Admission) -> Result<(), FallbackReason> {
+        self.within_rate_limit(admission)
+    }
+
+    /// Answers a sync call refused before it ran.
+    #[cold]
+    #[inline(never)]
+    fn refuse_sync<T, E, Fb: FallbackFor<T, E>>(
+        &self,
+        reason: FallbackReason,
+        fallback: &Fb,
+    ) -> Result<T, CallError<E>> {
+        self.resolve_sync(self.rejected(reason), fallback)
+    }
+
+    /// Counts a sync call that failed, was late, or scored low, and decides
+    /// what its caller gets. Generic over the call's types, not its body, so
+    /// functions of one signature share it.
+    #[inline(never)]
+    fn settle_sync<T, E, Fb, Q, C>(
+        &self,
+        permit: Permit<'_>,
+        result: Result<T, E>,
+        assessed: Assessed,
+        late: bool,
+        options: &CallOptions<Fb, Q, C>,
+    ) -> Result<T, CallError<E>>
+    where
+        Fb: FallbackFor<T, E>,
+    {
+        let verdict = self.judge_slow(
+            permit,
+            result,
+            assessed,
+            late,
+            options,
+            FallbackFor::record_success,
+        );
+        self.resolve_sync(verdict, &options.fallback)
+    }
+
+    /// [`admit`](Self::admit) for a circuit that is neither closed nor
+    /// open, out of line: rare, and not generic.
+    #[cold]
+    #[inline(never)]
+    fn admit_off_closed(&self) -> Result<Permit<'_>, FallbackReason> {
+        self.admit()
+    }
+
+    /// Starts timing a sync call; [`finish_timing`](Self::finish_timing)
+    /// tells whether it ran past the deadline. Sampled calls
     /// read the real clock and feed the average response time; so do calls
     /// of a breaker whose timeout is short next to the coarse clock's tick.
     /// The others read the coarse clock, and confirm a "late" on the real
     /// one (see [`deadline`](crate::deadline) for the rule).
     #[inline(always)]
-    fn run_timed<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
-        if self.inner.core.counters.sample_this_call() {
-            return self.run_sampled(f);
+    fn start_timing(&self) -> Timing {
+        let core = &self.inner.core;
+        if core.counters.sample_this_call() {
+            return self.start_precise(true);
         }
-        let timeout = self.inner.core.timeout_nanos;
-        if timeout < deadline::PRECISE_BELOW {
-            return self.run_precise(f);
+        if core.timeout_nanos < deadline::PRECISE_BELOW {
+            return self.start_precise(false);
         }
-        let clock = &self.inner.core.clock;
-        let start = clock.coarse_now();
-        let result = f();
-        let elapsed = clock.coarse_now().saturating_sub(start);
-        if elapsed > timeout {
-            return (result, deadline::confirm_late(clock, start, timeout));
-        }
-        (result, false)
+        Timing::Coarse(core.clock.coarse_now())
     }
 
-    /// [`run_timed`](Self::run_timed) for a breaker with a short timeout:
-    /// exact, on the real clock.
-    #[cold]
-    #[inline(never)]
-    fn run_precise<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
-        let clock = &self.inner.core.clock;
-        let start = clock.now();
-        let result = f();
-        let elapsed = clock.now().saturating_sub(start);
-        (result, elapsed > self.inner.core.timeout_nanos)
+    /// Whether the call timed from `timing` ran past its deadline; a call
+    /// of the sample also feeds the average response time.
+    #[inline(always)]
+    fn finish_timing(&self, timing: Timing) -> bool {
+        let Timing::Coarse(start) = timing else {
+            return self.finish_precise(timing);
+        };
+        let core = &self.inner.core;
+        let elapsed = core.clock.coarse_now().saturating_sub(start);
+        elapsed > core.timeout_nanos
+            && deadline::confirm_late(&core.clock, start, core.timeout_nanos)
     }
 
-    /// [`run_timed`](Self::run_timed) for a call of the timed sample.
+    /// The start of a call timed on the real clock: a breaker with a short
+    /// timeout, or a call of the timed sample.
     #[cold]
     #[inline(never)]
-    fn run_sampled<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
-        let clock = &self.inner.core.clock;
-        let start = clock.now();
-        let result = f();
-        let elapsed = clock.now().saturating_sub(start);
-        self.sample_response(elapsed);
-        (result, elapsed > self.inner.core.timeout_nanos)
+    fn start_precise(&self, sampled: bool) -> Timing {
+        let start = self.inner.core.clock.now();
+        if sampled {
+            Timing::Sampled(start)
+        } else {
+            Timing::Precise(start)
+        }
+    }
+
+    /// [`finish_timing`](Self::finish_timing) on the real clock: exact.
+    #[cold]
+    #[inline(never)]
+    fn finish_precise(&self, timing: Timing) -> bool {
+        let core = &self.inner.core;
+        let (Timing::Precise(start) | Timing::Sampled(start) | Timing::Coarse(start)) = timing;
+        let elapsed = core.clock.now().saturating_sub(start);
+        if matches!(timing, Timing::Sampled(_)) {
+            self.sample_response(elapsed);
+        }
+        elapsed > core.timeout_nanos
     }
 
     /// How `result` counts, lateness aside: the classifier's outcome, made
@@ -949,6 +1002,26 @@ impl CircuitBreaker {
             panic: PanicPayload::new(payload),
         }))
     }
+}
+
+/// Records a good half-open probe (or a call admitted as the circuit
+/// closed), out of line: rare, and not generic.
+#[cold]
+#[inline(never)]
+fn record_probe_success(permit: Permit<'_>) {
+    permit.record(Outcome::Success);
+}
+
+/// When a sync call started, and on which clock; see
+/// [`CircuitBreaker::start_timing`].
+#[derive(Debug, Clone, Copy)]
+enum Timing {
+    /// On the coarse clock, a late reading confirmed on the real one.
+    Coarse(u64),
+    /// On the real clock: the breaker's timeout is short.
+    Precise(u64),
+    /// On the real clock, and fed to the average response time.
+    Sampled(u64),
 }
 
 /// How a finished call counts before lateness; see
