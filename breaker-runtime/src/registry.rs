@@ -10,7 +10,8 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::breaker::{CircuitBreaker, SystemNow};
+use crate::breaker::{CircuitBreaker, CircuitBreakerBuilder, SystemNow};
+use crate::clock::Clock;
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::events::{self, EventKind};
 use crate::metrics::Metrics;
@@ -27,6 +28,17 @@ pub struct Registry {
     /// registration unless [`load_config`](Self::load_config) (or a
     /// sibling) read it first.
     overrides: RwLock<Option<Arc<ConfigOverrides>>>,
+    /// Clocks for names not registered yet ([`Registry::use_clock`]).
+    clocks: RwLock<BTreeMap<Box<str>, ClockPreset>>,
+}
+
+/// Puts a breaker under a clock while it is built.
+struct ClockPreset(Box<dyn Fn(CircuitBreakerBuilder) -> CircuitBreakerBuilder + Send + Sync>);
+
+impl fmt::Debug for ClockPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClockPreset")
+    }
 }
 
 #[derive(Debug)]
@@ -154,7 +166,12 @@ impl Registry {
             }
             return Ok(breaker);
         }
-        let breaker = CircuitBreaker::new(name, config)?;
+        let builder = CircuitBreaker::builder(name).config(config);
+        let breaker = match self.clocks.write().remove(name) {
+            Some(ClockPreset(clock)) => clock(builder),
+            None => builder,
+        }
+        .build()?;
         let report = !resolved.errors.is_empty();
         let rejected = report.then(|| Resolved {
             config: CircuitBreakerConfig::default(),
@@ -324,6 +341,47 @@ impl Registry {
         };
         entries.insert(breaker.name().into(), Entry::new(breaker.clone(), resolved));
         Ok(breaker)
+    }
+
+    /// Builds the breaker named `name`, when it is registered by
+    /// [`get_or_register`](Self::get_or_register) (the path annotated
+    /// functions take), on `clock` instead of the system clock. Its
+    /// configuration is still the attribute's, with the run-time overrides.
+    ///
+    /// For tests that drive an annotated function's breaker through a
+    /// [`ManualClock`](crate::ManualClock) without restating its
+    /// configuration. It must run before the name's first registration
+    /// (its first call), and applies to that registration only; it returns
+    /// `false`, and does nothing, when the name is registered already.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::{CircuitBreakerConfig, CircuitState, ManualClock, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// let clock = ManualClock::new();
+    /// assert!(registry.use_clock("use-clock-doc", clock.clone()));
+    /// let config = CircuitBreakerConfig::builder().failure_threshold(1).build()?;
+    /// let breaker = registry.get_or_register("use-clock-doc", config)?;
+    /// let _ = breaker.call(|| Err::<(), _>("down"));
+    /// assert_eq!(breaker.state(), CircuitState::Open);
+    /// clock.advance(breaker.config().recovery_timeout);
+    /// let _ = breaker.call(|| Ok::<_, &str>(()));
+    /// assert_eq!(breaker.state(), CircuitState::HalfOpen, "time is the manual clock's");
+    /// assert!(!registry.use_clock("use-clock-doc", clock), "already registered");
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn use_clock(&self, name: &str, clock: impl Clock + Clone) -> bool {
+        let entries = self.entries.read();
+        if entries.contains_key(name) {
+            return false;
+        }
+        // Under the entries' read lock, so no registration slips in between.
+        self.clocks.write().insert(
+            name.into(),
+            ClockPreset(Box::new(move |builder| builder.clock(clock.clone()))),
+        );
+        true
     }
 
     /// Removes the breaker named `name`. Call sites that already hold it keep
