@@ -1042,8 +1042,16 @@ mod tests {
                 "unknown key `failur_threshold` in [llm] at breaker.toml:3; did you mean `failure_threshold`?"
             ]
         );
-        // Another breaker is not concerned by [llm]'s typo.
+        // Another breaker is not concerned by [llm]'s typo, but all are by
+        // [default]'s.
         assert!(overrides.effective("db", &base()).is_ok());
+        let overrides = toml("[default]\ntimeout = \"1s\"\n");
+        assert_eq!(
+            messages(overrides.effective("db", &base())),
+            [
+                "unknown key `timeout` in [default] at breaker.toml:2; did you mean `timeout_duration`?"
+            ]
+        );
         let overrides = env(&[("BREAKER_LLM__FAILUR_THRESHOLD", "10")]);
         assert_eq!(
             messages(overrides.effective("llm", &base())),

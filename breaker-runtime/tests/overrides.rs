@@ -179,3 +179,32 @@ fn a_hand_built_breaker_is_taken_as_is() {
     assert_eq!(registered.config().failure_threshold, 3);
     assert!(registry.status().breakers[0].config_sources.is_empty());
 }
+
+#[test]
+fn load_config_file_reads_a_file_and_reports_a_missing_one() {
+    let path = std::env::temp_dir().join(format!("breaker-overrides-{}.toml", std::process::id()));
+    std::fs::write(&path, "[default]\nsuccess_threshold = 1\n").unwrap();
+    let registry = Registry::new();
+    registry.load_config_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let db = registry.get_or_register("db", attribute()).unwrap();
+    assert_eq!(db.config().success_threshold, 1);
+    assert_eq!(
+        registry.status().breakers[0]
+            .config_sources
+            .get("success_threshold"),
+        &ValueSource::File {
+            path: path.display().to_string(),
+            line: 2
+        }
+    );
+
+    let missing = Registry::new();
+    let errors = missing.load_config_file(&path).unwrap_err();
+    assert!(
+        matches!(errors.errors(), [OverrideError::Unreadable { .. }]),
+        "{errors}"
+    );
+    let db = missing.get_or_register("db", attribute()).unwrap();
+    assert_eq!(db.config(), &attribute(), "the attribute stays in force");
+}
