@@ -404,10 +404,29 @@ fn join(sources: &[ValueSource]) -> String {
         .join(", ")
 }
 
-/// Every problem the run-time configuration has for one breaker (from
-/// [`ConfigOverrides::effective`]) or for all of them (from
+/// Every problem the run-time configuration has, for one breaker (listed in
+/// its [`BreakerStatus`](crate::BreakerStatus)) or for all of them (from
 /// [`Registry::load_config`](crate::Registry::load_config)). Displays one
 /// problem per line.
+///
+/// ```
+/// use breaker_runtime::{OverrideError, Registry};
+///
+/// let registry = Registry::new();
+/// let toml = "[llm]\nfailure_threshold = 0\nrecovery_timout = \"2m\"\n";
+/// # if std::env::vars().all(|(k, _)| !k.starts_with("BREAKER_")) {
+/// let errors = registry.load_config_toml("breaker.toml", toml).unwrap_err();
+/// assert!(matches!(
+///     errors.errors(),
+///     [OverrideError::OutOfRange { .. }, OverrideError::UnknownKey { .. }]
+/// ));
+/// assert_eq!(
+///     errors.to_string(),
+///     "breaker.toml:2: `failure_threshold` is 0, but it must be at least 1\n\
+///      unknown key `recovery_timout` in [llm] at breaker.toml:3; did you mean `recovery_timeout`?"
+/// );
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}", self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct OverrideErrors(pub Vec<OverrideError>);
