@@ -77,17 +77,12 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
-    /// Emits the rejection event, once the breaker exists; does nothing
-    /// when the overrides applied.
-    pub(crate) fn report(&self, name: &str) {
-        if !self.errors.is_empty() {
-            events::emit(
-                name,
-                EventKind::ConfigOverrideRejected {
-                    problems: OverrideErrors(self.errors.clone()).to_string(),
-                },
-            );
-        }
+    /// The event to emit once the breaker exists, if the overrides were
+    /// rejected.
+    pub(crate) fn rejection(&self) -> Option<EventKind> {
+        (!self.errors.is_empty()).then(|| EventKind::ConfigOverrideRejected {
+            problems: OverrideErrors(self.errors.clone()).to_string(),
+        })
     }
 }
 
@@ -172,16 +167,11 @@ impl Registry {
             None => builder,
         }
         .build()?;
-        let report = !resolved.errors.is_empty();
-        let rejected = report.then(|| Resolved {
-            config: CircuitBreakerConfig::default(),
-            sources: ConfigSources::default(),
-            errors: resolved.errors.clone(),
-        });
+        let rejected = resolved.rejection();
         entries.insert(name.into(), Entry::new(breaker.clone(), resolved));
         drop(entries);
         if let Some(rejected) = rejected {
-            rejected.report(name);
+            events::emit(name, rejected);
         }
         Ok(breaker)
     }
@@ -325,7 +315,9 @@ impl Registry {
 
     /// Registers a breaker built by hand (say, on a
     /// [`ManualClock`](crate::ManualClock)), so that annotated functions
-    /// naming it use it.
+    /// naming it use it. It is taken as built: the run-time configuration
+    /// does not apply to it (see [`use_clock`](Self::use_clock) for a
+    /// breaker on a manual clock that keeps its effective configuration).
     ///
     /// # Errors
     /// The breaker already registered under that name, left in place.
