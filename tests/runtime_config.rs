@@ -161,6 +161,7 @@ fn variables_override_the_attribute() {
         ("BREAKER_PAYMENTS__FAILURE_THRESHOLD", "1"),
         ("BREAKER_DEFAULT__TIMEOUT_DURATION", "750ms"),
         ("BREAKER_REDIS_URL", "redis://reserved.invalid"),
+        ("BREAKER_PAYMENT__SUCCESS_THRESHOLD", "1"),
     ]);
     let payments = child.payments();
     assert_eq!(payments["config"]["failure_threshold"], 1);
@@ -179,6 +180,19 @@ fn variables_override_the_attribute() {
         "two call sites with one attribute agree on the effective config"
     );
     assert_eq!(payments["config_errors"], serde_json::json!([]));
+    assert_eq!(payments["config"]["success_threshold"], 3);
+    let unmatched =
+        "BREAKER_PAYMENT__SUCCESS_THRESHOLD names no registered breaker; did you mean `payments`?";
+    assert_eq!(
+        child.status["unmatched_overrides"],
+        serde_json::json!([unmatched]),
+        "a misspelt name is listed, not silently ignored"
+    );
+    assert!(
+        child.stdout.contains(&format!("note: {unmatched}")),
+        "{}",
+        child.stdout
+    );
     let table = child.stdout.split("TABLE\n").nth(1).unwrap();
     assert!(
         table.contains(

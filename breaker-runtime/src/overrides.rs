@@ -465,7 +465,18 @@ pub(crate) struct ConfigOverrides {
     file: BTreeMap<String, Settings>,
     /// By [`env_name`], `DEFAULT` included.
     env: BTreeMap<String, Settings>,
+    /// Every breaker name the file's tables or the variables name (not
+    /// `default`), with where it was first written: by exact name for the
+    /// file, by [`env_name`] for the variables.
+    named: Vec<(Named, ValueSource)>,
     problems: Vec<(Scope, OverrideError)>,
+}
+
+/// A breaker name as an override source writes it.
+#[derive(Debug, Clone, PartialEq)]
+enum Named {
+    Table(String),
+    EnvName(String),
 }
 
 /// A breaker's name as its variables spell it: upper-cased, every character
@@ -597,6 +608,10 @@ impl ConfigOverrides {
         let scope = if name == env_name(DEFAULT_TABLE) {
             Scope::All
         } else {
+            let named = Named::EnvName(name.clone());
+            if !self.named.iter().any(|(n, _)| *n == named) {
+                self.named.push((named, source.clone()));
+            }
             Scope::EnvName(name.clone())
         };
         let Some(key) = KEYS
@@ -657,6 +672,8 @@ impl ConfigOverrides {
             let scope = if name == DEFAULT_TABLE {
                 Scope::All
             } else {
+                self.named
+                    .push((Named::Table(name.clone()), source.clone()));
                 Scope::Table(name.clone())
             };
             let header = format!("[{}]", toml_key(&name));
@@ -701,6 +718,40 @@ impl ConfigOverrides {
                 }
             }
         }
+    }
+
+    /// The breaker names the overrides write that match none of `names`,
+    /// as messages (a likely typo in a name, or a breaker not used yet).
+    pub(crate) fn unmatched<'n>(&self, names: &[&'n str]) -> Vec<String> {
+        let spelled: Vec<String> = names.iter().map(|name| env_name(name)).collect();
+        self.named
+            .iter()
+            .filter_map(|(named, source)| {
+                let (written, matched, near) = match named {
+                    Named::Table(table) => (
+                        format!("[{}] at {source}", toml_key(table)),
+                        names.contains(&table.as_str()),
+                        grammar::nearest(table, names).map(str::to_owned),
+                    ),
+                    Named::EnvName(spelling) => {
+                        // `nearest` compares in lower case.
+                        let lower: Vec<String> =
+                            spelled.iter().map(|s| s.to_ascii_lowercase()).collect();
+                        let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+                        (
+                            source.to_string(),
+                            spelled.contains(spelling),
+                            grammar::nearest(spelling, &lower).and_then(|near| {
+                                let i = lower.iter().position(|s| *s == near)?;
+                                Some(names[i].to_owned())
+                            }),
+                        )
+                    }
+                };
+                (!matched)
+                    .then(|| format!("{written} names no registered breaker{}", suggest(&near)))
+            })
+            .collect()
     }
 
     /// `base` with the overrides for `name` applied, and where each value
@@ -1221,6 +1272,30 @@ mod tests {
             [
                 "`failure_threshold` at breaker.toml:1 is not a table: put each breaker's settings under a `[failure_threshold]` header"
             ]
+        );
+    }
+
+    #[test]
+    fn names_no_breaker_has_are_listed_with_the_nearest() {
+        let overrides = ConfigOverrides::from_env_and_toml(
+            vars(&[
+                ("BREAKER_LMM__FAILURE_THRESHOLD", "2"),
+                ("BREAKER_DEFAULT__FAILURE_THRESHOLD", "2"),
+                ("BREAKER_DB__FAILURE_THRESHOLD", "2"),
+            ]),
+            "breaker.toml",
+            "[default]\nfailure_threshold = 2\n[lmm]\nfailure_threshold = 2\n[\"llm[gpt-4o]\"]\nfailure_threshold = 2\n",
+        );
+        assert_eq!(
+            overrides.unmatched(&["llm", "db", "llm[gpt-4o]"]),
+            [
+                "BREAKER_LMM__FAILURE_THRESHOLD names no registered breaker; did you mean `llm`?",
+                "[lmm] at breaker.toml:3 names no registered breaker; did you mean `llm`?",
+            ]
+        );
+        assert_eq!(
+            overrides.unmatched(&["llm", "db", "lmm", "llm[gpt-4o]"]),
+            Vec::<String>::new()
         );
     }
 

@@ -376,6 +376,35 @@ impl Registry {
         true
     }
 
+    /// The run-time settings (a file's table, a variable) for breaker names
+    /// that no registered breaker has, each with the nearest registered
+    /// name: a misspelt name, or a breaker not used yet. They are listed,
+    /// not refused, since a breaker may be registered later; the status
+    /// shows them too. Empty before the configuration is read.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreakerConfig, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// registry.load_config_toml("breaker.toml", "[lmm]\nfailure_threshold = 2\n")?;
+    /// registry.get_or_register("llm", CircuitBreakerConfig::default())?;
+    /// # if std::env::vars().all(|(k, _)| !k.starts_with("BREAKER_")) {
+    /// assert_eq!(
+    ///     registry.unmatched_overrides(),
+    ///     ["[lmm] at breaker.toml:1 names no registered breaker; did you mean `llm`?"]
+    /// );
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unmatched_overrides(&self) -> Vec<String> {
+        let Some(overrides) = self.overrides.read().clone() else {
+            return Vec::new();
+        };
+        let entries = self.entries.read();
+        let names: Vec<&str> = entries.keys().map(|name| &**name).collect();
+        overrides.unmatched(&names)
+    }
+
     /// Removes the breaker named `name`. Call sites that already hold it keep
     /// using it; new lookups get a fresh one.
     pub fn remove(&self, name: &str) -> Option<CircuitBreaker> {
@@ -404,7 +433,10 @@ impl Registry {
                 status
             })
             .collect();
-        RegistryStatus { breakers }
+        RegistryStatus {
+            breakers,
+            unmatched_overrides: self.unmatched_overrides(),
+        }
     }
 }
 
@@ -414,6 +446,9 @@ impl Registry {
 pub struct RegistryStatus {
     /// One entry per breaker, sorted by name.
     pub breakers: Vec<BreakerStatus>,
+    /// Run-time settings for breaker names that no registered breaker has
+    /// (see [`Registry::unmatched_overrides`]).
+    pub unmatched_overrides: Vec<String>,
 }
 
 /// One breaker in a [`RegistryStatus`].
@@ -563,6 +598,9 @@ impl fmt::Display for RegistryStatus {
         }
         if rows.is_empty() {
             writeln!(f, "(no circuit breakers registered)")?;
+        }
+        for unmatched in &self.unmatched_overrides {
+            writeln!(f, "note: {unmatched}")?;
         }
         Ok(())
     }
