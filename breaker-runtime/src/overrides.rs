@@ -722,7 +722,7 @@ impl ConfigOverrides {
 
     /// The breaker names the overrides write that match none of `names`,
     /// as messages (a likely typo in a name, or a breaker not used yet).
-    pub(crate) fn unmatched<'n>(&self, names: &[&'n str]) -> Vec<String> {
+    pub(crate) fn unmatched(&self, names: &[&str]) -> Vec<String> {
         let spelled: Vec<String> = names.iter().map(|name| env_name(name)).collect();
         self.named
             .iter()
