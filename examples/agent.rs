@@ -16,7 +16,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use breaker_examples::agent::{Agent, Backend, llm_breaker_config};
+use breaker_examples::agent::{Agent, Backend, LLM_BREAKER};
 use breaker_examples::repl::{Flow, HELP, Session, Style};
 use rustyline::error::ReadlineError;
 
@@ -133,7 +133,6 @@ fn run_piped(runtime: &tokio::runtime::Runtime) -> Result<(), Box<dyn std::error
 fn run_demo(runtime: &tokio::runtime::Runtime) -> Result<(), Box<dyn std::error::Error>> {
     let agent = Agent::with_backend(Backend::Simulated);
     let session = Session::new(&agent, stdout_style());
-    let recovery = llm_breaker_config().recovery_timeout;
     let run = |lines: &[&str]| -> std::io::Result<()> {
         let mut stdout = std::io::stdout().lock();
         for line in lines {
@@ -152,10 +151,18 @@ fn run_demo(runtime: &tokio::runtime::Runtime) -> Result<(), Box<dyn std::error:
     };
 
     println!("Resilient agent demo, on the simulated model.");
-    println!("The llm breaker opens after 3 failures and probes again after {recovery:?}.");
-
     step("1. Healthy: the model answers");
     run(&["What is a circuit breaker?", "What is machine learning?"])?;
+    // Registered by the first question, with any run-time overrides.
+    let config = breaker_runtime::registry()
+        .get(LLM_BREAKER)
+        .map(|llm| llm.config().clone())
+        .ok_or("the llm breaker is registered by the first question")?;
+    let recovery = config.recovery_timeout;
+    println!(
+        "(The llm breaker opens after {} failures and probes again after {recovery:?}.)",
+        config.failure_threshold
+    );
 
     step("2. The model fails: every call errors, fallbacks answer, the circuit opens");
     run(&[

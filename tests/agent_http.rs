@@ -3,21 +3,17 @@
 //!
 //! The registry is process-global and each annotated method resolves its
 //! breaker once, so the whole scenario is one test, in order. Before the
-//! first call it registers the `"llm"` breaker on a `ManualClock` with the
-//! agent's own configuration, and recovery is driven by advancing that
+//! first call it puts the `"llm"` breaker on a `ManualClock` (the breaker
+//! keeps its attribute's configuration), and recovery is driven by advancing that
 //! clock, never by sleeping. Only the deadline step uses real time, as the
 //! deadline is enforced by tokio's timer.
 
 use std::time::{Duration, Instant};
 
-use breaker_examples::agent::{
-    Agent, AgentError, AgentResponse, BREAKERS, Backend, LLM_BREAKER, llm_breaker_config,
-};
+use breaker_examples::agent::{Agent, AgentError, AgentResponse, BREAKERS, Backend, LLM_BREAKER};
 use breaker_examples::fault_server::{FaultServer, Mode};
 use breaker_examples::llm::{LlmClient, LlmConfig, LlmError};
-use breaker_runtime::{
-    CircuitBreaker, CircuitState, FailureType, FallbackReason, ManualClock, registry,
-};
+use breaker_runtime::{CircuitState, FailureType, FallbackReason, ManualClock, registry};
 
 const QUESTION: &str = "What is a circuit breaker?";
 const ANSWER: &str = "A circuit breaker stops calling a failing dependency until it recovers.";
@@ -70,21 +66,19 @@ fn is_open(reason: &FallbackReason) -> bool {
 async fn the_agent_survives_a_misbehaving_model_server() {
     let server = FaultServer::start().await;
     let clock = ManualClock::new();
-    let llm = registry()
-        .register(
-            CircuitBreaker::builder(LLM_BREAKER)
-                .config(llm_breaker_config())
-                .clock(clock.clone())
-                .build()
-                .unwrap(),
-        )
-        .expect("nothing registered `llm` before this test");
+    assert!(
+        registry().use_clock(LLM_BREAKER, clock.clone()),
+        "nothing registered `llm` before this test"
+    );
     let agent = http_agent(&server);
-    let config = llm_breaker_config();
 
     // Healthy: the server's answer, scored by the quality service.
     server.set_mode(Mode::Ok(ANSWER.to_owned()));
     let response = ask(&agent, QUESTION).await;
+    // The first call registered the breaker: its effective configuration
+    // (the attribute's) is what the rest of the scenario relies on.
+    let llm = registry().get(LLM_BREAKER).expect("registered by the call");
+    let config = llm.config().clone();
     assert_live(&response);
     assert!(response.content.starts_with(ANSWER), "{}", response.content);
     assert!(response.quality.unwrap() >= config.quality_threshold);
@@ -229,8 +223,7 @@ async fn the_agent_survives_a_misbehaving_model_server() {
     );
     assert_eq!(llm.get_metrics().failures_by_type.timeout, 1);
 
-    // The attribute's literals and the agent's config functions agree: no
-    // call site asked for a different configuration.
+    // No call site asked for a different configuration.
     let status = registry().status();
     for name in BREAKERS {
         let breaker = status

@@ -15,6 +15,7 @@ use syn::spanned::Spanned as _;
 use syn::{Expr, ExprLit, ExprPath, ExprUnary, Ident, Lit, LitStr, Token, UnOp};
 
 use crate::errors::Errors;
+use crate::grammar::{self, DURATION_UNITS, parse_duration};
 
 /// Every key, in the order the docs list them.
 pub(crate) const KEYS: &[&str] = &[
@@ -213,36 +214,9 @@ fn unknown_key(key: &Ident, name: &str) -> syn::Error {
     syn::Error::new_spanned(key, message)
 }
 
-/// The key `name` was most likely meant to be: one that starts with it
-/// (`timeout` for `timeout_duration`), or one a few edits away.
+/// The key `name` was most likely meant to be.
 fn nearest_key(name: &str) -> Option<&'static str> {
-    let lower = name.to_lowercase().replace('-', "_");
-    if let Some(key) = KEYS
-        .iter()
-        .find(|k| k.starts_with(&lower) || lower.starts_with(*k))
-    {
-        return Some(key);
-    }
-    KEYS.iter()
-        .map(|k| (edit_distance(&lower, k), *k))
-        .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substituted = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
+    grammar::nearest(name, KEYS)
 }
 
 fn read_name(value: &Expr, errors: &mut Errors) -> Option<Spanned<String>> {
@@ -361,31 +335,10 @@ fn malformed_duration(key: &str, lit: &LitStr) -> syn::Error {
     syn::Error::new_spanned(
         lit,
         format!(
-            "`{key}` = {:?} is not a duration: write a number and a unit (`ns`, `us`, `ms`, `s`, `m` or `h`), like \"500ms\" or \"2m\"",
+            "`{key}` = {:?} is not a duration: write a number and a unit ({DURATION_UNITS}), like \"500ms\" or \"2m\"",
             lit.value()
         ),
     )
-}
-
-/// Seconds in `"1.5s"`, `"500ms"`, `"2m"`, `"1h"`, `"250us"`, `"10ns"`;
-/// `None` when malformed. A minus sign is kept so the range check can name it.
-fn parse_duration(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.replace('_', "").parse().ok()?;
-    let scale = match unit.trim() {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return None,
-    };
-    number.is_finite().then_some(number * scale)
 }
 
 fn read_fallback(value: &Expr, errors: &mut Errors) -> Option<FallbackArg> {
@@ -422,18 +375,6 @@ fn read_function(key: &str, value: &Expr, example: &str, errors: &mut Errors) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Some(0.5));
-        assert_eq!(parse_duration("2m"), Some(120.0));
-        assert_eq!(parse_duration("1.5s"), Some(1.5));
-        assert_eq!(parse_duration("1h"), Some(3600.0));
-        assert_eq!(parse_duration("-1s"), Some(-1.0));
-        assert_eq!(parse_duration("500"), None);
-        assert_eq!(parse_duration("fast"), None);
-        assert_eq!(parse_duration("5 parsecs"), None);
-    }
 
     #[test]
     fn nearest_key_prefers_prefixes_then_small_edits() {

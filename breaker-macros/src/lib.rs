@@ -8,6 +8,7 @@ mod attr;
 mod errors;
 mod expand;
 mod func;
+mod grammar;
 mod valid;
 
 use proc_macro::TokenStream;

@@ -66,6 +66,13 @@ pub enum EventKind {
         /// The configuration asked for, in `Debug` form.
         requested: String,
     },
+    /// The run-time configuration (variables or file) for this breaker has
+    /// problems, so none of it was applied: the breaker runs on the
+    /// attribute's (or the code's) values. The status lists the problems.
+    ConfigOverrideRejected {
+        /// Every problem, one per line.
+        problems: String,
+    },
 }
 
 type Listener = Arc<Subscribed>;
@@ -188,6 +195,11 @@ fn emit_to_all(breaker: &str, kind: EventKind) {
             breaker,
             requested,
             "circuit breaker registered again with a different configuration; keeping the first"
+        ),
+        EventKind::ConfigOverrideRejected { problems } => tracing::error!(
+            breaker,
+            problems,
+            "circuit breaker run-time configuration rejected; using the attribute's values"
         ),
     }
     // Relaxed: a listener subscribed concurrently with this event may miss it.

@@ -83,6 +83,7 @@ mod error;
 mod events;
 mod fallback;
 mod metrics;
+mod overrides;
 mod pool;
 mod rate_limit;
 mod registry;
@@ -112,6 +113,10 @@ pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
 };
 pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
+pub use overrides::{
+    CONFIG_VAR, ConfigSources, KEYS as OVERRIDE_KEYS, OverrideError, OverrideErrors, RESERVED_VARS,
+    ValueSource,
+};
 pub use pool::{
     DEFAULT_LIMIT as DEFAULT_DEADLINE_WORKER_LIMIT, deadline_worker_limit,
     set_deadline_worker_limit,

@@ -2,16 +2,20 @@
 //! site, and the status snapshot that monitoring reads.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::breaker::{CircuitBreaker, SystemNow};
+use crate::breaker::{CircuitBreaker, CircuitBreakerBuilder, SystemNow};
+use crate::clock::Clock;
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::events::{self, EventKind};
 use crate::metrics::Metrics;
+use crate::overrides::{ConfigOverrides, ConfigSources, OverrideError, OverrideErrors};
 use crate::state::DetailedState;
 
 /// Named breakers, shared process-wide. Get it with [`registry()`].
@@ -20,6 +24,21 @@ pub struct Registry {
     /// Sorted by name, so the status needs no sort (and no moving of
     /// large snapshots).
     entries: RwLock<BTreeMap<Box<str>, Entry>>,
+    /// The run-time configuration, read from the process on the first
+    /// registration unless [`load_config`](Self::load_config) (or a
+    /// sibling) read it first.
+    overrides: RwLock<Option<Arc<ConfigOverrides>>>,
+    /// Clocks for names not registered yet ([`Registry::use_clock`]).
+    clocks: RwLock<BTreeMap<Box<str>, ClockPreset>>,
+}
+
+/// Puts a breaker under a clock while it is built.
+struct ClockPreset(Box<dyn Fn(CircuitBreakerBuilder) -> CircuitBreakerBuilder + Send + Sync>);
+
+impl fmt::Debug for ClockPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClockPreset")
+    }
 }
 
 #[derive(Debug)]
@@ -28,6 +47,43 @@ struct Entry {
     /// Configurations asked for under this name that differ from the one
     /// kept, each recorded once.
     conflicts: Vec<CircuitBreakerConfig>,
+    /// Where each value of the breaker's configuration came from.
+    sources: ConfigSources,
+    /// Why the run-time configuration was not applied, if it was not.
+    override_errors: Vec<OverrideError>,
+}
+
+impl Entry {
+    fn new(breaker: CircuitBreaker, resolved: Resolved) -> Self {
+        Self {
+            breaker,
+            conflicts: Vec::new(),
+            sources: resolved.sources,
+            override_errors: resolved.errors,
+        }
+    }
+}
+
+/// A configuration with the run-time overrides applied, or, when they have
+/// problems, the configuration asked for and the problems.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// The configuration to build the breaker with.
+    pub(crate) config: CircuitBreakerConfig,
+    /// Where each of its values came from.
+    pub(crate) sources: ConfigSources,
+    /// Why the overrides were not applied, if they were not.
+    pub(crate) errors: Vec<OverrideError>,
+}
+
+impl Resolved {
+    /// The event to emit once the breaker exists, if the overrides were
+    /// rejected.
+    pub(crate) fn rejection(&self) -> Option<EventKind> {
+        (!self.errors.is_empty()).then(|| EventKind::ConfigOverrideRejected {
+            problems: OverrideErrors(self.errors.clone()).to_string(),
+        })
+    }
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
@@ -67,8 +123,16 @@ impl Registry {
 
     /// The breaker named `name`, registering it with `config` if absent.
     ///
-    /// If it exists with a different configuration, the existing breaker is
-    /// returned unchanged: the conflict is emitted as an
+    /// The breaker is built with `config` overridden by the run-time
+    /// configuration (`BREAKER_<NAME>__<FIELD>` variables and the TOML file
+    /// `BREAKER_CONFIG` names; see the README's "Configuration at run
+    /// time"). If that configuration has problems for this breaker, none of
+    /// it applies: the breaker gets `config`, an
+    /// [`EventKind::ConfigOverrideRejected`] is emitted, and the status
+    /// lists the problems.
+    ///
+    /// If the name exists with a different (effective) configuration, the
+    /// existing breaker is returned unchanged: the conflict is emitted as an
     /// [`EventKind::ConfigConflict`] and listed in the status, never merged.
     ///
     /// # Errors
@@ -79,6 +143,8 @@ impl Registry {
         config: CircuitBreakerConfig,
     ) -> Result<CircuitBreaker, ConfigError> {
         config.validate()?;
+        let resolved = self.resolve_config(name, config);
+        let config = resolved.config.clone();
         if let Some(entry) = self.entries.read().get(name) {
             if entry.breaker.config() == &config {
                 return Ok(entry.breaker.clone());
@@ -95,20 +161,163 @@ impl Registry {
             }
             return Ok(breaker);
         }
-        let breaker = CircuitBreaker::new(name, config)?;
-        entries.insert(
-            name.into(),
-            Entry {
-                breaker: breaker.clone(),
-                conflicts: Vec::new(),
-            },
-        );
+        let builder = CircuitBreaker::builder(name).config(config);
+        let breaker = match self.clocks.write().remove(name) {
+            Some(ClockPreset(clock)) => clock(builder),
+            None => builder,
+        }
+        .build()?;
+        let rejected = resolved.rejection();
+        entries.insert(name.into(), Entry::new(breaker.clone(), resolved));
+        drop(entries);
+        if let Some(rejected) = rejected {
+            events::emit(name, rejected);
+        }
         Ok(breaker)
+    }
+
+    /// `base` with the run-time overrides for `name` applied, and where
+    /// each value came from; the configuration is read on first use.
+    ///
+    /// # Errors
+    /// Every problem of the run-time configuration that concerns `name`.
+    #[allow(dead_code)] // for keyed families, which resolve member by member
+    pub(crate) fn effective_config(
+        &self,
+        name: &str,
+        base: &CircuitBreakerConfig,
+    ) -> Result<(CircuitBreakerConfig, ConfigSources), OverrideErrors> {
+        self.overrides().effective(name, base)
+    }
+
+    /// The configuration to register `name` with: [`effective_config`](Self::effective_config),
+    /// or `base` and the problems when it has any (the documented policy).
+    pub(crate) fn resolve_config(&self, name: &str, base: CircuitBreakerConfig) -> Resolved {
+        match self.overrides().effective(name, &base) {
+            Ok((config, sources)) => Resolved {
+                config,
+                sources,
+                errors: Vec::new(),
+            },
+            Err(OverrideErrors(errors)) => Resolved {
+                config: base,
+                sources: ConfigSources::default(),
+                errors,
+            },
+        }
+    }
+
+    /// The run-time configuration, read from the process the first time.
+    fn overrides(&self) -> Arc<ConfigOverrides> {
+        if let Some(overrides) = &*self.overrides.read() {
+            return Arc::clone(overrides);
+        }
+        let mut slot = self.overrides.write();
+        Arc::clone(slot.get_or_insert_with(|| Arc::new(ConfigOverrides::from_process())))
+    }
+
+    fn set_overrides(&self, overrides: ConfigOverrides) -> Result<(), OverrideErrors> {
+        let problems = overrides.problems();
+        *self.overrides.write() = Some(Arc::new(overrides));
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(OverrideErrors(problems))
+        }
+    }
+
+    /// Reads the run-time configuration now: the process's
+    /// `BREAKER_<NAME>__<FIELD>` variables and the TOML file `BREAKER_CONFIG`
+    /// names. Without this call it is read on the first registration.
+    ///
+    /// Call it at startup, before any breaker is used, to fail fast:
+    /// breakers already registered keep their configuration.
+    ///
+    /// # Errors
+    /// Every problem found: an unreadable file, bad TOML, an unknown key or
+    /// variable (with the nearest valid one), a value that is malformed or
+    /// out of its field's range. Checks between two fields of one breaker
+    /// (`minimum_calls` against `sliding_window_size`) need the breaker's
+    /// own configuration and happen when it is registered. The
+    /// configuration is kept even so: breakers it concerns fall back to
+    /// their attribute's values, and the status shows why.
+    ///
+    /// ```
+    /// use breaker_runtime::Registry;
+    ///
+    /// let registry = Registry::new();
+    /// // With no BREAKER_ variables set, there is nothing to refuse.
+    /// # if std::env::vars().all(|(k, _)| !k.starts_with("BREAKER_")) {
+    /// registry.load_config()?;
+    /// # }
+    /// # Ok::<(), breaker_runtime::OverrideErrors>(())
+    /// ```
+    pub fn load_config(&self) -> Result<(), OverrideErrors> {
+        self.set_overrides(ConfigOverrides::from_process())
+    }
+
+    /// As [`load_config`](Self::load_config), with the TOML file at `path`
+    /// in place of the one `BREAKER_CONFIG` names. The variables still win
+    /// over the file.
+    ///
+    /// # Errors
+    /// As [`load_config`](Self::load_config).
+    pub fn load_config_file(&self, path: impl AsRef<Path>) -> Result<(), OverrideErrors> {
+        let path = path.as_ref();
+        let label = path.display().to_string();
+        let vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let overrides = match std::fs::read_to_string(path) {
+            Ok(text) => ConfigOverrides::from_env_and_toml(vars, &label, &text),
+            Err(error) => {
+                let mut overrides = ConfigOverrides::from_env_and_toml(vars, &label, "");
+                overrides.push_unreadable(label, &error);
+                overrides
+            }
+        };
+        self.set_overrides(overrides)
+    }
+
+    /// As [`load_config`](Self::load_config), with the TOML `text` (called
+    /// `name` in messages) in place of the file `BREAKER_CONFIG` names.
+    ///
+    /// # Errors
+    /// As [`load_config`](Self::load_config).
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreakerConfig, Registry, ValueSource};
+    ///
+    /// let registry = Registry::new();
+    /// registry.load_config_toml("breaker.toml", "[llm]\nfailure_threshold = 10\n")?;
+    /// # if std::env::vars().all(|(k, _)| !k.starts_with("BREAKER_")) {
+    /// let llm = registry.get_or_register("llm", CircuitBreakerConfig::default())?;
+    /// assert_eq!(llm.config().failure_threshold, 10);
+    /// let status = registry.status();
+    /// assert_eq!(
+    ///     status.breakers[0].config_sources.get("failure_threshold"),
+    ///     &ValueSource::File { path: "breaker.toml".into(), line: 2 },
+    /// );
+    ///
+    /// let typo = registry.load_config_toml("breaker.toml", "[llm]\nfailur_threshold = 10\n");
+    /// assert_eq!(
+    ///     typo.unwrap_err().to_string(),
+    ///     "unknown key `failur_threshold` in [llm] at breaker.toml:2; did you mean `failure_threshold`?",
+    /// );
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_config_toml(&self, name: &str, text: &str) -> Result<(), OverrideErrors> {
+        self.set_overrides(ConfigOverrides::from_env_and_toml(
+            std::env::vars_os(),
+            name,
+            text,
+        ))
     }
 
     /// Registers a breaker built by hand (say, on a
     /// [`ManualClock`](crate::ManualClock)), so that annotated functions
-    /// naming it use it.
+    /// naming it use it. It is taken as built: the run-time configuration
+    /// does not apply to it (see [`use_clock`](Self::use_clock) for a
+    /// breaker on a manual clock that keeps its effective configuration).
     ///
     /// # Errors
     /// The breaker already registered under that name, left in place.
@@ -117,14 +326,83 @@ impl Registry {
         if let Some(entry) = entries.get(breaker.name()) {
             return Err(entry.breaker.clone());
         }
-        entries.insert(
-            breaker.name().into(),
-            Entry {
-                breaker: breaker.clone(),
-                conflicts: Vec::new(),
-            },
-        );
+        let resolved = Resolved {
+            config: breaker.config().clone(),
+            sources: ConfigSources::default(),
+            errors: Vec::new(),
+        };
+        entries.insert(breaker.name().into(), Entry::new(breaker.clone(), resolved));
         Ok(breaker)
+    }
+
+    /// Builds the breaker named `name`, when it is registered by
+    /// [`get_or_register`](Self::get_or_register) (the path annotated
+    /// functions take), on `clock` instead of the system clock. Its
+    /// configuration is still the attribute's, with the run-time overrides.
+    ///
+    /// For tests that drive an annotated function's breaker through a
+    /// [`ManualClock`](crate::ManualClock) without restating its
+    /// configuration. It must run before the name's first registration
+    /// (its first call), and applies to that registration only; it returns
+    /// `false`, and does nothing, when the name is registered already.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::{CircuitBreakerConfig, CircuitState, ManualClock, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// let clock = ManualClock::new();
+    /// assert!(registry.use_clock("use-clock-doc", clock.clone()));
+    /// let config = CircuitBreakerConfig::builder().failure_threshold(1).build()?;
+    /// let breaker = registry.get_or_register("use-clock-doc", config)?;
+    /// let _ = breaker.call(|| Err::<(), _>("down"));
+    /// assert_eq!(breaker.state(), CircuitState::Open);
+    /// clock.advance(breaker.config().recovery_timeout);
+    /// let _ = breaker.call(|| Ok::<_, &str>(()));
+    /// assert_eq!(breaker.state(), CircuitState::HalfOpen, "time is the manual clock's");
+    /// assert!(!registry.use_clock("use-clock-doc", clock), "already registered");
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn use_clock(&self, name: &str, clock: impl Clock + Clone) -> bool {
+        let entries = self.entries.read();
+        if entries.contains_key(name) {
+            return false;
+        }
+        // Under the entries' read lock, so no registration slips in between.
+        self.clocks.write().insert(
+            name.into(),
+            ClockPreset(Box::new(move |builder| builder.clock(clock.clone()))),
+        );
+        true
+    }
+
+    /// The run-time settings (a file's table, a variable) for breaker names
+    /// that no registered breaker has, each with the nearest registered
+    /// name: a misspelt name, or a breaker not used yet. They are listed,
+    /// not refused, since a breaker may be registered later; the status
+    /// shows them too. Empty before the configuration is read.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreakerConfig, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// registry.load_config_toml("breaker.toml", "[lmm]\nfailure_threshold = 2\n")?;
+    /// registry.get_or_register("llm", CircuitBreakerConfig::default())?;
+    /// # if std::env::vars().all(|(k, _)| !k.starts_with("BREAKER_")) {
+    /// assert_eq!(
+    ///     registry.unmatched_overrides(),
+    ///     ["[lmm] at breaker.toml:1 names no registered breaker; did you mean `llm`?"]
+    /// );
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unmatched_overrides(&self) -> Vec<String> {
+        let Some(overrides) = self.overrides.read().clone() else {
+            return Vec::new();
+        };
+        let entries = self.entries.read();
+        let names: Vec<&str> = entries.keys().map(|name| &**name).collect();
+        overrides.unmatched(&names)
     }
 
     /// Removes the breaker named `name`. Call sites that already hold it keep
@@ -148,9 +426,17 @@ impl Registry {
             .entries
             .read()
             .values()
-            .map(|e| BreakerStatus::new(&e.breaker, e.conflicts.clone(), &mut now))
+            .map(|e| {
+                let mut status = BreakerStatus::new(&e.breaker, e.conflicts.clone(), &mut now);
+                status.config_sources = e.sources.clone();
+                status.config_errors = e.override_errors.clone();
+                status
+            })
             .collect();
-        RegistryStatus { breakers }
+        RegistryStatus {
+            breakers,
+            unmatched_overrides: self.unmatched_overrides(),
+        }
     }
 }
 
@@ -160,6 +446,9 @@ impl Registry {
 pub struct RegistryStatus {
     /// One entry per breaker, sorted by name.
     pub breakers: Vec<BreakerStatus>,
+    /// Run-time settings for breaker names that no registered breaker has
+    /// (see [`Registry::unmatched_overrides`]).
+    pub unmatched_overrides: Vec<String>,
 }
 
 /// One breaker in a [`RegistryStatus`].
@@ -176,6 +465,18 @@ pub struct BreakerStatus {
     /// Different configurations other call sites asked for under this name
     /// (they got this breaker, unchanged).
     pub config_conflicts: Vec<CircuitBreakerConfig>,
+    /// Where each value of `config` came from: the code (the attribute), a
+    /// line of the TOML file, or a variable.
+    pub config_sources: ConfigSources,
+    /// Why the run-time configuration was not applied to this breaker
+    /// (which runs on its attribute's values); empty when it was, or when
+    /// there was none. Serialised as messages.
+    #[serde(serialize_with = "messages")]
+    pub config_errors: Vec<OverrideError>,
+}
+
+fn messages<S: serde::Serializer>(errors: &[OverrideError], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(errors.iter().map(ToString::to_string))
 }
 
 impl BreakerStatus {
@@ -196,6 +497,8 @@ impl BreakerStatus {
             config: breaker.config().clone(),
             metrics,
             config_conflicts,
+            config_sources: ConfigSources::default(),
+            config_errors: Vec::new(),
         }
     }
 }
@@ -235,6 +538,21 @@ impl fmt::Display for RegistryStatus {
                             "s"
                         }
                     ));
+                }
+                if !b.config_errors.is_empty() {
+                    notes.push(format!(
+                        "CONFIG OVERRIDE REJECTED ({} problem{}; attribute values in force)",
+                        b.config_errors.len(),
+                        if b.config_errors.len() == 1 { "" } else { "s" }
+                    ));
+                }
+                if !b.config_sources.is_empty() {
+                    let overridden: Vec<String> = b
+                        .config_sources
+                        .overridden()
+                        .map(|(key, source)| format!("{key} from {source}"))
+                        .collect();
+                    notes.push(format!("config: {}", overridden.join(", ")));
                 }
                 [
                     b.name.to_string(),
@@ -280,6 +598,9 @@ impl fmt::Display for RegistryStatus {
         }
         if rows.is_empty() {
             writeln!(f, "(no circuit breakers registered)")?;
+        }
+        for unmatched in &self.unmatched_overrides {
+            writeln!(f, "note: {unmatched}")?;
         }
         Ok(())
     }

@@ -18,18 +18,18 @@
 //! [`Agent::faults`]; with a real endpoint, the model's faults are applied
 //! before each request goes out.
 //!
-//! Each breaker's configuration is written twice, once as the attribute's
-//! literals and once as a function here ([`llm_breaker_config`], ...), so
-//! that tests and [`Agent::new`] can register the same breaker up front. A
-//! drift between the two shows up as a `CONFIG CONFLICT` in the status and
-//! fails the agent's tests.
+//! Each breaker's configuration is written once, as its attribute's
+//! literals; the deployment may override it at run time
+//! (`BREAKER_LLM__FAILURE_THRESHOLD=5`, or a `BREAKER_CONFIG` file). A
+//! breaker is registered on its first call, and tests read its effective
+//! configuration from the registry (`registry().get("llm")`).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use breaker_runtime::{
-    BreakerError, CachedFallback, CircuitBreaker, CircuitBreakerConfig, CircuitState, FailureType,
-    FallbackReason, Outcome, circuit_breaker, fallback_reason, registry,
+    BreakerError, CachedFallback, CircuitState, FailureType, FallbackReason, Outcome,
+    circuit_breaker, fallback_reason, registry,
 };
 use serde::Serialize;
 
@@ -45,61 +45,6 @@ pub const EXTERNAL_API_BREAKER: &str = EXTERNAL_API_SERVICE;
 
 /// The agent's breakers, in the order the status shows them.
 pub const BREAKERS: [&str; 3] = [EXTERNAL_API_BREAKER, LLM_BREAKER, QUALITY_BREAKER];
-
-/// The configuration `#[circuit_breaker(name = "llm", ...)]` writes on
-/// [`Agent::complete`].
-///
-/// Three failures in a row open the circuit; it probes after 2 s and closes
-/// after two good probes, one at a time. A call gets 10 s, generous for a
-/// hosted model and short enough that a hung request does not stall the
-/// conversation. An answer scoring below 0.5 is a failure, and the agent
-/// sends at most 120 requests a minute.
-pub fn llm_breaker_config() -> CircuitBreakerConfig {
-    CircuitBreakerConfig {
-        failure_threshold: 3,
-        recovery_timeout: Duration::from_secs(2),
-        success_threshold: 2,
-        timeout_duration: Duration::from_secs(10),
-        quality_threshold: 0.5,
-        rate_limit_per_minute: Some(120),
-        half_open_max_calls: 1,
-        ..CircuitBreakerConfig::default()
-    }
-}
-
-/// The configuration of `#[circuit_breaker(name = "quality", ...)]` on
-/// [`Agent::assess_quality`]: a local service that must answer within 1 s.
-pub fn quality_breaker_config() -> CircuitBreakerConfig {
-    CircuitBreakerConfig {
-        failure_threshold: 3,
-        recovery_timeout: Duration::from_secs(2),
-        success_threshold: 1,
-        timeout_duration: Duration::from_secs(1),
-        ..CircuitBreakerConfig::default()
-    }
-}
-
-/// The configuration of `#[circuit_breaker(name = "external_api", ...)]` on
-/// [`Agent::lookup`]: related reading is a nicety, so it gets 1 s.
-pub fn external_api_breaker_config() -> CircuitBreakerConfig {
-    CircuitBreakerConfig {
-        failure_threshold: 3,
-        recovery_timeout: Duration::from_secs(2),
-        success_threshold: 1,
-        timeout_duration: Duration::from_secs(1),
-        ..CircuitBreakerConfig::default()
-    }
-}
-
-/// The configuration of the agent's breaker named `name`.
-pub fn breaker_config(name: &str) -> Option<CircuitBreakerConfig> {
-    match name {
-        LLM_BREAKER => Some(llm_breaker_config()),
-        QUALITY_BREAKER => Some(quality_breaker_config()),
-        EXTERNAL_API_BREAKER => Some(external_api_breaker_config()),
-        _ => None,
-    }
-}
 
 /// Why the agent could not answer at all.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -260,38 +205,22 @@ pub struct Agent {
     faults: FaultBoard,
     /// Good answers by normalised question, for the model's fallback.
     answers: CachedFallback<String, String>,
-    llm: CircuitBreaker,
 }
 
 impl Agent {
     /// An agent on the model [`Backend::from_env`] picks.
-    ///
-    /// # Panics
-    /// As [`with_backend`](Self::with_backend).
     pub fn from_env() -> Self {
         Self::with_backend(Backend::from_env())
     }
 
     /// An agent on `backend`, with no faults injected.
     ///
-    /// Registers the agent's three breakers (unless registered already, as a
-    /// test does with a manual clock), so the status lists them and they can
-    /// be forced open before the first question.
-    ///
-    /// # Panics
-    /// Never for the agent's own configurations, which are valid.
+    /// Its three breakers are registered by their first call, with their
+    /// attribute's configuration and the run-time overrides; a test that
+    /// wants one on a manual clock says so first
+    /// ([`Registry::use_clock`](breaker_runtime::Registry::use_clock)).
     pub fn with_backend(backend: Backend) -> Self {
         let faults = FaultBoard::new();
-        let mut llm = None;
-        for name in BREAKERS {
-            let config = breaker_config(name).expect("one of the agent's breakers");
-            let breaker = registry()
-                .get_or_register(name, config)
-                .expect("the agent's breaker configurations are valid");
-            if name == LLM_BREAKER {
-                llm = Some(breaker);
-            }
-        }
         let answers = CachedFallback::new();
         answers.add_to_cache(
             normalise("hello"),
@@ -303,7 +232,6 @@ impl Agent {
             simulated: SimulatedLlm::with_faults(faults.faults(LLM_SERVICE)),
             faults,
             answers,
-            llm: llm.expect("registered above"),
         }
     }
 
@@ -355,7 +283,10 @@ impl Agent {
         Ok(AgentResponse {
             content,
             used_fallback: reply.source != Source::Live,
-            circuit_state: self.llm.state(),
+            // `complete` has registered it.
+            circuit_state: registry()
+                .get(LLM_BREAKER)
+                .map_or(CircuitState::Closed, |llm| llm.state()),
             breaker: LLM_BREAKER,
             fallback_reason: reply.source.fallback_reason(),
             quality: reply.assessment.map(|a| a.score),
