@@ -8,9 +8,10 @@ mod attr;
 mod errors;
 mod expand;
 mod func;
-mod grammar;
 mod valid;
 
+/// The duration grammar and key suggestions, shared with the runtime.
+use breaker_grammar as grammar;
 use proc_macro::TokenStream;
 
 /// Guards a function with the circuit breaker named `name`.

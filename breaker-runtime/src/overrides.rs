@@ -36,9 +36,7 @@ use serde::ser::SerializeMap;
 
 use crate::config::{Backoff, CircuitBreakerConfig, ConfigError};
 
-#[path = "../../breaker-macros/src/grammar.rs"]
-#[allow(dead_code)] // `nearest` and the units are shared, not every item is used on both sides
-mod grammar;
+use breaker_grammar as grammar;
 
 /// The variable that names the TOML file.
 pub const CONFIG_VAR: &str = "BREAKER_CONFIG";

@@ -2,19 +2,27 @@
 //! durations with a unit, and the "did you mean" suggestion for a mistyped
 //! key.
 //!
-//! This file has no dependency beyond `core`/`std`, so that
-//! `breaker-runtime` compiles the same file (`#[path]` into its
-//! `overrides` module) and a duration or a typo reads the same in
+//! A crate of its own because a proc-macro crate cannot export functions:
+//! `breaker-macros` and `breaker-runtime` both depend on it, so a duration
+//! or a typo reads the same in
 //! `#[circuit_breaker(timeout_duration = "500ms")]`, in
-//! `BREAKER_LLM__TIMEOUT_DURATION=500ms` and in a `breaker.toml`.
-//! (A proc-macro crate cannot export functions, hence the shared file.)
+//! `BREAKER_LLM__TIMEOUT_DURATION=500ms` and in a `breaker.toml`. It has
+//! no dependency beyond `std`. Not meant to be used directly.
+//!
+//! ```
+//! assert_eq!(breaker_grammar::parse_duration("500ms"), Some(0.5));
+//! assert_eq!(
+//!     breaker_grammar::nearest("failur_threshold", &["failure_threshold", "fallback"]),
+//!     Some("failure_threshold"),
+//! );
+//! ```
 
 /// The units a duration may carry, for messages.
-pub(crate) const DURATION_UNITS: &str = "`ns`, `us`, `ms`, `s`, `m` or `h`";
+pub const DURATION_UNITS: &str = "`ns`, `us`, `ms`, `s`, `m` or `h`";
 
 /// Seconds in `"1.5s"`, `"500ms"`, `"2m"`, `"1h"`, `"250us"`, `"10ns"`;
 /// `None` when malformed. A minus sign is kept so the range check can name it.
-pub(crate) fn parse_duration(text: &str) -> Option<f64> {
+pub fn parse_duration(text: &str) -> Option<f64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_'))
@@ -36,7 +44,7 @@ pub(crate) fn parse_duration(text: &str) -> Option<f64> {
 /// The key of `keys` that `name` was most likely meant to be: one that
 /// starts with it (`timeout` for `timeout_duration`), or one a few edits
 /// away. Case and `-` for `_` are forgiven.
-pub(crate) fn nearest<'k>(name: &str, keys: &[&'k str]) -> Option<&'k str> {
+pub fn nearest<'k>(name: &str, keys: &[&'k str]) -> Option<&'k str> {
     let lower = name.to_lowercase().replace('-', "_");
     if lower.is_empty() {
         return None;
