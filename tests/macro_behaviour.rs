@@ -755,3 +755,118 @@ async fn map_err_serves_async_functions_too() {
         Some(BreakerError::Open { .. })
     ));
 }
+
+// Functions that return a future (not `async fn`): the breaker guards the
+// future's work, admitted when the future is first polled.
+
+fn offline_future(_fail: bool) -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async { Ok(0) })
+}
+
+#[circuit_breaker(
+    name = "behaviour-box-future",
+    failure_threshold = 2,
+    recovery_timeout = 10,
+    success_threshold = 1,
+    fallback = offline_future
+)]
+fn box_future_call(fail: bool) -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async move {
+        tokio::task::yield_now().await;
+        if fail { Err(down()) } else { Ok(9) }
+    })
+}
+
+#[tokio::test]
+async fn a_failing_returned_box_future_trips_the_circuit() {
+    let (breaker, clock) = register("behaviour-box-future", config(2, 10, 1));
+    assert_eq!(box_future_call(false).await, Ok(9));
+    assert_eq!(
+        box_future_call(true).await,
+        Ok(0),
+        "the fallback answers the future's failure"
+    );
+    assert_eq!(box_future_call(true).await, Ok(0));
+    assert_eq!(breaker.get_metrics().failed_calls, 2);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(box_future_call(false).await, Ok(0), "rejected, then served");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(box_future_call(false).await, Ok(9), "a probe");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+static PINNED_POLLS: AtomicUsize = AtomicUsize::new(0);
+
+#[circuit_breaker(
+    name = "behaviour-pin-box-future",
+    failure_threshold = 1,
+    recovery_timeout = 10,
+    success_threshold = 1
+)]
+fn pinned_call<'a>(
+    prompt: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, LlmError>> + Send + 'a>> {
+    Box::pin(async move {
+        PINNED_POLLS.fetch_add(1, Ordering::Relaxed);
+        if prompt == "fail" { Err(down()) } else { Ok(prompt.len() as u32) }
+    })
+}
+
+#[tokio::test]
+async fn a_returned_future_is_admitted_when_first_polled() {
+    let (breaker, clock) = register("behaviour-pin-box-future", config(1, 10, 1));
+    let built_while_closed = pinned_call("early");
+    let never_polled = pinned_call("dropped");
+    drop(never_polled);
+    assert_eq!(
+        breaker.get_metrics().total_calls,
+        0,
+        "building a future is not a call"
+    );
+    assert_eq!(pinned_call("fail").await, Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let polls = PINNED_POLLS.load(Ordering::Relaxed);
+    assert!(
+        is_open(&built_while_closed.await),
+        "polled after the circuit opened: rejected"
+    );
+    assert_eq!(PINNED_POLLS.load(Ordering::Relaxed), polls, "and not run");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(pinned_call("late").await, Ok(4));
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.get_metrics().total_calls, 3);
+}
+
+#[cfg(any())]
+#[circuit_breaker(name = "behaviour-box-future-timeout", timeout_duration = 0.1)]
+fn hangs_boxed() -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(1)
+    })
+}
+
+
+#[circuit_breaker(name = "behaviour-box-future-timeout", timeout_duration = 0.1)]
+fn hangs_boxed() -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(1)
+    })
+}
+
+#[tokio::test]
+async fn a_returned_future_is_cancelled_at_its_deadline() {
+    let future = hangs_boxed();
+    // The deadline runs from the first poll, not from the building.
+    std::thread::sleep(Duration::from_millis(150));
+    let start = Instant::now();
+    let result = future.await;
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(result, Err(LlmError::Breaker(BreakerError::Timeout { .. }))),
+        "{result:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(95), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+}

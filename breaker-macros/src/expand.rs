@@ -350,7 +350,24 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         }
     };
     let new_body = match func.flavor {
-        Flavor::Sync | Flavor::Async => quote! {{
+        Flavor::Sync => {
+            // A future under an alias the attribute cannot see through.
+            let sync_check = quote_spanned! {out_span=>
+                {
+                    #[allow(unused_imports)]
+                    use #p::sync_check::{ReturnsFuture as _, ReturnsValue as _};
+                    (&#returns).breaker_sync_check().ok();
+                }
+            };
+            quote! {{
+                #site_static
+                #sync_check
+                #shape_init
+                #before
+                #guarded
+            }}
+        }
+        Flavor::Async => quote! {{
             #site_static
             #shape_init
             #before

@@ -396,9 +396,52 @@ use proc_macro::TokenStream;
 /// # Supported functions
 ///
 /// Free functions and methods (any receiver), `async fn`, `async fn` under
-/// `#[async_trait]`, functions returning `impl Future<Output = ...>`, and
-/// generic functions. Not `const fn`, and not an `impl Trait` return type
-/// other than a future.
+/// `#[async_trait]`, functions returning a future (below), and generic
+/// functions. Not `const fn`, and not an `impl Trait` return type other
+/// than a future.
+///
+/// ## Functions returning a future
+///
+/// A plain `fn` whose return type is written `impl Future<Output = T>`,
+/// `Pin<Box<dyn Future<Output = T> + Send + '_>>` or `BoxFuture<'_, T>`
+/// (also `LocalBoxFuture`) is guarded like an `async fn`: the breaker
+/// guards the future's work, its deadline cuts the future off, and its
+/// output is what `quality`, `classify` and the fallback judge. The
+/// function still returns the type written (a boxed future is boxed
+/// again, around the guarded one).
+///
+/// The call is admitted when the future is first polled, not when it is
+/// built. A future is lazy: one that is built and dropped unpolled (the
+/// losing branch of a `select!`) never did its work, so it must not count
+/// as a call nor hold a half-open probe slot; and the deadline measures
+/// the work, not how long the future waited to be polled. That is how an
+/// `async fn` behaves too. The code that *builds* the future runs when the
+/// function is called, unguarded, even with the circuit open: keep it
+/// cheap, and do the work inside the future.
+///
+/// ```
+/// # use std::{future::Future, pin::Pin};
+/// # use breaker_runtime::{BreakerError, CircuitState, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "boxed-doc", failure_threshold = 1)]
+/// fn fetch(fail: bool) -> Pin<Box<dyn Future<Output = Result<u32, E>> + Send>> {
+///     Box::pin(async move {
+///         if fail { Err(E(BreakerError::ForcedOpen { name: "upstream".into() })) } else { Ok(1) }
+///     })
+/// }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let later = fetch(false); // built while closed, not yet a call
+/// assert!(fetch(true).await.is_err()); // the future's failure opens the circuit
+/// assert_eq!(registry().get("boxed-doc").unwrap().state(), CircuitState::Open);
+/// assert!(matches!(later.await, Err(E(BreakerError::Open { .. }))), "admitted when polled");
+/// # });
+/// ```
+///
+/// The attribute recognises a returned future by how its type is written.
+/// A future under another name (an alias of your own) is refused at
+/// compile time, with a message saying what to write: guarded as a plain
+/// value, only its building would be.
 ///
 /// # Testing
 ///

@@ -541,6 +541,78 @@ pub mod shape {
     }
 }
 
+/// Refuses a sync function whose return type is a future the attribute did
+/// not recognise by its spelling (a user's alias of
+/// `Pin<Box<dyn Future<..>>>`): guarded as a sync call, only the building
+/// of the future would be timed and judged, not its work.
+///
+/// The expansion writes `(&returns::<R>()).breaker_sync_check().ok()`:
+/// [`ReturnsFuture`](sync_check::ReturnsFuture) applies to `&Returns<R>`
+/// when `R` is a future, and [`ReturnsValue`](sync_check::ReturnsValue) by
+/// autoref otherwise.
+pub mod sync_check {
+    use super::{Future, Returns};
+    use core::marker::PhantomData;
+
+    /// A sync function returning the future `R`: refused by [`ok`](Self::ok).
+    pub struct FutureReturned<R>(PhantomData<fn() -> R>);
+
+    /// A sync function returning a value: accepted.
+    pub struct ValueReturned;
+
+    /// Picked first: `R` is a future.
+    pub trait ReturnsFuture {
+        /// The verdict.
+        type Check;
+        /// A [`FutureReturned`].
+        fn breaker_sync_check(&self) -> Self::Check;
+    }
+
+    impl<R: Future> ReturnsFuture for Returns<R> {
+        type Check = FutureReturned<R>;
+        #[inline]
+        fn breaker_sync_check(&self) -> FutureReturned<R> {
+            FutureReturned(PhantomData)
+        }
+    }
+
+    /// Picked by autoref when `R` is not a future.
+    pub trait ReturnsValue {
+        /// [`ValueReturned`].
+        #[inline]
+        fn breaker_sync_check(&self) -> ValueReturned {
+            ValueReturned
+        }
+    }
+
+    impl<R> ReturnsValue for &Returns<R> {}
+
+    /// Never implemented, so that the build says what to write.
+    #[diagnostic::on_unimplemented(
+        message = "`#[circuit_breaker]` cannot tell that this function returns a future: `{Self}` is one, but it is not written as one",
+        label = "a future under a name the attribute does not know",
+        note = "as written, the breaker would guard only the building of the future, not its work",
+        note = "write the return type as `impl Future<Output = T>`, `Pin<Box<dyn Future<Output = T> + Send + '_>>` or `BoxFuture<'_, T>`, or make the function an `async fn`"
+    )]
+    pub trait SpelledAsAFuture {}
+
+    impl<R> FutureReturned<R> {
+        /// Refused at compile time by [`SpelledAsAFuture`].
+        #[inline]
+        pub fn ok(self)
+        where
+            R: SpelledAsAFuture,
+        {
+        }
+    }
+
+    impl ValueReturned {
+        /// Accepted.
+        #[inline]
+        pub fn ok(self) {}
+    }
+}
+
 /// The value inside an infallible result.
 #[inline]
 pub fn infallible<R>(result: Result<R, Infallible>) -> R {
