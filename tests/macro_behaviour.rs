@@ -870,3 +870,137 @@ async fn a_returned_future_is_cancelled_at_its_deadline() {
     assert!(elapsed >= Duration::from_millis(95), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
 }
+
+#[circuit_breaker(
+    name = "behaviour-late-clock",
+    failure_threshold = 1,
+    recovery_timeout = 30,
+    success_threshold = 1,
+    fallback = cached
+)]
+fn late_clock_call(fail: bool) -> Result<u32, LlmError> {
+    if fail { Err(down()) } else { Ok(1) }
+}
+
+#[test]
+fn a_manual_clock_installed_after_the_first_call_drives_recovery() {
+    assert_eq!(late_clock_call(false), Ok(1), "resolved on the system clock");
+    let clock = ManualClock::new();
+    let breaker = registry()
+        .replace_clock("behaviour-late-clock", clock.clone())
+        .expect("registered by the first call");
+    assert_eq!(breaker.get_metrics().total_calls, 0, "a fresh breaker");
+    assert_eq!(late_clock_call(true), Err(down()));
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "the site calls through the new breaker"
+    );
+    assert!(
+        is_open(&late_clock_call(false)),
+        "the new breaker's cache is its own: nothing cached there yet"
+    );
+    clock.advance(Duration::from_secs(29));
+    assert!(is_open(&late_clock_call(false)));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(late_clock_call(false), Ok(1), "the probe, on the manual clock");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.get_metrics().total_calls, 4);
+}
+
+/// The one value the function's attribute and this test share.
+fn shared_config() -> CircuitBreakerConfig {
+    config(2, 10, 1)
+}
+
+#[circuit_breaker(name = "behaviour-config-expr", config = shared_config())]
+fn configured(fail: bool) -> Result<u32, LlmError> {
+    if fail { Err(down()) } else { Ok(5) }
+}
+
+#[test]
+fn config_expr_is_the_breakers_configuration() {
+    assert_eq!(configured(false), Ok(5));
+    let registered = registry().get("behaviour-config-expr").unwrap();
+    assert_eq!(registered.config(), &shared_config());
+    let clock = ManualClock::new();
+    let breaker = registry()
+        .replace_clock("behaviour-config-expr", clock.clone())
+        .unwrap();
+    let _ = configured(true);
+    assert_eq!(breaker.state(), CircuitState::Closed, "threshold 2");
+    let _ = configured(true);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    clock.advance(shared_config().recovery_timeout);
+    assert_eq!(configured(false), Ok(5));
+    assert_eq!(breaker.state(), CircuitState::Closed, "one success closes");
+}
+
+static INVALID_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[circuit_breaker(
+    name = "behaviour-config-invalid",
+    config = CircuitBreakerConfig { failure_threshold: 0, ..CircuitBreakerConfig::default() }
+)]
+fn badly_configured() -> Result<u32, LlmError> {
+    INVALID_RUNS.fetch_add(1, Ordering::Relaxed);
+    Ok(1)
+}
+
+#[test]
+fn an_invalid_config_expr_fails_every_call_with_its_field() {
+    for _ in 0..2 {
+        let result = badly_configured();
+        assert!(
+            matches!(
+                &result,
+                Err(LlmError::Breaker(BreakerError::InvalidConfig { name, source }))
+                    if name == "behaviour-config-invalid"
+                        && source.to_string().contains("failure_threshold")
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(INVALID_RUNS.load(Ordering::Relaxed), 0, "the body never runs");
+    assert!(registry().get("behaviour-config-invalid").is_none());
+}
+
+#[circuit_breaker(name = "behaviour-conflict", failure_threshold = 2)]
+fn conflict_first() -> Result<u32, LlmError> {
+    Ok(1)
+}
+
+#[circuit_breaker(name = "behaviour-conflict", failure_threshold = 4)]
+fn conflict_second() -> Result<u32, LlmError> {
+    Ok(2)
+}
+
+#[test]
+fn the_first_call_site_to_run_decides_a_shared_names_config_and_the_other_is_reported() {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&events);
+    let subscription = breaker_runtime::subscribe(move |event| {
+        if event.breaker == "behaviour-conflict" {
+            seen.lock().unwrap().push(event.kind.clone());
+        }
+    });
+    assert_eq!(conflict_second(), Ok(2), "this site runs first");
+    assert_eq!(conflict_first(), Ok(1));
+    subscription.unsubscribe();
+    let breaker = registry().get("behaviour-conflict").unwrap();
+    assert_eq!(breaker.config().failure_threshold, 4, "the first to run");
+    let events = events.lock().unwrap();
+    assert!(
+        matches!(&events[..], [breaker_runtime::EventKind::ConfigConflict { requested }]
+            if requested.contains("failure_threshold: 2")),
+        "{events:?}"
+    );
+    let status = registry().status();
+    let entry = status
+        .breakers
+        .iter()
+        .find(|b| &*b.name == "behaviour-conflict")
+        .unwrap();
+    assert_eq!(entry.config_conflicts.len(), 1);
+    assert_eq!(entry.config_conflicts[0].failure_threshold, 2);
+}

@@ -122,7 +122,19 @@ impl Locals {
 }
 
 fn expand(args: &Args, func: Func) -> TokenStream {
-    let p = quote!(::breaker_runtime::__private);
+    // Every path of the expansion goes through `p`, so `crate = ...`
+    // reaches all of them. A renamed crate is named once, by a `use` at the
+    // top of the body, so a wrong path is reported once.
+    let (p, use_crate) = match &args.krate {
+        Some(krate) => {
+            let alias = Ident::new("__breaker_private", Span::mixed_site());
+            (
+                alias.to_token_stream(),
+                quote!(use #krate::__private as #alias;),
+            )
+        }
+        None => (quote!(::breaker_runtime::__private), TokenStream::new()),
+    };
     let l = Locals::new();
     let Locals {
         site,
@@ -268,7 +280,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             }
             before.extend(quote_spanned!(out_span=> #p::cache_value(#returns);));
             resolved.extend(quote! {
-                let #cache = #site.cache(#breaker, &#key, #returns);
+                let #cache = #site.cache(&#breaker, &#key, #returns);
             });
             option_calls.extend(quote!(.fallback_for(&*#cache, &#key)));
             unavailable = quote!(#p::unavailable(#error));
@@ -360,6 +372,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
                 }
             };
             quote! {{
+                #use_crate
                 #site_static
                 #sync_check
                 #shape_init
@@ -368,6 +381,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             }}
         }
         Flavor::Async => quote! {{
+            #use_crate
             #site_static
             #shape_init
             #before
@@ -381,6 +395,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
                 wrapped
             };
             quote! {{
+                #use_crate
                 #site_static
                 #shape_init
                 #before
@@ -413,6 +428,12 @@ fn duration(p: &TokenStream, secs: f64) -> TokenStream {
 /// `|| { let mut c = Default::default(); c.field = value; ...; c }`, or the
 /// default constructor itself when no field is set.
 fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
+    if let Some((_, expression)) = &args.config {
+        // Spanned at the expression, so a value of another type is
+        // reported there.
+        let span = expression.span();
+        return quote_spanned!(span=> || #p::config_value(#expression));
+    }
     let config = &l.config;
     let default = quote!(<#p::CircuitBreakerConfig as #p::core::default::Default>::default);
     let mut fields = TokenStream::new();
@@ -485,6 +506,43 @@ fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
 
 #[cfg(test)]
 mod tests {
+    /// `crate = ...` reaches every path: nothing names `breaker_runtime`.
+    #[test]
+    fn a_renamed_crate_is_the_only_path_to_the_runtime() {
+        let functions = [
+            quote::quote!(
+                fn sync_fn(prompt: String, n: u32) -> Result<String, E> {
+                    Ok(prompt)
+                }
+            ),
+            quote::quote!(
+                async fn async_fn(prompt: &str) -> Result<String, E> {
+                    Ok(prompt.to_owned())
+                }
+            ),
+            quote::quote!(
+                fn boxed(prompt: &str) -> BoxFuture<'_, Result<String, E>> {
+                    Box::pin(async move { Ok(prompt.to_owned()) })
+                }
+            ),
+        ];
+        let keys = [
+            quote::quote!(fallback = cached),
+            quote::quote!(fallback = canned, quality = score),
+            quote::quote!(config = my_config(), classify = judge, map_err = to_e),
+            quote::quote!(timeout_duration = 1, failure_threshold = 2),
+        ];
+        for function in &functions {
+            for keys in &keys {
+                let args = quote::quote!(name = "x", crate = my_app::breaker, #keys);
+                let expanded = super::circuit_breaker(args, function.clone()).to_string();
+                assert!(!expanded.contains("compile_error"), "{expanded}");
+                assert!(expanded.contains("my_app :: breaker :: __private"), "{expanded}");
+                assert!(!expanded.contains("breaker_runtime"), "{expanded}");
+            }
+        }
+    }
+
     #[test]
     #[ignore = "prints an expansion for reading"]
     fn print_expansion() {
