@@ -1004,3 +1004,55 @@ fn the_first_call_site_to_run_decides_a_shared_names_config_and_the_other_is_rep
     assert_eq!(entry.config_conflicts.len(), 1);
     assert_eq!(entry.config_conflicts[0].failure_threshold, 2);
 }
+
+static CLONES: AtomicUsize = AtomicUsize::new(0);
+
+/// An owned argument that counts its clones.
+#[derive(Debug)]
+struct Counted(u32);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, Ordering::Relaxed);
+        Self(self.0)
+    }
+}
+
+fn counted_answer(counted: Counted, mut label: String) -> Result<u32, LlmError> {
+    label.push('!');
+    Ok(counted.0 + 100)
+}
+
+#[circuit_breaker(name = "behaviour-lazy-args", failure_threshold = 1, fallback = counted_answer)]
+fn consumes(counted: Counted, mut label: String) -> Result<u32, LlmError> {
+    label.push('?');
+    let Counted(n) = counted; // the body consumes its argument
+    if n == 0 { Err(down()) } else { Ok(n) }
+}
+
+fn clones_of(call: impl FnOnce() -> Result<u32, LlmError>) -> (Result<u32, LlmError>, usize) {
+    let before = CLONES.load(Ordering::Relaxed);
+    let result = call();
+    (result, CLONES.load(Ordering::Relaxed) - before)
+}
+
+#[test]
+fn a_fallback_clones_owned_arguments_only_for_calls_that_run() {
+    let (breaker, _clock) = register("behaviour-lazy-args", config(1, 60, 1));
+    assert_eq!(
+        clones_of(|| consumes(Counted(5), "a".into())),
+        (Ok(5), 1),
+        "a call that runs copies its arguments once, for a fallback that may answer its failure"
+    );
+    assert_eq!(
+        clones_of(|| consumes(Counted(0), "b".into())),
+        (Ok(100), 1),
+        "a failed call's fallback gets that copy, not another"
+    );
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(
+        clones_of(|| consumes(Counted(7), "c".into())),
+        (Ok(107), 0),
+        "a rejected call hands its arguments to the fallback as they are"
+    );
+}

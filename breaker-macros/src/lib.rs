@@ -247,9 +247,20 @@ use proc_macro::TokenStream;
 /// A function with the same parameters (a method's receiver included) and
 /// the same return type; for an `async fn` it may be `async` or not. It
 /// answers whenever the call is rejected or fails, and learns why from
-/// [`fallback_reason()`](../breaker_runtime/fn.fallback_reason.html). Owned
-/// arguments are cloned for it before the call (so they must be `Clone`);
-/// references are passed as they are.
+/// [`fallback_reason()`](../breaker_runtime/fn.fallback_reason.html).
+///
+/// References are passed as they are. Owned arguments must be `Clone`, and
+/// are copied only where a copy may be needed. A plain sync `fn` (no
+/// `timeout_duration` key) that the breaker rejects (open circuit, rate
+/// limit) hands the fallback its arguments themselves, with no copy; one
+/// that runs copies each owned argument once, as its body starts, because
+/// the body may consume it and then fail, and the fallback then answers
+/// with the copy. The language gives no way around that copy short of not
+/// letting the body consume the argument, so take `&str`, `&T` or an `Arc`
+/// where the copy matters. An `async fn`, a sync fn with a hard deadline
+/// and a fn returning a future copy their owned arguments once per call,
+/// before it (their body runs elsewhere, or later), and once more when the
+/// fallback answers.
 ///
 /// ```
 /// # use breaker_runtime::{circuit_breaker, fallback_reason};

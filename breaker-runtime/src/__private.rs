@@ -364,6 +364,39 @@ pub fn fallback_arg<A: FallbackArg>(argument: &A) -> A {
     argument.clone()
 }
 
+/// A sync body's arguments, which wait in a cell until the body or the
+/// fallback takes them (each call takes them once).
+#[inline]
+#[track_caller]
+pub fn body_arguments<A>(arguments: &core::cell::Cell<Option<A>>) -> A {
+    match arguments.take() {
+        Some(arguments) => arguments,
+        None => arguments_taken(),
+    }
+}
+
+/// A fallback's arguments: the copies the body made if it ran, else the
+/// arguments themselves (the call was rejected before its body).
+#[inline]
+#[track_caller]
+pub fn fallback_arguments<A>(
+    copies: &core::cell::Cell<Option<A>>,
+    arguments: &core::cell::Cell<Option<A>>,
+) -> A {
+    match copies.take() {
+        Some(copies) => copies,
+        None => body_arguments(arguments),
+    }
+}
+
+/// A call's arguments were asked for twice: a bug in the expansion or the
+/// runtime (the body and the fallback each run at most once per call).
+#[cold]
+#[track_caller]
+fn arguments_taken() -> ! {
+    panic!("#[circuit_breaker]: a call's arguments were taken twice (a bug in breaker-runtime)")
+}
+
 /// A fallback function's answer as a call result.
 #[inline]
 pub fn answered<T, E>(answer: Result<T, E>) -> Result<T, CallError<E>> {
