@@ -808,7 +808,11 @@ fn pinned_call<'a>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, LlmError>> + Send + 'a>> {
     Box::pin(async move {
         PINNED_POLLS.fetch_add(1, Ordering::Relaxed);
-        if prompt == "fail" { Err(down()) } else { Ok(prompt.len() as u32) }
+        if prompt == "fail" {
+            Err(down())
+        } else {
+            Ok(prompt.len() as u32)
+        }
     })
 }
 
@@ -845,7 +849,6 @@ fn hangs_boxed() -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
         Ok(1)
     })
 }
-
 
 #[circuit_breaker(name = "behaviour-box-future-timeout", timeout_duration = 0.1)]
 fn hangs_boxed() -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
@@ -884,7 +887,11 @@ fn late_clock_call(fail: bool) -> Result<u32, LlmError> {
 
 #[test]
 fn a_manual_clock_installed_after_the_first_call_drives_recovery() {
-    assert_eq!(late_clock_call(false), Ok(1), "resolved on the system clock");
+    assert_eq!(
+        late_clock_call(false),
+        Ok(1),
+        "resolved on the system clock"
+    );
     let clock = ManualClock::new();
     let breaker = registry()
         .replace_clock("behaviour-late-clock", clock.clone())
@@ -903,7 +910,11 @@ fn a_manual_clock_installed_after_the_first_call_drives_recovery() {
     clock.advance(Duration::from_secs(29));
     assert!(is_open(&late_clock_call(false)));
     clock.advance(Duration::from_secs(1));
-    assert_eq!(late_clock_call(false), Ok(1), "the probe, on the manual clock");
+    assert_eq!(
+        late_clock_call(false),
+        Ok(1),
+        "the probe, on the manual clock"
+    );
     assert_eq!(breaker.state(), CircuitState::Closed);
     assert_eq!(breaker.get_metrics().total_calls, 4);
 }
@@ -961,7 +972,11 @@ fn an_invalid_config_expr_fails_every_call_with_its_field() {
             "{result:?}"
         );
     }
-    assert_eq!(INVALID_RUNS.load(Ordering::Relaxed), 0, "the body never runs");
+    assert_eq!(
+        INVALID_RUNS.load(Ordering::Relaxed),
+        0,
+        "the body never runs"
+    );
     assert!(registry().get("behaviour-config-invalid").is_none());
 }
 

@@ -633,7 +633,10 @@ mod tests {
                 let args = quote::quote!(name = "x", crate = my_app::breaker, #keys);
                 let expanded = super::circuit_breaker(args, function.clone()).to_string();
                 assert!(!expanded.contains("compile_error"), "{expanded}");
-                assert!(expanded.contains("my_app :: breaker :: __private"), "{expanded}");
+                assert!(
+                    expanded.contains("my_app :: breaker :: __private"),
+                    "{expanded}"
+                );
                 assert!(!expanded.contains("breaker_runtime"), "{expanded}");
             }
         }
