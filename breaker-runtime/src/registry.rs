@@ -37,13 +37,18 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
 /// ([`Registry::replace`]). While it is 0, as in a service that never
 /// replaces one, a call site trusts the breaker it resolved without a
 /// look at the registry.
-static REPLACEMENTS: AtomicU64 = AtomicU64::new(0);
+/// On a cache line of its own, so that no write to a neighbouring static
+/// (the coarse clock's ticks, say) evicts it from the readers' caches.
+static REPLACEMENTS: OwnLine = OwnLine(AtomicU64::new(0));
+
+#[repr(align(128))]
+struct OwnLine(AtomicU64);
 
 /// [`REPLACEMENTS`], for call sites.
 #[inline]
 pub(crate) fn replacements() -> u64 {
     // Relaxed: see `Registry::replace`.
-    REPLACEMENTS.load(Ordering::Relaxed)
+    REPLACEMENTS.0.load(Ordering::Relaxed)
 }
 
 /// The process-global registry, created on first use.
@@ -178,7 +183,7 @@ impl Registry {
         // lock to find the breaker, which orders the insert before it; a
         // thread that learnt of the replacement through any other
         // synchronisation sees the count too.
-        REPLACEMENTS.fetch_add(1, Ordering::Relaxed);
+        REPLACEMENTS.0.fetch_add(1, Ordering::Relaxed);
         old.map(|entry| entry.breaker)
     }
 
