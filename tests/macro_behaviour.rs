@@ -1071,3 +1071,38 @@ fn a_fallback_clones_owned_arguments_only_for_calls_that_run() {
         "a rejected call hands its arguments to the fallback as they are"
     );
 }
+
+#[circuit_breaker(
+    name = "behaviour-future-quality",
+    failure_threshold = 1,
+    quality_threshold = 0.5,
+    quality = |answer: &String| if answer.len() > 3 { 1.0 } else { 0.0 }
+)]
+fn judged_future(text: &str) -> impl std::future::Future<Output = Result<String, LlmError>> + '_ {
+    async move {
+        tokio::task::yield_now().await;
+        Ok(text.to_owned())
+    }
+}
+
+#[tokio::test]
+async fn quality_judges_a_returned_futures_output() {
+    let (breaker, _clock) = register(
+        "behaviour-future-quality",
+        CircuitBreakerConfig {
+            failure_threshold: 1,
+            quality_threshold: 0.5,
+            ..CircuitBreakerConfig::default()
+        },
+    );
+    assert_eq!(
+        judged_future("long enough").await,
+        Ok("long enough".to_owned())
+    );
+    assert!(matches!(
+        judged_future("no").await,
+        Err(LlmError::Breaker(BreakerError::LowQuality { .. }))
+    ));
+    assert_eq!(breaker.get_metrics().failures_by_type.quality_threshold, 1);
+    assert_eq!(breaker.state(), CircuitState::Open);
+}

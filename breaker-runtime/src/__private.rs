@@ -285,10 +285,9 @@ impl<T, E> Fallible for Result<T, E> {
 /// An error type that can carry the breaker's own errors.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot carry the circuit breaker's errors: it does not implement `From<BreakerError>`",
-    label = "`{Self}` must implement `From<breaker_runtime::BreakerError>`",
+    label = "no `From<breaker_runtime::BreakerError>` for `{Self}`",
     note = "when the breaker rejects or times out a call and no fallback answers, the function returns `Err(From::from(breaker_error))`",
-    note = "implement `From<breaker_runtime::BreakerError>` for `{Self}` (with thiserror: a `#[from]` variant), or add `fallback = some_fn`",
-    note = "for an error type you cannot implement it for (`std::io::Error`, another crate's), add `map_err = some_fn`, a `fn(BreakerError) -> {Self}`, like `map_err = std::io::Error::other`"
+    note = "add `map_err = some_fn`, a `fn(BreakerError) -> {Self}` (for `std::io::Error`: `map_err = std::io::Error::other`); or, for an error type of your own crate, implement `From<breaker_runtime::BreakerError>` for it (with thiserror: a `#[from]` variant); or add `fallback = some_fn`"
 )]
 pub trait FromBreakerError: Sized {
     /// `E::from(error)`.
