@@ -755,3 +755,354 @@ async fn map_err_serves_async_functions_too() {
         Some(BreakerError::Open { .. })
     ));
 }
+
+// Functions that return a future (not `async fn`): the breaker guards the
+// future's work, admitted when the future is first polled.
+
+fn offline_future(_fail: bool) -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async { Ok(0) })
+}
+
+#[circuit_breaker(
+    name = "behaviour-box-future",
+    failure_threshold = 2,
+    recovery_timeout = 10,
+    success_threshold = 1,
+    fallback = offline_future
+)]
+fn box_future_call(fail: bool) -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async move {
+        tokio::task::yield_now().await;
+        if fail { Err(down()) } else { Ok(9) }
+    })
+}
+
+#[tokio::test]
+async fn a_failing_returned_box_future_trips_the_circuit() {
+    let (breaker, clock) = register("behaviour-box-future", config(2, 10, 1));
+    assert_eq!(box_future_call(false).await, Ok(9));
+    assert_eq!(
+        box_future_call(true).await,
+        Ok(0),
+        "the fallback answers the future's failure"
+    );
+    assert_eq!(box_future_call(true).await, Ok(0));
+    assert_eq!(breaker.get_metrics().failed_calls, 2);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(box_future_call(false).await, Ok(0), "rejected, then served");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(box_future_call(false).await, Ok(9), "a probe");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+static PINNED_POLLS: AtomicUsize = AtomicUsize::new(0);
+
+#[circuit_breaker(
+    name = "behaviour-pin-box-future",
+    failure_threshold = 1,
+    recovery_timeout = 10,
+    success_threshold = 1
+)]
+fn pinned_call<'a>(
+    prompt: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, LlmError>> + Send + 'a>> {
+    Box::pin(async move {
+        PINNED_POLLS.fetch_add(1, Ordering::Relaxed);
+        if prompt == "fail" {
+            Err(down())
+        } else {
+            Ok(prompt.len() as u32)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_returned_future_is_admitted_when_first_polled() {
+    let (breaker, clock) = register("behaviour-pin-box-future", config(1, 10, 1));
+    let built_while_closed = pinned_call("early");
+    let never_polled = pinned_call("dropped");
+    drop(never_polled);
+    assert_eq!(
+        breaker.get_metrics().total_calls,
+        0,
+        "building a future is not a call"
+    );
+    assert_eq!(pinned_call("fail").await, Err(down()));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let polls = PINNED_POLLS.load(Ordering::Relaxed);
+    assert!(
+        is_open(&built_while_closed.await),
+        "polled after the circuit opened: rejected"
+    );
+    assert_eq!(PINNED_POLLS.load(Ordering::Relaxed), polls, "and not run");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(pinned_call("late").await, Ok(4));
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.get_metrics().total_calls, 3);
+}
+
+#[cfg(any())]
+#[circuit_breaker(name = "behaviour-box-future-timeout", timeout_duration = 0.1)]
+fn hangs_boxed() -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(1)
+    })
+}
+
+#[circuit_breaker(name = "behaviour-box-future-timeout", timeout_duration = 0.1)]
+fn hangs_boxed() -> futures::future::BoxFuture<'static, Result<u32, LlmError>> {
+    Box::pin(async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(1)
+    })
+}
+
+#[tokio::test]
+async fn a_returned_future_is_cancelled_at_its_deadline() {
+    let future = hangs_boxed();
+    // The deadline runs from the first poll, not from the building.
+    std::thread::sleep(Duration::from_millis(150));
+    let start = Instant::now();
+    let result = future.await;
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(result, Err(LlmError::Breaker(BreakerError::Timeout { .. }))),
+        "{result:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(95), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+}
+
+#[circuit_breaker(
+    name = "behaviour-late-clock",
+    failure_threshold = 1,
+    recovery_timeout = 30,
+    success_threshold = 1,
+    fallback = cached
+)]
+fn late_clock_call(fail: bool) -> Result<u32, LlmError> {
+    if fail { Err(down()) } else { Ok(1) }
+}
+
+#[test]
+fn a_manual_clock_installed_after_the_first_call_drives_recovery() {
+    assert_eq!(
+        late_clock_call(false),
+        Ok(1),
+        "resolved on the system clock"
+    );
+    let clock = ManualClock::new();
+    let breaker = registry()
+        .replace_clock("behaviour-late-clock", clock.clone())
+        .expect("registered by the first call");
+    assert_eq!(breaker.get_metrics().total_calls, 0, "a fresh breaker");
+    assert_eq!(late_clock_call(true), Err(down()));
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "the site calls through the new breaker"
+    );
+    assert!(
+        is_open(&late_clock_call(false)),
+        "the new breaker's cache is its own: nothing cached there yet"
+    );
+    clock.advance(Duration::from_secs(29));
+    assert!(is_open(&late_clock_call(false)));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        late_clock_call(false),
+        Ok(1),
+        "the probe, on the manual clock"
+    );
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.get_metrics().total_calls, 4);
+}
+
+/// The one value the function's attribute and this test share.
+fn shared_config() -> CircuitBreakerConfig {
+    config(2, 10, 1)
+}
+
+#[circuit_breaker(name = "behaviour-config-expr", config = shared_config())]
+fn configured(fail: bool) -> Result<u32, LlmError> {
+    if fail { Err(down()) } else { Ok(5) }
+}
+
+#[test]
+fn config_expr_is_the_breakers_configuration() {
+    assert_eq!(configured(false), Ok(5));
+    let registered = registry().get("behaviour-config-expr").unwrap();
+    assert_eq!(registered.config(), &shared_config());
+    let clock = ManualClock::new();
+    let breaker = registry()
+        .replace_clock("behaviour-config-expr", clock.clone())
+        .unwrap();
+    let _ = configured(true);
+    assert_eq!(breaker.state(), CircuitState::Closed, "threshold 2");
+    let _ = configured(true);
+    assert_eq!(breaker.state(), CircuitState::Open);
+    clock.advance(shared_config().recovery_timeout);
+    assert_eq!(configured(false), Ok(5));
+    assert_eq!(breaker.state(), CircuitState::Closed, "one success closes");
+}
+
+static INVALID_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[circuit_breaker(
+    name = "behaviour-config-invalid",
+    config = CircuitBreakerConfig { failure_threshold: 0, ..CircuitBreakerConfig::default() }
+)]
+fn badly_configured() -> Result<u32, LlmError> {
+    INVALID_RUNS.fetch_add(1, Ordering::Relaxed);
+    Ok(1)
+}
+
+#[test]
+fn an_invalid_config_expr_fails_every_call_with_its_field() {
+    for _ in 0..2 {
+        let result = badly_configured();
+        assert!(
+            matches!(
+                &result,
+                Err(LlmError::Breaker(BreakerError::InvalidConfig { name, source }))
+                    if name == "behaviour-config-invalid"
+                        && source.to_string().contains("failure_threshold")
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(
+        INVALID_RUNS.load(Ordering::Relaxed),
+        0,
+        "the body never runs"
+    );
+    assert!(registry().get("behaviour-config-invalid").is_none());
+}
+
+#[circuit_breaker(name = "behaviour-conflict", failure_threshold = 2)]
+fn conflict_first() -> Result<u32, LlmError> {
+    Ok(1)
+}
+
+#[circuit_breaker(name = "behaviour-conflict", failure_threshold = 4)]
+fn conflict_second() -> Result<u32, LlmError> {
+    Ok(2)
+}
+
+#[test]
+fn the_first_call_site_to_run_decides_a_shared_names_config_and_the_other_is_reported() {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&events);
+    let subscription = breaker_runtime::subscribe(move |event| {
+        if event.breaker == "behaviour-conflict" {
+            seen.lock().unwrap().push(event.kind.clone());
+        }
+    });
+    assert_eq!(conflict_second(), Ok(2), "this site runs first");
+    assert_eq!(conflict_first(), Ok(1));
+    subscription.unsubscribe();
+    let breaker = registry().get("behaviour-conflict").unwrap();
+    assert_eq!(breaker.config().failure_threshold, 4, "the first to run");
+    let events = events.lock().unwrap();
+    assert!(
+        matches!(&events[..], [breaker_runtime::EventKind::ConfigConflict { requested }]
+            if requested.contains("failure_threshold: 2")),
+        "{events:?}"
+    );
+    let status = registry().status();
+    let entry = status
+        .breakers
+        .iter()
+        .find(|b| &*b.name == "behaviour-conflict")
+        .unwrap();
+    assert_eq!(entry.config_conflicts.len(), 1);
+    assert_eq!(entry.config_conflicts[0].failure_threshold, 2);
+}
+
+static CLONES: AtomicUsize = AtomicUsize::new(0);
+
+/// An owned argument that counts its clones.
+#[derive(Debug)]
+struct Counted(u32);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, Ordering::Relaxed);
+        Self(self.0)
+    }
+}
+
+fn counted_answer(counted: Counted, mut label: String) -> Result<u32, LlmError> {
+    label.push('!');
+    Ok(counted.0 + 100)
+}
+
+#[circuit_breaker(name = "behaviour-lazy-args", failure_threshold = 1, fallback = counted_answer)]
+fn consumes(counted: Counted, mut label: String) -> Result<u32, LlmError> {
+    label.push('?');
+    let Counted(n) = counted; // the body consumes its argument
+    if n == 0 { Err(down()) } else { Ok(n) }
+}
+
+fn clones_of(call: impl FnOnce() -> Result<u32, LlmError>) -> (Result<u32, LlmError>, usize) {
+    let before = CLONES.load(Ordering::Relaxed);
+    let result = call();
+    (result, CLONES.load(Ordering::Relaxed) - before)
+}
+
+#[test]
+fn a_fallback_clones_owned_arguments_only_for_calls_that_run() {
+    let (breaker, _clock) = register("behaviour-lazy-args", config(1, 60, 1));
+    assert_eq!(
+        clones_of(|| consumes(Counted(5), "a".into())),
+        (Ok(5), 1),
+        "a call that runs copies its arguments once, for a fallback that may answer its failure"
+    );
+    assert_eq!(
+        clones_of(|| consumes(Counted(0), "b".into())),
+        (Ok(100), 1),
+        "a failed call's fallback gets that copy, not another"
+    );
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(
+        clones_of(|| consumes(Counted(7), "c".into())),
+        (Ok(107), 0),
+        "a rejected call hands its arguments to the fallback as they are"
+    );
+}
+
+#[circuit_breaker(
+    name = "behaviour-future-quality",
+    failure_threshold = 1,
+    quality_threshold = 0.5,
+    quality = |answer: &String| if answer.len() > 3 { 1.0 } else { 0.0 }
+)]
+fn judged_future(text: &str) -> impl std::future::Future<Output = Result<String, LlmError>> + '_ {
+    async move {
+        tokio::task::yield_now().await;
+        Ok(text.to_owned())
+    }
+}
+
+#[tokio::test]
+async fn quality_judges_a_returned_futures_output() {
+    let (breaker, _clock) = register(
+        "behaviour-future-quality",
+        CircuitBreakerConfig {
+            failure_threshold: 1,
+            quality_threshold: 0.5,
+            ..CircuitBreakerConfig::default()
+        },
+    );
+    assert_eq!(
+        judged_future("long enough").await,
+        Ok("long enough".to_owned())
+    );
+    assert!(matches!(
+        judged_future("no").await,
+        Err(LlmError::Breaker(BreakerError::LowQuality { .. }))
+    ));
+    assert_eq!(breaker.get_metrics().failures_by_type.quality_threshold, 1);
+    assert_eq!(breaker.state(), CircuitState::Open);
+}

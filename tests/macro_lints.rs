@@ -172,8 +172,49 @@ impl Ask for Service {
     }
 }
 
+fn owned_answer(prompt: String, _count: u32) -> Result<String, LlmError> {
+    Ok(prompt)
+}
+
+/// Owned arguments that wait for the body or the fallback, one `mut`.
+#[circuit_breaker(name = "lints-owned-fallback", fallback = owned_answer)]
+pub fn owned_fallback(mut prompt: String, count: u32) -> Result<String, LlmError> {
+    prompt.push_str(&count.to_string());
+    Ok(prompt)
+}
+
+/// A boxed future, as the `futures` crate names it.
+#[circuit_breaker(name = "lints-box-future", timeout_duration = 5)]
+pub fn box_future(prompt: &str) -> futures::future::BoxFuture<'_, Result<String, LlmError>> {
+    Box::pin(async move { Ok(prompt.to_owned()) })
+}
+
+fn lints_config() -> breaker_runtime::CircuitBreakerConfig {
+    breaker_runtime::CircuitBreakerConfig::default()
+}
+
+/// The whole configuration from an expression.
+#[circuit_breaker(name = "lints-config", config = lints_config())]
+pub fn configured(prompt: &str) -> Result<String, LlmError> {
+    Ok(prompt.to_owned())
+}
+
+mod renamed {
+    pub(crate) use breaker_runtime as resilience;
+}
+
+/// Through a re-export under another name.
+#[circuit_breaker(name = "lints-crate", crate = renamed::resilience)]
+pub async fn through_reexport(prompt: &str) -> Result<String, LlmError> {
+    Ok(prompt.to_owned())
+}
+
 #[tokio::test]
 async fn every_shape_answers() {
+    assert_eq!(owned_fallback("o".to_owned(), 1), Ok("o1".to_owned()));
+    assert_eq!(box_future("b").await, Ok("b".to_owned()));
+    assert_eq!(configured("c"), Ok("c".to_owned()));
+    assert_eq!(through_reexport("r").await, Ok("r".to_owned()));
     assert_eq!(sync_free("hi"), Ok("h".to_owned()));
     assert_eq!(with_fallback("x"), Ok("x".to_owned()));
     assert_eq!(with_cache("x", 1), Ok("x1".to_owned()));

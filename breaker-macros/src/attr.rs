@@ -40,6 +40,8 @@ pub(crate) const KEYS: &[&str] = &[
     "quality",
     "classify",
     "map_err",
+    "config",
+    "crate",
 ];
 
 /// A value and the tokens it was written as.
@@ -88,6 +90,12 @@ pub(crate) struct Args {
     /// `map_err = path`: the key, and the function from `BreakerError` to
     /// the function's error type.
     pub(crate) map_err: Option<(Ident, Expr)>,
+    /// `config = expression`: the key, and an expression making the whole
+    /// `CircuitBreakerConfig` (in place of the keys that set its fields).
+    pub(crate) config: Option<(Ident, Expr)>,
+    /// `crate = path`: the path of `breaker_runtime`, renamed or
+    /// re-exported.
+    pub(crate) krate: Option<syn::Path>,
 }
 
 /// One `key = value` pair, before interpretation.
@@ -192,6 +200,8 @@ impl RawArgs {
                     read_function(&name, &value, "std::io::Error::other", errors)
                         .map(|f| (key.clone(), f))
                 ),
+                "config" => set!(config, Some((key.clone(), value))),
+                "crate" => set!(krate, read_crate(&value, errors)),
                 _ => errors.push(unknown_key(&key, &name)),
             }
         }
@@ -355,6 +365,25 @@ fn read_fallback(value: &Expr, errors: &mut Errors) -> Option<FallbackArg> {
             None
         }
     }
+}
+
+/// `crate = some::path` or, as serde and tokio write it,
+/// `crate = "some::path"`.
+fn read_crate(value: &Expr, errors: &mut Errors) -> Option<syn::Path> {
+    let path = match value {
+        Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => lit.parse::<syn::Path>().ok(),
+        _ => None,
+    };
+    if path.is_none() {
+        errors.push(syn::Error::new_spanned(
+            value,
+            "`crate` takes the path `breaker_runtime` is known by in this crate, like `crate = my_app::breaker` or `crate = \"my_app::breaker\"`",
+        ));
+    }
+    path
 }
 
 fn read_function(key: &str, value: &Expr, example: &str, errors: &mut Errors) -> Option<Expr> {

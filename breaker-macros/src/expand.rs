@@ -99,6 +99,8 @@ struct Locals {
     future: Ident,
     config: Ident,
     shape: Ident,
+    arguments: Ident,
+    copies: Ident,
 }
 
 impl Locals {
@@ -117,12 +119,26 @@ impl Locals {
             future: local("__breaker_future"),
             config: local("__breaker_config"),
             shape: local("__breaker_shape"),
+            arguments: local("__breaker_arguments"),
+            copies: local("__breaker_copies"),
         }
     }
 }
 
 fn expand(args: &Args, func: Func) -> TokenStream {
-    let p = quote!(::breaker_runtime::__private);
+    // Every path of the expansion goes through `p`, so `crate = ...`
+    // reaches all of them. A renamed crate is named once, by a `use` at the
+    // top of the body, so a wrong path is reported once.
+    let (p, use_crate) = match &args.krate {
+        Some(krate) => {
+            let alias = Ident::new("__breaker_private", Span::mixed_site());
+            (
+                alias.to_token_stream(),
+                quote!(use #krate::__private as #alias;),
+            )
+        }
+        None => (quote!(::breaker_runtime::__private), TokenStream::new()),
+    };
     let l = Locals::new();
     let Locals {
         site,
@@ -170,6 +186,9 @@ fn expand(args: &Args, func: Func) -> TokenStream {
     // In the resolved arm, before the options: the cache handle.
     let mut resolved = TokenStream::new();
     let mut option_calls = TokenStream::new();
+    // At the start of a sync body: its arguments, taken from their cell.
+    let mut body_prelude = TokenStream::new();
+    let mut strip_mut = false;
     let unavailable;
     let finish;
     match &args.fallback {
@@ -177,9 +196,20 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             let copies: Vec<Ident> = (0..func.params.len())
                 .map(|i| format_ident!("__breaker_arg{}", i, span = Span::mixed_site()))
                 .collect();
+            // A sync call without a hard deadline runs its body here, so
+            // its named arguments can wait in a cell: a rejected call hands
+            // them to the fallback as they are, and an admitted one copies
+            // them only as its body starts (see `lazy_arguments`).
+            let lazy = (func.flavor == Flavor::Sync && !deadline)
+                .then(|| lazy_arguments(&func, &p, &l, &copies));
+            let mut fallback_args = Vec::new();
             for (param, copy) in func.params.iter().zip(&copies) {
                 let span = param.span();
                 let argument = match param {
+                    Param::Named { .. } if lazy.is_some() => {
+                        fallback_args.push(copy.to_token_stream());
+                        continue;
+                    }
                     Param::Receiver { .. } => quote_spanned!(span=> self),
                     Param::Named { ident, .. } => ident.to_token_stream(),
                     Param::Pattern { .. } => unreachable!("rejected by valid.rs"),
@@ -187,10 +217,18 @@ fn expand(args: &Args, func: Func) -> TokenStream {
                 before.extend(quote_spanned! {span=>
                     let #copy = #p::fallback_arg(&#argument);
                 });
+                fallback_args.push(quote_spanned!(span=> #p::fallback_arg(&#copy)));
+            }
+            let mut take_lazy = TokenStream::new();
+            if let Some(lazy) = &lazy {
+                strip_mut = true;
+                before.extend(lazy.cells.clone());
+                take_lazy = lazy.for_fallback.clone();
+                body_prelude = lazy.for_body.clone();
             }
             let path_span = path.span();
             let call = quote_spanned! {path_span=>
-                #path(#(#p::fallback_arg(&#copies)),*)
+                #path(#(#fallback_args),*)
             };
             let answer_fn = if asynchronous {
                 quote_spanned! {path_span=>
@@ -204,6 +242,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             } else {
                 quote_spanned! {path_span=>
                     let #answer = || {
+                        #take_lazy
                         let #served: #out_ty = #call;
                         #served
                     };
@@ -268,7 +307,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             }
             before.extend(quote_spanned!(out_span=> #p::cache_value(#returns);));
             resolved.extend(quote! {
-                let #cache = #site.cache(#breaker, &#key, #returns);
+                let #cache = #site.cache(&#breaker, &#key, #returns);
             });
             option_calls.extend(quote!(.fallback_for(&*#cache, &#key)));
             unavailable = quote!(#p::unavailable(#error));
@@ -313,7 +352,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             } else {
                 (quote!(call_with), quote!())
             };
-            quote!(#breaker.#method(&#options, #shape.body(#capture || #block)))
+            quote!(#breaker.#method(&#options, #shape.body(#capture || { #body_prelude #block })))
         }
         Flavor::Async => {
             quote!(#breaker.call_async_with(&#options, #shape.future(async #block)).await)
@@ -350,7 +389,26 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         }
     };
     let new_body = match func.flavor {
-        Flavor::Sync | Flavor::Async => quote! {{
+        Flavor::Sync => {
+            // A future under an alias the attribute cannot see through.
+            let sync_check = quote_spanned! {out_span=>
+                {
+                    #[allow(unused_imports)]
+                    use #p::sync_check::{ReturnsFuture as _, ReturnsValue as _};
+                    (&#returns).breaker_sync_check().ok();
+                }
+            };
+            quote! {{
+                #use_crate
+                #site_static
+                #sync_check
+                #shape_init
+                #before
+                #guarded
+            }}
+        }
+        Flavor::Async => quote! {{
+            #use_crate
             #site_static
             #shape_init
             #before
@@ -364,6 +422,7 @@ fn expand(args: &Args, func: Func) -> TokenStream {
                 wrapped
             };
             quote! {{
+                #use_crate
                 #site_static
                 #shape_init
                 #before
@@ -373,8 +432,77 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         }
     };
     let mut item = func.item;
+    if strip_mut {
+        // The body's `mut` binding is the one in the closure now: the
+        // parameter itself is only moved, and `mut` on it would warn.
+        for input in &mut item.sig.inputs {
+            if let syn::FnArg::Typed(typed) = input {
+                if let syn::Pat::Ident(pat) = &mut *typed.pat {
+                    pat.mutability = None;
+                }
+            }
+        }
+    }
     item.block = Box::new(syn::parse2(new_body).expect("the expansion is a block"));
     item.into_token_stream()
+}
+
+/// The code that keeps a sync function's named arguments in a cell until
+/// either its body or its fallback takes them.
+struct LazyArguments {
+    /// Before the call: the cell of the arguments, and the cell of their
+    /// copies.
+    cells: TokenStream,
+    /// At the start of the body: the arguments under their own names,
+    /// copied for a fallback that may answer a failure.
+    for_body: TokenStream,
+    /// In the fallback: the copies if the body ran, else the arguments,
+    /// bound to the `copies` idents of the named parameters.
+    for_fallback: TokenStream,
+}
+
+/// Where the language allows it, a fallback's arguments cost nothing
+/// until they are needed: a call the breaker rejects (open circuit, rate
+/// limit) passes the fallback the arguments themselves. A call that runs
+/// still copies them before its body, which may consume them and then
+/// fail; only then can the fallback need them, and only the body knows.
+fn lazy_arguments(func: &Func, p: &TokenStream, l: &Locals, copies: &[Ident]) -> LazyArguments {
+    let (arguments, copied) = (&l.arguments, &l.copies);
+    let mut names = Vec::new();
+    let mut bindings = Vec::new();
+    let mut clones = Vec::new();
+    let mut taken = Vec::new();
+    for ((param, input), copy) in func.params.iter().zip(&func.item.sig.inputs).zip(copies) {
+        let Param::Named { ident, span, .. } = param else {
+            continue;
+        };
+        let mutability = match input {
+            syn::FnArg::Typed(typed) => match &*typed.pat {
+                syn::Pat::Ident(pat) => pat.mutability,
+                _ => None,
+            },
+            syn::FnArg::Receiver(_) => None,
+        };
+        names.push(ident.clone());
+        bindings.push(quote!(#mutability #ident));
+        clones.push(quote_spanned!(*span=> #p::fallback_arg(&#ident)));
+        taken.push(copy.clone());
+    }
+    let none = quote!(#p::core::option::Option::None);
+    let some = quote!(#p::core::option::Option::Some);
+    LazyArguments {
+        cells: quote! {
+            let #arguments = #p::core::cell::Cell::new(#some((#(#names,)*)));
+            let #copied = #p::core::cell::Cell::new(#none);
+        },
+        for_body: quote! {
+            let (#(#bindings,)*) = #p::body_arguments(&#arguments);
+            #copied.set(#some((#(#clones,)*)));
+        },
+        for_fallback: quote! {
+            let (#(#taken,)*) = #p::fallback_arguments(&#copied, &#arguments);
+        },
+    }
 }
 
 fn is_reference(ty: &Type) -> bool {
@@ -396,6 +524,12 @@ fn duration(p: &TokenStream, secs: f64) -> TokenStream {
 /// `|| { let mut c = Default::default(); c.field = value; ...; c }`, or the
 /// default constructor itself when no field is set.
 fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
+    if let Some((_, expression)) = &args.config {
+        // Spanned at the expression, so a value of another type is
+        // reported there.
+        let span = expression.span();
+        return quote_spanned!(span=> || #p::config_value(#expression));
+    }
     let config = &l.config;
     let default = quote!(<#p::CircuitBreakerConfig as #p::core::default::Default>::default);
     let mut fields = TokenStream::new();
@@ -468,6 +602,46 @@ fn config_fn(args: &Args, p: &TokenStream, l: &Locals) -> TokenStream {
 
 #[cfg(test)]
 mod tests {
+    /// `crate = ...` reaches every path: nothing names `breaker_runtime`.
+    #[test]
+    fn a_renamed_crate_is_the_only_path_to_the_runtime() {
+        let functions = [
+            quote::quote!(
+                fn sync_fn(prompt: String, n: u32) -> Result<String, E> {
+                    Ok(prompt)
+                }
+            ),
+            quote::quote!(
+                async fn async_fn(prompt: &str) -> Result<String, E> {
+                    Ok(prompt.to_owned())
+                }
+            ),
+            quote::quote!(
+                fn boxed(prompt: &str) -> BoxFuture<'_, Result<String, E>> {
+                    Box::pin(async move { Ok(prompt.to_owned()) })
+                }
+            ),
+        ];
+        let keys = [
+            quote::quote!(fallback = cached),
+            quote::quote!(fallback = canned, quality = score),
+            quote::quote!(config = my_config(), classify = judge, map_err = to_e),
+            quote::quote!(timeout_duration = 1, failure_threshold = 2),
+        ];
+        for function in &functions {
+            for keys in &keys {
+                let args = quote::quote!(name = "x", crate = my_app::breaker, #keys);
+                let expanded = super::circuit_breaker(args, function.clone()).to_string();
+                assert!(!expanded.contains("compile_error"), "{expanded}");
+                assert!(
+                    expanded.contains("my_app :: breaker :: __private"),
+                    "{expanded}"
+                );
+                assert!(!expanded.contains("breaker_runtime"), "{expanded}");
+            }
+        }
+    }
+
     #[test]
     #[ignore = "prints an expansion for reading"]
     fn print_expansion() {

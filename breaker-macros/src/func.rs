@@ -17,9 +17,11 @@ pub(crate) enum Flavor {
     Sync,
     /// An `async fn`: its body becomes an `async` block awaited in place.
     Async,
-    /// A `fn` returning a future: `-> impl Future<Output = ...>`, or
+    /// A `fn` returning a future: `-> impl Future<Output = ...>`,
     /// `Pin<Box<dyn Future<Output = ...> + ...>>` as `#[async_trait]` writes
-    /// it. The body still builds the future; the breaker wraps it.
+    /// it, or `BoxFuture<'_, ...>` / `LocalBoxFuture<'_, ...>` as the
+    /// `futures` crate names that. The body still builds the future; the
+    /// breaker wraps it (boxed again, for a boxed one).
     Future { boxed: bool },
 }
 
@@ -146,6 +148,11 @@ fn future_output(ty: &Type) -> Option<(bool, &Type)> {
         Type::ImplTrait(imp) => output_binding(imp.bounds.iter()).map(|out| (false, out)),
         Type::Path(path) => {
             let pin = path.path.segments.last()?;
+            // `futures::future::BoxFuture<'a, T>` and `LocalBoxFuture<'a, T>`
+            // are `Pin<Box<dyn Future<Output = T> (+ Send) + 'a>>`.
+            if pin.ident == "BoxFuture" || pin.ident == "LocalBoxFuture" {
+                return only_type_argument(&pin.arguments).map(|out| (true, out));
+            }
             if pin.ident != "Pin" {
                 return None;
             }
@@ -175,6 +182,21 @@ fn single_type_argument(arguments: &PathArguments) -> Option<&Type> {
         GenericArgument::Type(ty) => Some(ty),
         _ => None,
     })
+}
+
+/// The type argument of `BoxFuture<'a, T>`, when there is exactly one.
+fn only_type_argument(arguments: &PathArguments) -> Option<&Type> {
+    let PathArguments::AngleBracketed(args) = arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    });
+    match (types.next(), types.next()) {
+        (Some(ty), None) => Some(ty),
+        _ => None,
+    }
 }
 
 fn output_binding<'a>(mut bounds: impl Iterator<Item = &'a TypeParamBound>) -> Option<&'a Type> {

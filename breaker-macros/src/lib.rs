@@ -44,6 +44,18 @@ use proc_macro::TokenStream;
 /// # fn tokio_test(f: impl std::future::Future) { tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f); }
 /// ```
 ///
+/// # One name, several functions
+///
+/// The first call through any of the functions sharing a name registers
+/// the breaker with *that* function's configuration, and which runs first
+/// can depend on timing. So give every function under one name the same
+/// keys, or the same `config = ...`. A function asking for a different
+/// configuration gets the registered breaker unchanged (never a merge);
+/// each distinct difference is reported once, as an
+/// `EventKind::ConfigConflict` event (logged as a `tracing` warning) and in
+/// `registry().status()` (`config_conflicts`, and `CONFIG CONFLICT` in the
+/// table).
+///
 /// # What the caller gets
 ///
 /// For `Result<T, E>`, a call the breaker rejects or fails (open circuit,
@@ -101,13 +113,15 @@ use proc_macro::TokenStream;
 /// | `quality` | none | a `Fn(&T) -> f64` scoring good results |
 /// | `classify` | none | a `Fn(&Result<T, E>) -> Outcome` deciding how a result counts |
 /// | `map_err` | `From::from` | a `Fn(BreakerError) -> E` making the function's error out of the breaker's (for `io::Result`: `std::io::Error::other`) |
+/// | `config` | none | an expression making the whole `CircuitBreakerConfig`, in place of the keys above that set its fields |
+/// | `crate` | `breaker_runtime` | the path `breaker_runtime` is known by, when renamed or re-exported |
 ///
 /// `sliding_window_size` and `minimum_calls` need `failure_rate_threshold`;
 /// `rate_limit_burst` needs `rate_limit_per_minute`; `backoff_multiplier`
 /// and `max_open_duration` go together; `cache_key` needs
 /// `fallback = cached`, and a method with `fallback = cached` needs
 /// `cache_key`. Every value is checked at compile
-/// time.
+/// time, except a `config` expression's (see below).
 ///
 /// ## Thresholds and the failure-rate window
 ///
@@ -235,9 +249,20 @@ use proc_macro::TokenStream;
 /// A function with the same parameters (a method's receiver included) and
 /// the same return type; for an `async fn` it may be `async` or not. It
 /// answers whenever the call is rejected or fails, and learns why from
-/// [`fallback_reason()`](../breaker_runtime/fn.fallback_reason.html). Owned
-/// arguments are cloned for it before the call (so they must be `Clone`);
-/// references are passed as they are.
+/// [`fallback_reason()`](../breaker_runtime/fn.fallback_reason.html).
+///
+/// References are passed as they are. Owned arguments must be `Clone`, and
+/// are copied only where a copy may be needed. A plain sync `fn` (no
+/// `timeout_duration` key) that the breaker rejects (open circuit, rate
+/// limit) hands the fallback its arguments themselves, with no copy; one
+/// that runs copies each owned argument once, as its body starts, because
+/// the body may consume it and then fail, and the fallback then answers
+/// with the copy. The language gives no way around that copy short of not
+/// letting the body consume the argument, so take `&str`, `&T` or an `Arc`
+/// where the copy matters. An `async fn`, a sync fn with a hard deadline
+/// and a fn returning a future copy their owned arguments once per call,
+/// before it (their body runs elsewhere, or later), and once more when the
+/// fallback answers.
 ///
 /// ```
 /// # use breaker_runtime::{circuit_breaker, fallback_reason};
@@ -367,6 +392,74 @@ use proc_macro::TokenStream;
 /// assert!(matches!(cause, BreakerError::ForcedOpen { .. }));
 /// ```
 ///
+/// ## `config`
+///
+/// `config = <expression>` gives the breaker's whole configuration, so the
+/// code and its tests can share one value (a function call, a constant, or
+/// a reference to a `static`). The value is a `CircuitBreakerConfig`, a
+/// `&CircuitBreakerConfig`, or the `Result` that
+/// `CircuitBreakerConfig::builder()...build()` returns. It is evaluated
+/// once, on the first call through the function (and only if the name is
+/// not registered yet), so it should not depend on the arguments.
+///
+/// With `config`, the keys that set a configuration field
+/// (`failure_threshold`, `timeout_duration`, ...) are refused at compile
+/// time, pointing at both: two sources for one field would leave a reader
+/// guessing which wins. The other keys (`name`, `fallback`, `quality`,
+/// `classify`, `map_err`, `crate`) go with it.
+///
+/// Two things differ from the keys, because the value is only known at run
+/// time. It is validated on the first call: an invalid configuration makes
+/// every call of the function fail with `BreakerError::InvalidConfig`
+/// naming the field (or be answered by its fallback), and the body never
+/// runs. And a sync function's `timeout_duration` from `config` is a soft
+/// deadline: the call is not moved to a worker thread, so a late result is
+/// returned and counts as a timeout (write `timeout_duration` as a key, or
+/// make the function `async`, to have it cut off).
+///
+/// ```
+/// # use std::time::Duration;
+/// # use breaker_runtime::{BreakerError, CircuitBreakerConfig, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// fn llm_config() -> CircuitBreakerConfig {
+///     CircuitBreakerConfig {
+///         failure_threshold: 3,
+///         recovery_timeout: Duration::from_secs(20),
+///         ..CircuitBreakerConfig::default()
+///     }
+/// }
+///
+/// #[circuit_breaker(name = "config-doc", config = llm_config())]
+/// fn ask(prompt: &str) -> Result<String, E> {
+///     Ok(prompt.to_owned())
+/// }
+///
+/// ask("hi").unwrap();
+/// assert_eq!(registry().get("config-doc").unwrap().config(), &llm_config());
+/// ```
+///
+/// ## `crate`
+///
+/// The expansion names `::breaker_runtime`. A crate that renamed the
+/// dependency (`resilience = { package = "breaker-runtime", ... }`), or that
+/// uses the attribute through another crate's re-export, says where to find
+/// it, as a path or, as serde and tokio write it, a string:
+///
+/// ```
+/// mod my_app {
+///     pub use breaker_runtime as breaker;
+/// }
+/// # #[derive(Debug)] struct E(my_app::breaker::BreakerError);
+/// # impl From<my_app::breaker::BreakerError> for E { fn from(e: my_app::breaker::BreakerError) -> Self { E(e) } }
+///
+/// #[my_app::breaker::circuit_breaker(name = "crate-doc", crate = my_app::breaker)]
+/// fn ask(prompt: &str) -> Result<String, E> {
+///     Ok(prompt.to_owned())
+/// }
+/// assert_eq!(ask("hi").unwrap(), "hi");
+/// ```
+///
 /// ## `classify`
 ///
 /// Decides how a result counts: a client's own mistake can be ignored
@@ -398,14 +491,87 @@ use proc_macro::TokenStream;
 /// # Supported functions
 ///
 /// Free functions and methods (any receiver), `async fn`, `async fn` under
-/// `#[async_trait]`, functions returning `impl Future<Output = ...>`, and
-/// generic functions. Not `const fn`, and not an `impl Trait` return type
-/// other than a future.
+/// `#[async_trait]`, functions returning a future (below), and generic
+/// functions. Not `const fn`, and not an `impl Trait` return type other
+/// than a future.
+///
+/// ## Functions returning a future
+///
+/// A plain `fn` whose return type is written `impl Future<Output = T>`,
+/// `Pin<Box<dyn Future<Output = T> + Send + '_>>` or `BoxFuture<'_, T>`
+/// (also `LocalBoxFuture`) is guarded like an `async fn`: the breaker
+/// guards the future's work, its deadline cuts the future off, and its
+/// output is what `quality`, `classify` and the fallback judge. The
+/// function still returns the type written (a boxed future is boxed
+/// again, around the guarded one).
+///
+/// The call is admitted when the future is first polled, not when it is
+/// built. A future is lazy: one that is built and dropped unpolled (the
+/// losing branch of a `select!`) never did its work, so it must not count
+/// as a call nor hold a half-open probe slot; and the deadline measures
+/// the work, not how long the future waited to be polled. That is how an
+/// `async fn` behaves too. The code that *builds* the future runs when the
+/// function is called, unguarded, even with the circuit open: keep it
+/// cheap, and do the work inside the future.
+///
+/// ```
+/// # use std::{future::Future, pin::Pin};
+/// # use breaker_runtime::{BreakerError, CircuitState, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "boxed-doc", failure_threshold = 1)]
+/// fn fetch(fail: bool) -> Pin<Box<dyn Future<Output = Result<u32, E>> + Send>> {
+///     Box::pin(async move {
+///         if fail { Err(E(BreakerError::ForcedOpen { name: "upstream".into() })) } else { Ok(1) }
+///     })
+/// }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let later = fetch(false); // built while closed, not yet a call
+/// assert!(fetch(true).await.is_err()); // the future's failure opens the circuit
+/// assert_eq!(registry().get("boxed-doc").unwrap().state(), CircuitState::Open);
+/// assert!(matches!(later.await, Err(E(BreakerError::Open { .. }))), "admitted when polled");
+/// # });
+/// ```
+///
+/// The attribute recognises a returned future by how its type is written.
+/// A future under another name (an alias of your own) is refused at
+/// compile time, with a message saying what to write: guarded as a plain
+/// value, only its building would be.
 ///
 /// # Testing
 ///
-/// Register a breaker with the same name before the first call, say on a
-/// `ManualClock`, and the annotated function will use it:
+/// A call site resolves its breaker on its first call and keeps it, so a
+/// breaker registered by hand *after* that call (by this test or by
+/// another test of the same binary, running in parallel) would be
+/// ignored. To put a named breaker on a `ManualClock` whatever ran before,
+/// replace it: [`registry().replace_clock(name, clock)`](../breaker_runtime/struct.Registry.html#method.replace_clock)
+/// puts a fresh breaker with the same configuration on the clock, and
+/// every call site uses it from its next call
+/// ([`Registry::replace`](../breaker_runtime/struct.Registry.html#method.replace)
+/// takes a breaker you built):
+///
+/// ```
+/// # use std::time::Duration;
+/// # use breaker_runtime::*;
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "late-clock", failure_threshold = 1, recovery_timeout = 10, success_threshold = 1)]
+/// fn call(fail: bool) -> Result<(), E> {
+///     if fail { Err(E(BreakerError::ForcedOpen { name: "test".into() })) } else { Ok(()) }
+/// }
+///
+/// assert!(call(false).is_ok()); // an earlier test, say: the site holds its breaker
+/// let clock = ManualClock::new();
+/// let breaker = registry().replace_clock("late-clock", clock.clone()).unwrap();
+/// let _ = call(true);
+/// assert_eq!(breaker.state(), CircuitState::Open);
+/// clock.advance(Duration::from_secs(10));
+/// assert!(call(false).is_ok());
+/// assert_eq!(breaker.state(), CircuitState::Closed);
+/// ```
+///
+/// Registering a breaker on a `ManualClock` *before* the first call works
+/// too:
 ///
 /// ```
 /// # use std::time::Duration;

@@ -82,12 +82,71 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
     }
     check_window(args, errors);
     check_backoff(args, errors);
+    check_config(args, errors);
     if let (Some(burst), None) = (&args.rate_limit_burst, &args.rate_limit_per_minute) {
         errors.push(syn::Error::new(
             burst.span,
             "`rate_limit_burst` only applies with `rate_limit_per_minute`: add `rate_limit_per_minute = ...` or remove `rate_limit_burst`",
         ));
     }
+}
+
+/// `config = ...` is the whole configuration: a key that sets one of its
+/// fields as well would leave two values for it, so both are refused.
+fn check_config(args: &Args, errors: &mut Errors) {
+    let Some((config, _)) = &args.config else {
+        return;
+    };
+    let given: Vec<(&str, Span)> = config_keys(args)
+        .into_iter()
+        .filter_map(|(key, span)| span.map(|span| (key, span)))
+        .collect();
+    if given.is_empty() {
+        return;
+    }
+    let listed = given
+        .iter()
+        .map(|(key, _)| format!("`{key}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    errors.push(syn::Error::new_spanned(
+        config,
+        format!(
+            "`config` gives the whole configuration, so it cannot be combined with {listed}: set {} in the config value, or remove `config`",
+            if given.len() == 1 { "it" } else { "them" }
+        ),
+    ));
+    for (key, span) in given {
+        errors.push(syn::Error::new(
+            span,
+            format!("`{key}` cannot be given with `config`: set the field `{key}` in the config value instead"),
+        ));
+    }
+}
+
+/// Every key that sets a field of the configuration, and where its value
+/// was written, if it was.
+fn config_keys(args: &Args) -> [(&'static str, Option<Span>); 15] {
+    fn at<T>(value: &Option<Spanned<T>>) -> Option<Span> {
+        value.as_ref().map(|v| v.span)
+    }
+    [
+        ("failure_threshold", at(&args.failure_threshold)),
+        ("recovery_timeout", at(&args.recovery_timeout)),
+        ("success_threshold", at(&args.success_threshold)),
+        ("timeout_duration", at(&args.timeout_duration)),
+        ("max_deadline_workers", at(&args.max_deadline_workers)),
+        ("quality_threshold", at(&args.quality_threshold)),
+        ("rate_limit_per_minute", at(&args.rate_limit_per_minute)),
+        ("rate_limit_burst", at(&args.rate_limit_burst)),
+        ("sliding_window_size", at(&args.sliding_window_size)),
+        ("half_open_max_calls", at(&args.half_open_max_calls)),
+        ("failure_rate_threshold", at(&args.failure_rate_threshold)),
+        ("minimum_calls", at(&args.minimum_calls)),
+        ("backoff_multiplier", at(&args.backoff_multiplier)),
+        ("max_open_duration", at(&args.max_open_duration)),
+        ("max_retry_after", at(&args.max_retry_after)),
+    ]
 }
 
 fn check_duration(key: &str, example: &str, duration: &Spanned<f64>, errors: &mut Errors) {

@@ -12,7 +12,7 @@ pub use ::core::time::Duration;
 
 pub use crate::{
     AsyncFallback, Backoff, BreakerError, CallError, CallOptions, CircuitBreaker,
-    CircuitBreakerConfig, FallbackReason, Outcome,
+    CircuitBreakerConfig, ConfigError, FallbackReason, Outcome,
 };
 
 use std::any::Any;
@@ -20,9 +20,50 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hash::Hash;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::CachedFallback;
+
+/// A `config = ...` value: a configuration, a reference to one (say, to a
+/// `static LazyLock<CircuitBreakerConfig>`), or the `Result` of
+/// [`CircuitBreakerConfig::builder`]'s `build()`.
+#[diagnostic::on_unimplemented(
+    message = "`config` takes a `CircuitBreakerConfig`, but this is a `{Self}`",
+    label = "not a `CircuitBreakerConfig`",
+    note = "write an expression making one, like `config = llm_config()` with `fn llm_config() -> CircuitBreakerConfig`"
+)]
+pub trait ConfigValue {
+    /// The configuration, or why it could not be made.
+    fn into_config(self) -> Result<CircuitBreakerConfig, ConfigError>;
+}
+
+impl ConfigValue for CircuitBreakerConfig {
+    #[inline]
+    fn into_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
+        Ok(self)
+    }
+}
+
+impl ConfigValue for &CircuitBreakerConfig {
+    #[inline]
+    fn into_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
+        Ok(self.clone())
+    }
+}
+
+impl ConfigValue for Result<CircuitBreakerConfig, ConfigError> {
+    #[inline]
+    fn into_config(self) -> Result<CircuitBreakerConfig, ConfigError> {
+        self
+    }
+}
+
+/// A `config = ...` value, checked where it is written.
+#[inline]
+pub fn config_value<C: ConfigValue>(config: C) -> Result<CircuitBreakerConfig, ConfigError> {
+    config.into_config()
+}
 
 /// Names the function's return type `R` for inference, where a type
 /// annotation could not be written.
@@ -41,12 +82,42 @@ pub const fn returns<R>() -> Returns<R> {
 /// breaker by the site's id (`module_path!()` and the function's name) and
 /// claimed by the site's address, so no other function, even one with the
 /// same id, is ever served from it.
+///
+/// A test can put another breaker under the name after the site resolved
+/// it ([`Registry::replace`](crate::Registry::replace)): the site then
+/// uses the registered one. Until any breaker is replaced in the process,
+/// the check is one relaxed load of a counter no one writes.
 #[derive(Debug)]
 pub struct Site {
     name: &'static str,
     id: &'static str,
     breaker: OnceLock<Result<CircuitBreaker, BreakerError>>,
+    /// The replacement count at which the resolved breaker was last found
+    /// to be the registered one.
+    checked: AtomicU64,
     cache: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+/// The breaker a [`Site`] calls through: its own, or the one that replaced
+/// it in the registry.
+#[derive(Debug)]
+pub enum SiteBreaker {
+    /// The breaker the site resolved on its first call.
+    Kept(&'static CircuitBreaker),
+    /// The breaker registered under the name in place of the site's own.
+    Replaced(CircuitBreaker),
+}
+
+impl Deref for SiteBreaker {
+    type Target = CircuitBreaker;
+
+    #[inline]
+    fn deref(&self) -> &CircuitBreaker {
+        match self {
+            Self::Kept(breaker) => breaker,
+            Self::Replaced(breaker) => breaker,
+        }
+    }
 }
 
 impl Site {
@@ -61,23 +132,54 @@ impl Site {
             name,
             id,
             breaker: OnceLock::new(),
+            checked: AtomicU64::new(0),
             cache: OnceLock::new(),
         }
     }
 
     /// The breaker, registered with `config` unless the name exists. The
-    /// macro validated `config`, so the error is for a bug, not for users.
+    /// macro validated the keys it wrote into `config`; a `config = ...`
+    /// expression is validated here, and an invalid one makes every call
+    /// of the site fail with [`BreakerError::InvalidConfig`].
     ///
     /// Only the check is generic, so each annotated function compiles a
     /// load and a branch; the registration is shared.
     #[inline]
-    pub fn breaker(
+    pub fn breaker<C: ConfigValue>(
         &'static self,
-        config: impl FnOnce() -> CircuitBreakerConfig,
-    ) -> Result<&'static CircuitBreaker, &'static BreakerError> {
+        config: impl FnOnce() -> C,
+    ) -> Result<SiteBreaker, &'static BreakerError> {
         match self.breaker.get() {
-            Some(resolved) => resolved.as_ref(),
-            None => self.resolve(config()),
+            Some(resolved) if crate::registry::replacements() == 0 => {
+                resolved.as_ref().map(SiteBreaker::Kept)
+            }
+            Some(_) => self.recheck(),
+            None => self.resolve(config().into_config()).map(SiteBreaker::Kept),
+        }
+    }
+
+    /// After a replacement somewhere in the registry: the breaker the
+    /// registry holds under this site's name, if it is not the site's own.
+    /// (A name removed from the registry leaves the site its own breaker.)
+    #[cold]
+    #[inline(never)]
+    fn recheck(&'static self) -> Result<SiteBreaker, &'static BreakerError> {
+        let kept = match self.breaker.get() {
+            Some(Ok(kept)) => kept,
+            Some(Err(error)) => return Err(error),
+            None => unreachable!("rechecked only once resolved"),
+        };
+        let replacements = crate::registry::replacements();
+        // Relaxed: a hint that saves the lookup; a stale value only costs one.
+        if self.checked.load(Ordering::Relaxed) == replacements {
+            return Ok(SiteBreaker::Kept(kept));
+        }
+        match crate::registry().get(self.name) {
+            Some(current) if !current.ptr_eq(kept) => Ok(SiteBreaker::Replaced(current)),
+            _ => {
+                self.checked.store(replacements, Ordering::Relaxed);
+                Ok(SiteBreaker::Kept(kept))
+            }
         }
     }
 
@@ -85,12 +187,12 @@ impl Site {
     #[inline(never)]
     fn resolve(
         &'static self,
-        config: CircuitBreakerConfig,
+        config: Result<CircuitBreakerConfig, ConfigError>,
     ) -> Result<&'static CircuitBreaker, &'static BreakerError> {
         self.breaker
             .get_or_init(|| {
-                crate::registry()
-                    .get_or_register(self.name, config)
+                config
+                    .and_then(|config| crate::registry().get_or_register(self.name, config))
                     .map_err(|source| BreakerError::InvalidConfig {
                         name: self.name.to_owned(),
                         source,
@@ -103,10 +205,13 @@ impl Site {
     /// at the site. A method in a generic `impl` can meet several `K`/`V`;
     /// the types the site did not remember are looked up on the breaker
     /// each call, still under this site's claim.
+    ///
+    /// A breaker that replaced the site's own has a cache of its own, which
+    /// the site claims on it.
     #[inline]
     pub fn cache<K, R>(
         &'static self,
-        breaker: &CircuitBreaker,
+        breaker: &SiteBreaker,
         _key: &K,
         _: Returns<R>,
     ) -> CacheRef<K, R::Ok>
@@ -116,6 +221,12 @@ impl Site {
         R::Ok: Send + 'static,
     {
         type V<R> = <R as Fallible>::Ok;
+        let breaker = match breaker {
+            SiteBreaker::Kept(breaker) => breaker,
+            SiteBreaker::Replaced(breaker) => {
+                return CacheRef::Breaker(self.claim::<K, V<R>>(breaker));
+            }
+        };
         let erased = self.cache.get_or_init(|| self.claim::<K, V<R>>(breaker));
         match erased.downcast_ref::<CachedFallback<K, V<R>>>() {
             Some(cache) => CacheRef::Site(cache),
@@ -174,10 +285,9 @@ impl<T, E> Fallible for Result<T, E> {
 /// An error type that can carry the breaker's own errors.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot carry the circuit breaker's errors: it does not implement `From<BreakerError>`",
-    label = "`{Self}` must implement `From<breaker_runtime::BreakerError>`",
+    label = "no `From<breaker_runtime::BreakerError>` for `{Self}`",
     note = "when the breaker rejects or times out a call and no fallback answers, the function returns `Err(From::from(breaker_error))`",
-    note = "implement `From<breaker_runtime::BreakerError>` for `{Self}` (with thiserror: a `#[from]` variant), or add `fallback = some_fn`",
-    note = "for an error type you cannot implement it for (`std::io::Error`, another crate's), add `map_err = some_fn`, a `fn(BreakerError) -> {Self}`, like `map_err = std::io::Error::other`"
+    note = "add `map_err = some_fn`, a `fn(BreakerError) -> {Self}` (for `std::io::Error`: `map_err = std::io::Error::other`); or, for an error type of your own crate, implement `From<breaker_runtime::BreakerError>` for it (with thiserror: a `#[from]` variant); or add `fallback = some_fn`"
 )]
 pub trait FromBreakerError: Sized {
     /// `E::from(error)`.
@@ -251,6 +361,39 @@ impl<A: Clone> FallbackArg for A {}
 #[inline]
 pub fn fallback_arg<A: FallbackArg>(argument: &A) -> A {
     argument.clone()
+}
+
+/// A sync body's arguments, which wait in a cell until the body or the
+/// fallback takes them (each call takes them once).
+#[inline]
+#[track_caller]
+pub fn body_arguments<A>(arguments: &core::cell::Cell<Option<A>>) -> A {
+    match arguments.take() {
+        Some(arguments) => arguments,
+        None => arguments_taken(),
+    }
+}
+
+/// A fallback's arguments: the copies the body made if it ran, else the
+/// arguments themselves (the call was rejected before its body).
+#[inline]
+#[track_caller]
+pub fn fallback_arguments<A>(
+    copies: &core::cell::Cell<Option<A>>,
+    arguments: &core::cell::Cell<Option<A>>,
+) -> A {
+    match copies.take() {
+        Some(copies) => copies,
+        None => body_arguments(arguments),
+    }
+}
+
+/// A call's arguments were asked for twice: a bug in the expansion or the
+/// runtime (the body and the fallback each run at most once per call).
+#[cold]
+#[track_caller]
+fn arguments_taken() -> ! {
+    panic!("#[circuit_breaker]: a call's arguments were taken twice (a bug in breaker-runtime)")
 }
 
 /// A fallback function's answer as a call result.
@@ -538,6 +681,78 @@ pub mod shape {
         classify: C,
     ) -> impl Fn(&Result<S::Ok, S::Err>) -> Outcome {
         move |result: &Result<S::Ok, S::Err>| classify(S::view(result))
+    }
+}
+
+/// Refuses a sync function whose return type is a future the attribute did
+/// not recognise by its spelling (a user's alias of
+/// `Pin<Box<dyn Future<..>>>`): guarded as a sync call, only the building
+/// of the future would be timed and judged, not its work.
+///
+/// The expansion writes `(&returns::<R>()).breaker_sync_check().ok()`:
+/// [`ReturnsFuture`](sync_check::ReturnsFuture) applies to `&Returns<R>`
+/// when `R` is a future, and [`ReturnsValue`](sync_check::ReturnsValue) by
+/// autoref otherwise.
+pub mod sync_check {
+    use super::{Future, Returns};
+    use core::marker::PhantomData;
+
+    /// A sync function returning the future `R`: refused by [`ok`](Self::ok).
+    pub struct FutureReturned<R>(PhantomData<fn() -> R>);
+
+    /// A sync function returning a value: accepted.
+    pub struct ValueReturned;
+
+    /// Picked first: `R` is a future.
+    pub trait ReturnsFuture {
+        /// The verdict.
+        type Check;
+        /// A [`FutureReturned`].
+        fn breaker_sync_check(&self) -> Self::Check;
+    }
+
+    impl<R: Future> ReturnsFuture for Returns<R> {
+        type Check = FutureReturned<R>;
+        #[inline]
+        fn breaker_sync_check(&self) -> FutureReturned<R> {
+            FutureReturned(PhantomData)
+        }
+    }
+
+    /// Picked by autoref when `R` is not a future.
+    pub trait ReturnsValue {
+        /// [`ValueReturned`].
+        #[inline]
+        fn breaker_sync_check(&self) -> ValueReturned {
+            ValueReturned
+        }
+    }
+
+    impl<R> ReturnsValue for &Returns<R> {}
+
+    /// Never implemented, so that the build says what to write.
+    #[diagnostic::on_unimplemented(
+        message = "`#[circuit_breaker]` cannot tell that this function returns a future: `{Self}` is one, but it is not written as one",
+        label = "a future under a name the attribute does not know",
+        note = "as written, the breaker would guard only the building of the future, not its work",
+        note = "write the return type as `impl Future<Output = T>`, `Pin<Box<dyn Future<Output = T> + Send + '_>>` or `BoxFuture<'_, T>`, or make the function an `async fn`"
+    )]
+    pub trait SpelledAsAFuture {}
+
+    impl<R> FutureReturned<R> {
+        /// Refused at compile time by [`SpelledAsAFuture`].
+        #[inline]
+        pub fn ok(self)
+        where
+            R: SpelledAsAFuture,
+        {
+        }
+    }
+
+    impl ValueReturned {
+        /// Accepted.
+        #[inline]
+        pub fn ok(self) {}
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::RwLock;
@@ -87,6 +88,24 @@ impl Resolved {
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
+
+/// How many times a breaker has been put in place of another
+/// ([`Registry::replace`]). While it is 0, as in a service that never
+/// replaces one, a call site trusts the breaker it resolved without a
+/// look at the registry.
+/// On a cache line of its own, so that no write to a neighbouring static
+/// (the coarse clock's ticks, say) evicts it from the readers' caches.
+static REPLACEMENTS: OwnLine = OwnLine(AtomicU64::new(0));
+
+#[repr(align(128))]
+struct OwnLine(AtomicU64);
+
+/// [`REPLACEMENTS`], for call sites.
+#[inline]
+pub(crate) fn replacements() -> u64 {
+    // Relaxed: see `Registry::replace`.
+    REPLACEMENTS.0.load(Ordering::Relaxed)
+}
 
 /// The process-global registry, created on first use.
 ///
@@ -403,6 +422,103 @@ impl Registry {
         let entries = self.entries.read();
         let names: Vec<&str> = entries.keys().map(|name| &**name).collect();
         overrides.unmatched(&names)
+    }
+
+    /// Puts `breaker` under its name in place of the breaker registered
+    /// there, if any, and returns that one. Every call site of an annotated
+    /// function naming it uses `breaker` from its next call on, even a site
+    /// that already ran: this is how a test puts a named breaker on a
+    /// [`ManualClock`](crate::ManualClock) whatever ran before it (see
+    /// [`replace_clock`](Self::replace_clock) for the short way).
+    ///
+    /// Meant for tests and for rare reconfiguration, not for every request:
+    /// once any breaker has been replaced, each annotated call first checks
+    /// that its site's breaker is still the registered one (a load, and a
+    /// lookup under the registry's read lock the first time after each
+    /// replacement, or on every call for a site whose breaker was replaced).
+    /// A call already running finishes on the breaker it started with.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, registry};
+    ///
+    /// let first = registry().get_or_register("replace-doc", CircuitBreakerConfig::default())?;
+    /// let second = CircuitBreaker::new("replace-doc", CircuitBreakerConfig::default())?;
+    /// let old = registry().replace(second.clone()).expect("one was registered");
+    /// assert!(old.ptr_eq(&first));
+    /// assert!(registry().get("replace-doc").unwrap().ptr_eq(&second));
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn replace(&self, breaker: CircuitBreaker) -> Option<CircuitBreaker> {
+        let mut entries = self.entries.write();
+        // A breaker with the configuration of the one it replaces (as from
+        // `replace_clock`) keeps that configuration's sources; another is
+        // taken as built, like a `register`ed one.
+        let resolved = match entries.get(breaker.name()) {
+            Some(old) if old.breaker.config() == breaker.config() => Resolved {
+                config: breaker.config().clone(),
+                sources: old.sources.clone(),
+                errors: old.override_errors.clone(),
+            },
+            _ => Resolved {
+                config: breaker.config().clone(),
+                sources: ConfigSources::default(),
+                errors: Vec::new(),
+            },
+        };
+        let old = entries.insert(breaker.name().into(), Entry::new(breaker, resolved));
+        // Relaxed: a site that sees the new count takes the registry's
+        // lock to find the breaker, which orders the insert before it; a
+        // thread that learnt of the replacement through any other
+        // synchronisation sees the count too.
+        REPLACEMENTS.0.fetch_add(1, Ordering::Relaxed);
+        old.map(|entry| entry.breaker)
+    }
+
+    /// Replaces the breaker named `name` with a fresh one, with the same
+    /// configuration, on `clock` (a [`ManualClock`](crate::ManualClock), in
+    /// a test), and returns the new one; `None`, changing nothing, if no
+    /// breaker has that name. The fresh breaker starts closed, with no
+    /// counts.
+    ///
+    /// An annotated function's breaker is registered by its first call, and
+    /// that call site keeps it; a breaker registered by hand *after* that
+    /// would be ignored. This works whatever ran before, in this test or in
+    /// another one of the same binary:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::{BreakerError, CircuitState, ManualClock, circuit_breaker, registry};
+    /// # #[derive(Debug)] struct E(BreakerError);
+    /// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+    ///
+    /// #[circuit_breaker(
+    ///     name = "replace-clock-doc",
+    ///     failure_threshold = 1,
+    ///     recovery_timeout = 30,
+    ///     success_threshold = 1
+    /// )]
+    /// fn call(fail: bool) -> Result<(), E> {
+    ///     if fail { Err(E(BreakerError::ForcedOpen { name: "db".into() })) } else { Ok(()) }
+    /// }
+    ///
+    /// call(false).unwrap(); // the site has its breaker, on the system clock
+    /// let clock = ManualClock::new();
+    /// let breaker = registry().replace_clock("replace-clock-doc", clock.clone()).unwrap();
+    /// assert!(call(true).is_err());
+    /// assert_eq!(breaker.state(), CircuitState::Open);
+    /// clock.advance(Duration::from_secs(30));
+    /// call(false).unwrap();
+    /// assert_eq!(breaker.state(), CircuitState::Closed);
+    /// ```
+    pub fn replace_clock(&self, name: &str, clock: impl crate::Clock) -> Option<CircuitBreaker> {
+        let config = self.get(name)?.config().clone();
+        let fresh = CircuitBreaker::builder(name)
+            .config(config)
+            .clock(clock)
+            .build()
+            .expect("a registered breaker's configuration was validated when it was built");
+        self.replace(fresh.clone());
+        Some(fresh)
     }
 
     /// Removes the breaker named `name`. Call sites that already hold it keep

@@ -1,0 +1,28 @@
+use std::future::Future;
+use std::pin::Pin;
+
+use breaker_runtime::{BreakerError, circuit_breaker};
+
+#[derive(Debug)]
+pub enum LlmError {
+    Breaker(BreakerError),
+}
+
+impl From<BreakerError> for LlmError {
+    fn from(error: BreakerError) -> Self {
+        Self::Breaker(error)
+    }
+}
+
+type Reply<'a> = Pin<Box<dyn Future<Output = Result<String, LlmError>> + Send + 'a>>;
+
+fn canned(_prompt: &str) -> Reply<'_> {
+    Box::pin(async { Ok(String::new()) })
+}
+
+#[circuit_breaker(name = "llm", fallback = canned)]
+pub fn ask(prompt: &str) -> Reply<'_> {
+    Box::pin(async move { Ok(prompt.to_owned()) })
+}
+
+fn main() {}
