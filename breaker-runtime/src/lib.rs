@@ -82,6 +82,7 @@ mod deadline;
 mod error;
 mod events;
 mod fallback;
+mod family;
 mod metrics;
 mod pool;
 mod rate_limit;
@@ -111,6 +112,7 @@ pub use events::{Event, EventKind, Subscription, subscribe};
 pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
 };
+pub use family::{DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, Family, FamilyBuilder, KeyText};
 pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
 pub use pool::{
     DEFAULT_LIMIT as DEFAULT_DEADLINE_WORKER_LIMIT, deadline_worker_limit,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::breaker::{CircuitBreaker, SystemNow};
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::events::{self, EventKind};
+use crate::family::Family;
 use crate::metrics::Metrics;
 use crate::state::DetailedState;
 
@@ -20,6 +21,8 @@ pub struct Registry {
     /// Sorted by name, so the status needs no sort (and no moving of
     /// large snapshots).
     entries: RwLock<BTreeMap<Box<str>, Entry>>,
+    /// Keyed families, by name (see [`Registry::family`]).
+    families: RwLock<BTreeMap<Box<str>, Family>>,
 }
 
 #[derive(Debug)]
@@ -60,9 +63,86 @@ impl Registry {
         Self::default()
     }
 
-    /// The breaker named `name`, if registered.
+    /// The breaker named `name`, if registered. A family's member is found
+    /// by its full name, `family[key]`.
     pub fn get(&self, name: &str) -> Option<CircuitBreaker> {
-        self.entries.read().get(name).map(|e| e.breaker.clone())
+        if let Some(entry) = self.entries.read().get(name) {
+            return Some(entry.breaker.clone());
+        }
+        let (family, key) = name.strip_suffix(']')?.split_once('[')?;
+        self.families.read().get(family)?.get(key)
+    }
+
+    /// The keyed family named `name`, registering it with `config` and the
+    /// default bound ([`DEFAULT_MAX_KEYS`](crate::DEFAULT_MAX_KEYS)) if
+    /// absent. Its members are breakers named `name[key]`.
+    ///
+    /// If it exists with a different configuration, the existing family is
+    /// returned unchanged and the conflict is emitted as an
+    /// [`EventKind::ConfigConflict`], as for breakers.
+    ///
+    /// # Errors
+    /// `config`'s first invalid field.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreakerConfig, registry};
+    ///
+    /// let llm = registry().family("registry-family-doc", CircuitBreakerConfig::default())?;
+    /// let member = llm.breaker("gpt-4o").expect("room for a key");
+    /// assert_eq!(member.name(), "registry-family-doc[gpt-4o]");
+    /// assert!(registry().get("registry-family-doc[gpt-4o]").unwrap().ptr_eq(&member));
+    /// assert!(registry().status().breakers.iter().any(|b| b.key.as_deref() == Some("gpt-4o")));
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn family(&self, name: &str, config: CircuitBreakerConfig) -> Result<Family, ConfigError> {
+        config.validate()?;
+        let existing = self.families.read().get(name).cloned();
+        let family = match existing {
+            Some(family) => family,
+            None => {
+                let made = Family::new(name, config.clone())?;
+                self.families
+                    .write()
+                    .entry(name.into())
+                    .or_insert(made)
+                    .clone()
+            }
+        };
+        if family.config() != &config {
+            events::emit(
+                name,
+                EventKind::ConfigConflict {
+                    requested: format!("{config:?}"),
+                },
+            );
+        }
+        Ok(family)
+    }
+
+    /// Registers a family built by hand (with its own bound, idleness or a
+    /// [`ManualClock`](crate::ManualClock)), so that `key = ...` functions
+    /// naming it use it.
+    ///
+    /// # Errors
+    /// The family already registered under that name, left in place.
+    pub fn register_family(&self, family: Family) -> Result<Family, Family> {
+        let mut families = self.families.write();
+        if let Some(existing) = families.get(family.name()) {
+            return Err(existing.clone());
+        }
+        families.insert(family.name().into(), family.clone());
+        Ok(family)
+    }
+
+    /// The family named `name`, if registered.
+    pub fn get_family(&self, name: &str) -> Option<Family> {
+        self.families.read().get(name).cloned()
+    }
+
+    /// Removes the family named `name`. Call sites that already hold it
+    /// keep using it.
+    pub fn remove_family(&self, name: &str) -> Option<Family> {
+        self.families.write().remove(name)
     }
 
     /// The breaker named `name`, registering it with `config` if absent.
@@ -138,19 +218,57 @@ impl Registry {
         self.entries.read().keys().map(|k| k.to_string()).collect()
     }
 
-    /// A snapshot of every breaker, sorted by name.
+    /// A snapshot of every breaker, sorted by name. A family's members
+    /// come together, sorted by key, where the family's name sorts; each
+    /// has its [`family`](BreakerStatus::family) and
+    /// [`key`](BreakerStatus::key).
     pub fn status(&self) -> RegistryStatus {
         // Snapshotting under the read lock is safe: a breaker's own lock is
         // never held while the registry's is taken.
         // One reading of the system clock serves every breaker on it.
         let mut now = SystemNow::default();
-        let breakers = self
-            .entries
-            .read()
-            .values()
-            .map(|e| BreakerStatus::new(&e.breaker, e.conflicts.clone(), &mut now))
-            .collect();
-        RegistryStatus { breakers }
+        let families: Vec<Family> = self.families.read().values().cloned().collect();
+        let entries = self.entries.read();
+        let mut breakers = Vec::with_capacity(entries.len());
+        let mut family_status = Vec::with_capacity(families.len());
+        let mut families = families.into_iter().peekable();
+        let mut add_family =
+            |family: Family, breakers: &mut Vec<BreakerStatus>, now: &mut SystemNow| {
+                let mut members = family.members();
+                members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                family_status.push(FamilyStatus {
+                    name: Arc::from(family.name()),
+                    keys: members.len(),
+                    max_keys: family.max_keys(),
+                    idle_after: family.idle_after(),
+                    refused_keys: family.refused_keys(),
+                    evicted_keys: family.evicted_keys(),
+                });
+                let name: Arc<str> = Arc::from(family.name());
+                breakers.extend(members.into_iter().map(|(key, breaker)| BreakerStatus {
+                    family: Some(Arc::clone(&name)),
+                    key: Some(key),
+                    ..BreakerStatus::new(&breaker, Vec::new(), now)
+                }));
+            };
+        for (name, entry) in entries.iter() {
+            while let Some(family) = families.next_if(|f| f.name() <= &**name) {
+                add_family(family, &mut breakers, &mut now);
+            }
+            breakers.push(BreakerStatus::new(
+                &entry.breaker,
+                entry.conflicts.clone(),
+                &mut now,
+            ));
+        }
+        drop(entries);
+        for family in families {
+            add_family(family, &mut breakers, &mut now);
+        }
+        RegistryStatus {
+            breakers,
+            families: family_status,
+        }
     }
 }
 
@@ -158,8 +276,30 @@ impl Registry {
 /// `Display` prints an aligned table; `Serialize` gives JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RegistryStatus {
-    /// One entry per breaker, sorted by name.
+    /// One entry per breaker, sorted by name; a family's members together,
+    /// sorted by key.
     pub breakers: Vec<BreakerStatus>,
+    /// One entry per keyed family, sorted by name.
+    pub families: Vec<FamilyStatus>,
+}
+
+/// One keyed family in a [`RegistryStatus`]; its members are in
+/// [`RegistryStatus::breakers`], with [`BreakerStatus::family`] set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FamilyStatus {
+    /// The family's name.
+    pub name: Arc<str>,
+    /// Its members now.
+    pub keys: usize,
+    /// The most members it holds.
+    pub max_keys: usize,
+    /// How long a member goes without calls before it may be evicted.
+    #[serde(serialize_with = "crate::config::secs")]
+    pub idle_after: std::time::Duration,
+    /// New keys refused so far because it was full.
+    pub refused_keys: u64,
+    /// Members evicted as idle so far.
+    pub evicted_keys: u64,
 }
 
 /// One breaker in a [`RegistryStatus`].
@@ -176,6 +316,12 @@ pub struct BreakerStatus {
     /// Different configurations other call sites asked for under this name
     /// (they got this breaker, unchanged).
     pub config_conflicts: Vec<CircuitBreakerConfig>,
+    /// For a member of a keyed family, the family's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<Arc<str>>,
+    /// For a member of a keyed family, its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Arc<str>>,
 }
 
 impl BreakerStatus {
@@ -196,7 +342,25 @@ impl BreakerStatus {
             config: breaker.config().clone(),
             metrics,
             config_conflicts,
+            family: None,
+            key: None,
         }
+    }
+}
+
+impl RegistryStatus {
+    /// The table's heading row for a family: its name and its bound.
+    fn family_row(&self, family: &str) -> [String; 11] {
+        let mut row: [String; 11] = Default::default();
+        row[0] = family.to_owned();
+        row[1] = "family".to_owned();
+        if let Some(f) = self.families.iter().find(|f| &*f.name == family) {
+            row[10] = format!(
+                "{} of {} keys; {} refused; {} evicted",
+                f.keys, f.max_keys, f.refused_keys, f.evicted_keys
+            );
+        }
+        row
     }
 }
 
@@ -206,10 +370,16 @@ impl fmt::Display for RegistryStatus {
             "BREAKER", "STATE", "CALLS", "OK", "FAILED", "REJECTED", "LOCAL-RL", "FALLBACK",
             "SUCCESS", "AVG", "NOTES",
         ];
-        let rows: Vec<[String; 11]> = self
-            .breakers
-            .iter()
-            .map(|b| {
+        let mut rows: Vec<[String; 11]> = Vec::with_capacity(self.breakers.len());
+        let mut current_family: Option<&str> = None;
+        for b in &self.breakers {
+            if let Some(family) = b.family.as_deref() {
+                if current_family != Some(family) {
+                    rows.push(self.family_row(family));
+                }
+            }
+            current_family = b.family.as_deref();
+            rows.push({
                 let m = &b.metrics;
                 let mut notes = Vec::new();
                 if m.consecutive_failures > 0 {
@@ -237,7 +407,11 @@ impl fmt::Display for RegistryStatus {
                     ));
                 }
                 [
-                    b.name.to_string(),
+                    if b.family.is_some() {
+                        format!("  {}", b.name)
+                    } else {
+                        b.name.to_string()
+                    },
                     b.state.to_string(),
                     m.total_calls.to_string(),
                     m.successful_calls.to_string(),
@@ -253,8 +427,8 @@ impl fmt::Display for RegistryStatus {
                     },
                     notes.join("; "),
                 ]
-            })
-            .collect();
+            });
+        }
         let mut widths = HEADER.map(str::len);
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
