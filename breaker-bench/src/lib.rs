@@ -23,6 +23,9 @@ pub mod groups {
     pub const RATE_LIMIT: &str = "rate_limit";
     /// `registry().status()` over 10 000 registered breakers.
     pub const SCALE: &str = "scale";
+    /// Paired rounds only: a keyed family's member for an existing key
+    /// against the same call through an unkeyed breaker.
+    pub const CLOSED_KEYED: &str = "closed_1t, keyed";
 }
 
 /// Benchmark ids (criterion's `function_id`).
@@ -33,6 +36,10 @@ pub mod ids {
     pub const OURS_DIRECT: &str = "ours_direct";
     /// A `#[circuit_breaker]` function.
     pub const OURS_MACRO: &str = "ours_macro";
+    /// `breaker_runtime`'s keyed family, an existing key, called directly.
+    pub const OURS_KEYED: &str = "ours_keyed";
+    /// A `#[circuit_breaker(key = ...)]` function, an existing key.
+    pub const OURS_MACRO_KEYED: &str = "ours_macro_keyed";
     /// `breaker_runtime`'s rate limiter.
     pub const OURS_RATE_LIMIT: &str = "ours";
     /// failsafe 1.3.
@@ -191,11 +198,14 @@ pub const GROUPS: &[GroupSpec] = &[
             ids::BARE,
             ids::OURS_DIRECT,
             ids::OURS_MACRO,
+            ids::OURS_KEYED,
+            ids::OURS_MACRO_KEYED,
             ids::FAILSAFE,
             ids::RECLOSER,
             ids::CIRCUITBREAKER_RS,
         ],
-        note: "one thread, breaker closed, protected fn always succeeds",
+        note: "one thread, breaker closed, protected fn always succeeds; \
+               the keyed rows look up an existing key (\"gpt-4o\") among 8",
     },
     GroupSpec {
         name: groups::CLOSED_2T,

@@ -39,6 +39,7 @@ pub(crate) const KEYS: &[&str] = &[
     "quality",
     "classify",
     "map_err",
+    "key",
 ];
 
 /// A value and the tokens it was written as.
@@ -87,6 +88,9 @@ pub(crate) struct Args {
     /// `map_err = path`: the key, and the function from `BreakerError` to
     /// the function's error type.
     pub(crate) map_err: Option<(Ident, Expr)>,
+    /// `key = expression`: the key written as `key`, and the expression
+    /// whose `Display` text picks the family's member.
+    pub(crate) key: Option<(Ident, Expr)>,
 }
 
 /// One `key = value` pair, before interpretation.
@@ -102,6 +106,12 @@ impl Parse for Pair {
             return Err(input.error(format!("expected `=` after `{key}`: write `{key} = value`")));
         }
         input.parse::<Token![=]>()?;
+        if input.is_empty() || input.peek(Token![,]) {
+            return Err(syn::Error::new_spanned(
+                &key,
+                format!("`{key}` has no value: write `{key} = value`"),
+            ));
+        }
         let value = input.parse()?;
         Ok(Self { key, value })
     }
@@ -191,6 +201,7 @@ impl RawArgs {
                     read_function(&name, &value, "std::io::Error::other", errors)
                         .map(|f| (key.clone(), f))
                 ),
+                "key" => set!(key, Some((key.clone(), value))),
                 _ => errors.push(unknown_key(&key, &name)),
             }
         }

@@ -82,10 +82,24 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
     }
     check_window(args, errors);
     check_backoff(args, errors);
+    check_key(args, errors);
     if let (Some(burst), None) = (&args.rate_limit_burst, &args.rate_limit_per_minute) {
         errors.push(syn::Error::new(
             burst.span,
             "`rate_limit_burst` only applies with `rate_limit_per_minute`: add `rate_limit_per_minute = ...` or remove `rate_limit_burst`",
+        ));
+    }
+}
+
+/// A `key` that is a literal gives every call the same member.
+fn check_key(args: &Args, errors: &mut Errors) {
+    let Some((_, expression)) = &args.key else {
+        return;
+    };
+    if let syn::Expr::Lit(literal) = expression {
+        errors.push(syn::Error::new_spanned(
+            literal,
+            "`key` is evaluated on every call to pick that call's breaker, so a literal gives every call the same one: write an expression over the arguments, like `key = model`, or remove `key`",
         ));
     }
 }

@@ -112,7 +112,7 @@ pub use events::{Event, EventKind, Subscription, subscribe};
 pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
 };
-pub use family::{DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, Family, FamilyBuilder, KeyText};
+pub use family::{DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, Family, FamilyBuilder, KeyText, Member};
 pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
 pub use pool::{
     DEFAULT_LIMIT as DEFAULT_DEADLINE_WORKER_LIMIT, deadline_worker_limit,
