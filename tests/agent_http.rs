@@ -3,8 +3,8 @@
 //!
 //! The registry is process-global and each annotated method resolves its
 //! breaker once, so the whole scenario is one test, in order. Before the
-//! first call it registers the `"llm"` breaker on a `ManualClock` with the
-//! agent's own configuration, and recovery is driven by advancing that
+//! first call it registers the `"llm"` family (a breaker per model) on a
+//! `ManualClock` with the agent's own configuration, and recovery is driven by advancing that
 //! clock, never by sleeping. Only the deadline step uses real time, as the
 //! deadline is enforced by tokio's timer.
 
@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use breaker_examples::agent::{
     Agent, AgentError, AgentResponse, BREAKERS, Backend, LLM_BREAKER, llm_breaker_config,
+    llm_breaker_of,
 };
 use breaker_examples::fault_server::{FaultServer, Mode};
 use breaker_examples::llm::{LlmClient, LlmConfig, LlmError};
-use breaker_runtime::{
-    CircuitBreaker, CircuitState, FailureType, FallbackReason, ManualClock, registry,
-};
+use breaker_runtime::{CircuitState, FailureType, FallbackReason, Family, ManualClock, registry};
 
 const QUESTION: &str = "What is a circuit breaker?";
 const ANSWER: &str = "A circuit breaker stops calling a failing dependency until it recovers.";
@@ -40,13 +39,13 @@ async fn ask(agent: &Agent, question: &str) -> AgentResponse {
 
 fn assert_live(response: &AgentResponse) {
     assert!(!response.used_fallback, "{response:#?}");
-    assert_eq!(response.breaker, LLM_BREAKER);
+    assert_eq!(response.breaker, llm_breaker_of("test-model"));
     assert_eq!(response.fallback_reason, None);
 }
 
 fn assert_fallback(response: &AgentResponse, reason: impl Fn(&FallbackReason) -> bool) {
     assert!(response.used_fallback, "{response:#?}");
-    assert_eq!(response.breaker, LLM_BREAKER);
+    assert_eq!(response.breaker, llm_breaker_of("test-model"));
     let got = response.fallback_reason.expect("a fallback has a reason");
     assert!(reason(&got), "unexpected reason {got:?}");
     assert!(
@@ -70,9 +69,9 @@ fn is_open(reason: &FallbackReason) -> bool {
 async fn the_agent_survives_a_misbehaving_model_server() {
     let server = FaultServer::start().await;
     let clock = ManualClock::new();
-    let llm = registry()
-        .register(
-            CircuitBreaker::builder(LLM_BREAKER)
+    registry()
+        .register_family(
+            Family::builder(LLM_BREAKER)
                 .config(llm_breaker_config())
                 .clock(clock.clone())
                 .build()
@@ -80,6 +79,12 @@ async fn the_agent_survives_a_misbehaving_model_server() {
         )
         .expect("nothing registered `llm` before this test");
     let agent = http_agent(&server);
+    // The breaker of the model the agent asks.
+    let llm = registry()
+        .get_family(LLM_BREAKER)
+        .unwrap()
+        .breaker("test-model")
+        .unwrap();
     let config = llm_breaker_config();
 
     // Healthy: the server's answer, scored by the quality service.
@@ -236,7 +241,7 @@ async fn the_agent_survives_a_misbehaving_model_server() {
         let breaker = status
             .breakers
             .iter()
-            .find(|b| *b.name == *name)
+            .find(|b| *b.name == *name || b.family.as_deref() == Some(name))
             .unwrap_or_else(|| panic!("`{name}` is registered"));
         assert!(breaker.config_conflicts.is_empty(), "{name}: {breaker:#?}");
         assert!(breaker.metrics.total_calls > 0, "{name} was called");
