@@ -520,7 +520,10 @@ fn paired_rounds() -> Vec<paired::Pairing> {
             ids::OURS_DIRECT,
             |n| {
                 sync_loop(n, || {
-                    keyed.member(black_box(MODEL)).map(|b| b.call(|| work(1)))
+                    keyed
+                        .member(black_box(MODEL))
+                        .ok()
+                        .map(|b| b.call(|| work(1)))
                 })
             },
             |n| sync_loop(n, || ours.call(|| work(1))),

@@ -197,6 +197,15 @@ struct Inner {
     clock: ClockHandle,
     hasher: foldhash::fast::RandomState,
     shards: [ArcSwap<Table>; SHARDS],
+    /// Every shard's table, republished after each write, for the threads'
+    /// caches (see [`ThreadCache`]).
+    snapshot: ArcSwap<Snapshot>,
+    /// Bumped after each new snapshot: a thread whose cached snapshot has
+    /// this generation holds the current tables (or newer ones).
+    generation: AtomicU64,
+    /// Tells families apart in the threads' caches (never reused, unlike
+    /// an address).
+    id: u64,
     writer: Mutex<Writer>,
     /// New keys refused because the family was full.
     refused_keys: AtomicU64,
@@ -316,6 +325,9 @@ impl FamilyBuilder {
                 clock: self.clock.ready(),
                 hasher: foldhash::fast::RandomState::default(),
                 shards: std::array::from_fn(|_| ArcSwap::default()),
+                snapshot: ArcSwap::default(),
+                generation: AtomicU64::new(0),
+                id: NEXT_FAMILY_ID.fetch_add(1, Ordering::Relaxed),
                 writer: Mutex::default(),
                 refused_keys: AtomicU64::new(0),
                 evicted_keys: AtomicU64::new(0),
@@ -465,6 +477,16 @@ impl Family {
     #[inline]
     pub fn member(&self, key: &str) -> Result<Member, BreakerError> {
         let hash = self.hash(key);
+        if let Some(cached) = self.cached_member(hash, key) {
+            return Ok(cached);
+        }
+        self.shared_member(hash, key)
+    }
+
+    /// [`member`](Self::member) through the shared tables: the key is new,
+    /// or this thread's cache cannot serve it.
+    #[inline(never)]
+    fn shared_member(&self, hash: u64, key: &str) -> Result<Member, BreakerError> {
         let table = self.shard(hash).load();
         match table.find(hash, key) {
             Some(member) => {
@@ -568,6 +590,43 @@ impl Family {
         &self.inner.shards[(hash >> 32) as usize % SHARDS]
     }
 
+    /// The member for `key` from this thread's cached snapshot of the
+    /// tables, if the snapshot is current and holds the key; `None` sends
+    /// the caller to the shared tables.
+    #[inline]
+    fn cached_member(&self, hash: u64, key: &str) -> Option<Member> {
+        let inner = &*self.inner;
+        // Acquire: pairs with the Release bump in `publish`, so a snapshot
+        // cached under this generation is at least as new as the tables it
+        // counts.
+        let generation = inner.generation.load(Ordering::Acquire);
+        let snapshot = ThreadCache::enter(inner.id, generation, || inner.snapshot.load_full())?;
+        // SAFETY: `enter` keeps the snapshot alive until the matching
+        // `ThreadCache::leave`, which the returned `Member` runs on drop.
+        let table = unsafe { snapshot.as_ref() }
+            .tables
+            .get((hash >> 32) as usize % SHARDS);
+        match table.and_then(|table| table.find(hash, key)) {
+            Some(entry) => Some(Member(Held::Cached {
+                breaker: NonNull::from(&entry.breaker),
+            })),
+            None => {
+                ThreadCache::leave();
+                None
+            }
+        }
+    }
+
+    /// Publishes every shard's current table as one snapshot, then bumps
+    /// the generation. Under the writer's mutex.
+    fn publish(&self) {
+        let inner = &*self.inner;
+        let tables = inner.shards.iter().map(ArcSwap::load_full).collect();
+        inner.snapshot.store(Arc::new(Snapshot { tables }));
+        // Release: a reader that sees the new generation sees the snapshot.
+        inner.generation.fetch_add(1, Ordering::Release);
+    }
+
     /// The configuration of the member named `member_name`. Every member
     /// is made through here.
     fn member_config(&self, _member_name: &str) -> CircuitBreakerConfig {
@@ -628,6 +687,7 @@ impl Family {
             |m| m.hash,
         );
         shard.store(Arc::new(table));
+        self.publish();
         writer.len += 1;
         writer.seen.insert(
             key,
@@ -675,6 +735,7 @@ impl Family {
                 }
             }
             shard.store(Arc::new(next));
+            self.publish();
             // A call that loaded the old table may have tripped or used the
             // member meanwhile: put such a member back.
             let mut back = Vec::new();
@@ -693,6 +754,7 @@ impl Family {
                     again.0.insert_unique(member.hash, member, |m| m.hash);
                 }
                 shard.store(Arc::new(again));
+                self.publish();
             }
         }
         writer.len -= evicted;
@@ -711,6 +773,9 @@ impl Family {
 pub struct Member(Held);
 
 enum Held {
+    /// Found in this thread's cached snapshot, kept alive by the cache
+    /// until this member is dropped (see [`ThreadCache`]).
+    Cached { breaker: NonNull<CircuitBreaker> },
     /// Found in a published table, kept alive by the guard; tables are
     /// never changed once published, so the pointer stays valid.
     Table {
@@ -730,8 +795,121 @@ impl std::ops::Deref for Member {
             // SAFETY: the pointer is into the table the guard holds (see
             // `Held::Table`).
             Held::Table { breaker, .. } => unsafe { breaker.as_ref() },
+            Held::Cached { breaker } => unsafe { breaker.as_ref() },
             Held::Owned(breaker) => breaker,
         }
+    }
+}
+
+impl Drop for Member {
+    #[inline]
+    fn drop(&mut self) {
+        if let Held::Cached { .. } = self.0 {
+            ThreadCache::leave();
+        }
+    }
+}
+
+/// Every shard's table at one moment.
+#[derive(Default)]
+struct Snapshot {
+    tables: Vec<Arc<Table>>,
+}
+
+static NEXT_FAMILY_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How many families a thread keeps a snapshot of.
+const CACHED_FAMILIES: usize = 4;
+
+/// A thread's snapshots of the families it calls, so that a lookup reads
+/// one generation counter instead of paying `ArcSwap::load`'s fenced
+/// store (about 12 ns here).
+///
+/// A snapshot in use is never dropped: while any [`Member`] found through
+/// the cache lives on this thread (`depth > 0`), a snapshot replaced by a
+/// newer one goes to `retired`, freed when the last member is dropped.
+/// Members are `!Send`, so they are dropped on the thread that counted
+/// them. A thread keeps at most [`CACHED_FAMILIES`] snapshots: tables the
+/// families have since replaced stay alive until the thread next calls
+/// that family, or exits.
+#[derive(Default)]
+struct ThreadCache {
+    slots: [Option<(u64, u64, Arc<Snapshot>)>; CACHED_FAMILIES],
+    next: usize,
+    depth: usize,
+    retired: Vec<Arc<Snapshot>>,
+}
+
+thread_local! {
+    static THREAD_CACHE: std::cell::UnsafeCell<ThreadCache> =
+        std::cell::UnsafeCell::new(ThreadCache::default());
+}
+
+impl ThreadCache {
+    /// The snapshot of family `id` at `generation` or newer, loading it
+    /// with `load` if the cached one is older, and counts one more member
+    /// in use. `None` when the thread's cache is gone (thread exit).
+    #[inline]
+    fn enter(
+        id: u64,
+        generation: u64,
+        load: impl FnOnce() -> Arc<Snapshot>,
+    ) -> Option<NonNull<Snapshot>> {
+        THREAD_CACHE
+            .try_with(|cache| {
+                // SAFETY: only this function and `leave` touch the cache,
+                // neither re-enters, and neither lets a reference escape.
+                let cache = unsafe { &mut *cache.get() };
+                let slot = match cache
+                    .slots
+                    .iter()
+                    .position(|slot| matches!(slot, Some((i, _, _)) if *i == id))
+                {
+                    Some(slot) => slot,
+                    None => {
+                        let slot = cache.next;
+                        cache.next = (cache.next + 1) % CACHED_FAMILIES;
+                        slot
+                    }
+                };
+                let current = match &cache.slots[slot] {
+                    Some((i, g, snapshot)) if *i == id && *g == generation => {
+                        NonNull::from(&**snapshot)
+                    }
+                    _ => {
+                        let snapshot = load();
+                        let pointer = NonNull::from(&*snapshot);
+                        let old = cache.slots[slot].replace((id, generation, snapshot));
+                        if let Some((_, _, old)) = old {
+                            if cache.depth > 0 {
+                                cache.retired.push(old);
+                            }
+                        }
+                        pointer
+                    }
+                };
+                cache.depth += 1;
+                current
+            })
+            .ok()
+    }
+
+    /// One member fewer in use; the last one frees retired snapshots.
+    #[inline]
+    fn leave() {
+        let retired = THREAD_CACHE.try_with(|cache| {
+            // SAFETY: as in `enter`.
+            let cache = unsafe { &mut *cache.get() };
+            cache.depth -= 1;
+            if cache.depth == 0 && !cache.retired.is_empty() {
+                std::mem::take(&mut cache.retired)
+            } else {
+                Vec::new()
+            }
+        });
+        // Dropped outside the cache: a breaker's drop must not find it
+        // borrowed.
+        drop(retired);
     }
 }
 
@@ -744,7 +922,7 @@ impl fmt::Debug for Member {
 impl Table {
     #[inline]
     fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
-        self.0.find(hash, |m| *m.key == *key)
+        self.0.find(hash, |m| m.hash == hash && *m.key == *key)
     }
 }
 

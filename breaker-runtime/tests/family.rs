@@ -312,3 +312,32 @@ fn a_family_refuses_a_zero_bound() {
         .unwrap_err();
     assert!(error.to_string().contains("idle_after"), "{error}");
 }
+
+#[test]
+fn a_member_held_across_writes_and_nested_lookups_stays_valid() {
+    // A held member pins the snapshot it came from; lookups made while it
+    // lives see newer tables, and the old ones are freed after.
+    let hosts = Family::new("held", CircuitBreakerConfig::default()).unwrap();
+    hosts.breaker("a").unwrap();
+    let outer = hosts.member("a").unwrap();
+    let mut held = Vec::new();
+    for i in 0..50 {
+        hosts.breaker(&format!("k{i}")).unwrap();
+        held.push(hosts.member("a").unwrap());
+        held.push(hosts.member(&format!("k{i}")).unwrap());
+    }
+    assert_eq!(outer.name(), "held[a]");
+    outer.call(|| Ok::<_, ()>(())).unwrap();
+    for (i, member) in held.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            "held[a]".to_owned()
+        } else {
+            format!("held[k{}]", i / 2)
+        };
+        assert_eq!(member.name(), expected);
+    }
+    drop(held);
+    drop(outer);
+    assert_eq!(hosts.member("a").unwrap().get_metrics().total_calls, 1);
+    assert_eq!(hosts.len(), 51);
+}
