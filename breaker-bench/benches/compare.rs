@@ -179,6 +179,7 @@ fn closed_1t(c: &mut Criterion) {
         b.iter(|| {
             keyed
                 .member(black_box(MODEL))
+                .ok()
                 .map(|breaker| breaker.call(|| work(1)))
         })
     });
