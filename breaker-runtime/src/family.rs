@@ -60,6 +60,16 @@ use crate::state::DetailedState;
 use crate::{Clock, Metrics};
 
 /// How many keys a family holds unless told otherwise.
+///
+/// ```
+/// use breaker_runtime::{CircuitBreakerConfig, DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, Family};
+///
+/// let family = Family::new("defaults-doc", CircuitBreakerConfig::default())?;
+/// assert_eq!(family.max_keys(), DEFAULT_MAX_KEYS);
+/// assert_eq!(DEFAULT_MAX_KEYS, 1_000);
+/// assert_eq!(family.idle_after(), DEFAULT_IDLE_AFTER);
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
 pub const DEFAULT_MAX_KEYS: usize = 1_000;
 
 /// How long a member must go without calls before it may be evicted,
@@ -250,6 +260,39 @@ impl fmt::Debug for Family {
 }
 
 /// Builds a [`Family`]: its configuration, bound, idleness and clock.
+///
+/// Register the family before the first call of a `key = ...` function
+/// naming it, and the function uses it:
+///
+/// ```
+/// use std::time::Duration;
+/// use breaker_runtime::{CircuitBreakerConfig, Family, ManualClock, registry};
+///
+/// let clock = ManualClock::new();
+/// let hosts = Family::builder("family-builder-doc")
+///     .config(CircuitBreakerConfig::builder().failure_threshold(2).build()?)
+///     .max_keys(100)
+///     .idle_after(Duration::from_secs(30))
+///     .clock(clock.clone())
+///     .build()?;
+/// registry().register_family(hosts.clone()).expect("a new name");
+///
+/// let found = registry().get_family("family-builder-doc").unwrap();
+/// assert!(found.ptr_eq(&hosts));
+/// assert_eq!((found.max_keys(), found.idle_after()), (100, Duration::from_secs(30)));
+/// assert_eq!(found.config().failure_threshold, 2);
+///
+/// found.breaker("a.example")?;
+/// found.breaker(&8080)?;
+/// assert_eq!(found.keys(), ["8080", "a.example"]);
+/// assert_eq!((found.len(), found.is_empty()), (2, false));
+/// assert_eq!((found.refused_keys(), found.evicted_keys()), (0, 0));
+/// assert!(found.get("b.example").is_none(), "`get` creates nothing");
+///
+/// assert!(registry().remove_family("family-builder-doc").is_some());
+/// assert!(registry().get_family("family-builder-doc").is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use]
 pub struct FamilyBuilder {
@@ -769,7 +812,19 @@ impl Family {
 /// [`CircuitBreaker`]. From [`Family::member`].
 ///
 /// It keeps the table it was found in alive, not the family's current one:
-/// hold it for a call, not for good (clone the breaker to keep it).
+/// hold it for a call, not for good (clone the breaker to keep it). It is
+/// not `Send`: a thread's cache counts the members it lent.
+///
+/// ```
+/// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, Family};
+///
+/// let llm = Family::new("member-doc", CircuitBreakerConfig::default())?;
+/// let member = llm.member("gpt-4o")?;
+/// let kept: CircuitBreaker = (*member).clone();
+/// drop(member);
+/// assert!(kept.ptr_eq(&llm.breaker_str("gpt-4o")?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Member(Held);
 
 enum Held {
