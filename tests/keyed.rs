@@ -293,3 +293,42 @@ fn a_hard_deadline_function_takes_a_key_too() {
         1
     );
 }
+
+#[circuit_breaker(name = "keyed-full-cached", key = model, fallback = cached)]
+fn ask_full_cached(model: &str, question: &str) -> Result<String, LlmError> {
+    Ok(format!("{model}: {question}"))
+}
+
+#[test]
+fn a_refused_key_is_answered_from_the_cache_when_it_can_be() {
+    let clock = ManualClock::new();
+    let family = Family::builder("keyed-full-cached")
+        .max_keys(1)
+        .idle_after(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    registry().register_family(family.clone()).unwrap();
+    assert_eq!(ask_full_cached("b", "q").unwrap(), "b: q");
+    // `b` goes idle and is evicted; `a` takes the only slot and trips.
+    family.sweep();
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(family.sweep(), 1);
+    assert_eq!(ask_full_cached("a", "q").unwrap(), "a: q");
+    registry().get("keyed-full-cached[a]").unwrap().force_open();
+
+    assert_eq!(
+        ask_full_cached("b", "q").unwrap(),
+        "b: q",
+        "served from the cache"
+    );
+    assert_eq!(
+        ask_full_cached("b", "other"),
+        Err(LlmError::Breaker(BreakerError::FamilyFull {
+            family: "keyed-full-cached".into(),
+            limit: 1
+        })),
+        "nothing cached for this question"
+    );
+    assert_eq!(family.refused_keys(), 2);
+}

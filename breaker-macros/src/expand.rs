@@ -324,6 +324,20 @@ fn expand(args: &Args, func: Func) -> TokenStream {
     };
 
     let keyed = args.key.as_ref().map(|(_, expression)| {
+        // With `fallback = cached`, a key the family refused is answered
+        // from the cache when it can be.
+        let unavailable = if matches!(args.fallback, Some(FallbackArg::Cached(_))) {
+            quote! {
+                match #site.refused_cached(&#key, #returns) {
+                    #p::core::option::Option::Some(#answer) => {
+                        #p::core::result::Result::Ok(#answer)
+                    }
+                    #p::core::option::Option::None => #unavailable,
+                }
+            }
+        } else {
+            unavailable.clone()
+        };
         keyed_call(
             &p,
             &l,

@@ -693,6 +693,22 @@ impl KeyedSite {
         self.family(config)?.member(key)
     }
 
+    /// For a call the family refused (`FamilyFull`): this site's cached
+    /// answer for `key`, if it has one.
+    #[cold]
+    pub fn refused_cached<K, R>(&'static self, key: &K, _: Returns<R>) -> Option<R::Ok>
+    where
+        K: Hash + Eq + Send + 'static,
+        R: Fallible,
+        R::Ok: Clone + Send + 'static,
+    {
+        self.site
+            .cache
+            .get()?
+            .downcast_ref::<CachedFallback<K, R::Ok>>()?
+            .get(key)
+    }
+
     /// The member for `key`, kept by an async call across its awaits.
     #[inline]
     pub fn member_owned(
