@@ -22,7 +22,24 @@ pub struct Registry {
     /// large snapshots).
     entries: RwLock<BTreeMap<Box<str>, Entry>>,
     /// Keyed families, by name (see [`Registry::family`]).
-    families: RwLock<BTreeMap<Box<str>, Family>>,
+    families: RwLock<BTreeMap<Box<str>, FamilyEntry>>,
+}
+
+#[derive(Debug)]
+struct FamilyEntry {
+    family: Family,
+    /// Configurations asked for under this name that differ from the
+    /// family's, each recorded once.
+    conflicts: Vec<CircuitBreakerConfig>,
+}
+
+impl FamilyEntry {
+    fn new(family: Family) -> Self {
+        Self {
+            family,
+            conflicts: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -70,7 +87,7 @@ impl Registry {
             return Some(entry.breaker.clone());
         }
         let (family, key) = name.strip_suffix(']')?.split_once('[')?;
-        self.families.read().get(family)?.get(key)
+        self.families.read().get(family)?.family.get(key)
     }
 
     /// The keyed family named `name`, registering it with `config` and the
@@ -96,25 +113,24 @@ impl Registry {
     /// ```
     pub fn family(&self, name: &str, config: CircuitBreakerConfig) -> Result<Family, ConfigError> {
         config.validate()?;
-        let existing = self.families.read().get(name).cloned();
-        let family = match existing {
-            Some(family) => family,
-            None => {
-                let made = Family::new(name, config.clone())?;
-                self.families
-                    .write()
-                    .entry(name.into())
-                    .or_insert(made)
-                    .clone()
+        if let Some(entry) = self.families.read().get(name) {
+            if entry.family.config() == &config {
+                return Ok(entry.family.clone());
+            }
+        }
+        let mut families = self.families.write();
+        let entry = match families.entry(name.into()) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(FamilyEntry::new(Family::new(name, config.clone())?))
             }
         };
-        if family.config() != &config {
-            events::emit(
-                name,
-                EventKind::ConfigConflict {
-                    requested: format!("{config:?}"),
-                },
-            );
+        let family = entry.family.clone();
+        if family.config() != &config && !entry.conflicts.contains(&config) {
+            let requested = format!("{config:?}");
+            entry.conflicts.push(config);
+            drop(families);
+            events::emit(name, EventKind::ConfigConflict { requested });
         }
         Ok(family)
     }
@@ -128,21 +144,21 @@ impl Registry {
     pub fn register_family(&self, family: Family) -> Result<Family, Family> {
         let mut families = self.families.write();
         if let Some(existing) = families.get(family.name()) {
-            return Err(existing.clone());
+            return Err(existing.family.clone());
         }
-        families.insert(family.name().into(), family.clone());
+        families.insert(family.name().into(), FamilyEntry::new(family.clone()));
         Ok(family)
     }
 
     /// The family named `name`, if registered.
     pub fn get_family(&self, name: &str) -> Option<Family> {
-        self.families.read().get(name).cloned()
+        self.families.read().get(name).map(|e| e.family.clone())
     }
 
     /// Removes the family named `name`. Call sites that already hold it
     /// keep using it.
     pub fn remove_family(&self, name: &str) -> Option<Family> {
-        self.families.write().remove(name)
+        self.families.write().remove(name).map(|e| e.family)
     }
 
     /// The breaker named `name`, registering it with `config` if absent.
@@ -227,32 +243,39 @@ impl Registry {
         // never held while the registry's is taken.
         // One reading of the system clock serves every breaker on it.
         let mut now = SystemNow::default();
-        let families: Vec<Family> = self.families.read().values().cloned().collect();
+        let families: Vec<(Family, Vec<CircuitBreakerConfig>)> = self
+            .families
+            .read()
+            .values()
+            .map(|e| (e.family.clone(), e.conflicts.clone()))
+            .collect();
         let entries = self.entries.read();
         let mut breakers = Vec::with_capacity(entries.len());
         let mut family_status = Vec::with_capacity(families.len());
         let mut families = families.into_iter().peekable();
-        let mut add_family =
-            |family: Family, breakers: &mut Vec<BreakerStatus>, now: &mut SystemNow| {
-                let mut members = family.members();
-                members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                family_status.push(FamilyStatus {
-                    name: Arc::from(family.name()),
-                    keys: members.len(),
-                    max_keys: family.max_keys(),
-                    idle_after: family.idle_after(),
-                    refused_keys: family.refused_keys(),
-                    evicted_keys: family.evicted_keys(),
-                });
-                let name: Arc<str> = Arc::from(family.name());
-                breakers.extend(members.into_iter().map(|(key, breaker)| BreakerStatus {
-                    family: Some(Arc::clone(&name)),
-                    key: Some(key),
-                    ..BreakerStatus::new(&breaker, Vec::new(), now)
-                }));
-            };
+        let mut add_family = |(family, conflicts): (Family, Vec<CircuitBreakerConfig>),
+                              breakers: &mut Vec<BreakerStatus>,
+                              now: &mut SystemNow| {
+            let mut members = family.members();
+            members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            family_status.push(FamilyStatus {
+                name: Arc::from(family.name()),
+                keys: members.len(),
+                max_keys: family.max_keys(),
+                idle_after: family.idle_after(),
+                refused_keys: family.refused_keys(),
+                evicted_keys: family.evicted_keys(),
+                config_conflicts: conflicts.clone(),
+            });
+            let name: Arc<str> = Arc::from(family.name());
+            breakers.extend(members.into_iter().map(|(key, breaker)| BreakerStatus {
+                family: Some(Arc::clone(&name)),
+                key: Some(key),
+                ..BreakerStatus::new(&breaker, conflicts.clone(), now)
+            }));
+        };
         for (name, entry) in entries.iter() {
-            while let Some(family) = families.next_if(|f| f.name() <= &**name) {
+            while let Some(family) = families.next_if(|(f, _)| f.name() <= &**name) {
                 add_family(family, &mut breakers, &mut now);
             }
             breakers.push(BreakerStatus::new(
@@ -300,6 +323,9 @@ pub struct FamilyStatus {
     pub refused_keys: u64,
     /// Members evicted as idle so far.
     pub evicted_keys: u64,
+    /// Different configurations other call sites asked for under this
+    /// name (they got this family, unchanged); each member lists them too.
+    pub config_conflicts: Vec<CircuitBreakerConfig>,
 }
 
 /// One breaker in a [`RegistryStatus`].
@@ -359,6 +385,9 @@ impl RegistryStatus {
                 "{} of {} keys; {} refused; {} evicted",
                 f.keys, f.max_keys, f.refused_keys, f.evicted_keys
             );
+            if !f.config_conflicts.is_empty() {
+                row[10].push_str("; CONFIG CONFLICT");
+            }
         }
         row
     }

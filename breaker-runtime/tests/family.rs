@@ -341,3 +341,20 @@ fn a_member_held_across_writes_and_nested_lookups_stays_valid() {
     assert_eq!(hosts.member("a").unwrap().get_metrics().total_calls, 1);
     assert_eq!(hosts.len(), 51);
 }
+
+#[test]
+fn a_family_asked_for_with_another_config_keeps_its_own_and_reports_the_conflict() {
+    let registry = Registry::new();
+    let first = registry.family("conflicted", config(1)).unwrap();
+    let again = registry.family("conflicted", config(1)).unwrap();
+    assert!(again.ptr_eq(&first));
+    let other = registry.family("conflicted", config(7)).unwrap();
+    assert!(other.ptr_eq(&first), "the family is kept, not merged");
+    assert_eq!(other.config().failure_threshold, 1);
+    first.breaker("a").unwrap();
+
+    let status = registry.status();
+    assert_eq!(status.families[0].config_conflicts, [config(7)]);
+    assert_eq!(status.breakers[0].config_conflicts, [config(7)]);
+    assert!(status.to_string().contains("CONFIG CONFLICT"), "{status}");
+}
