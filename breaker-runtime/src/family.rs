@@ -519,11 +519,10 @@ impl Family {
     /// ```
     #[inline]
     pub fn member(&self, key: &str) -> Result<Member, BreakerError> {
-        let hash = self.hash(key);
-        if let Some(cached) = self.cached_member(hash, key) {
+        if let Some(cached) = self.cached_member(key) {
             return Ok(cached);
         }
-        self.shared_member(hash, key)
+        self.shared_member(self.hash(key), key)
     }
 
     /// [`member`](Self::member) through the shared tables: the key is new,
@@ -637,27 +636,24 @@ impl Family {
     /// tables, if the snapshot is current and holds the key; `None` sends
     /// the caller to the shared tables.
     #[inline]
-    fn cached_member(&self, hash: u64, key: &str) -> Option<Member> {
+    fn cached_member(&self, key: &str) -> Option<Member> {
         let inner = &*self.inner;
         // Acquire: pairs with the Release bump in `publish`, so a snapshot
         // cached under this generation is at least as new as the tables it
         // counts.
         let generation = inner.generation.load(Ordering::Acquire);
-        let snapshot = ThreadCache::enter(inner.id, generation, || inner.snapshot.load_full())?;
-        // SAFETY: `enter` keeps the snapshot alive until the matching
-        // `ThreadCache::leave`, which the returned `Member` runs on drop.
-        let table = unsafe { snapshot.as_ref() }
-            .tables
-            .get((hash >> 32) as usize % SHARDS);
-        match table.and_then(|table| table.find(hash, key)) {
-            Some(entry) => Some(Member(Held::Cached {
-                breaker: NonNull::from(&entry.breaker),
-            })),
-            None => {
-                ThreadCache::leave();
-                None
-            }
-        }
+        let breaker = ThreadCache::lend(
+            inner.id,
+            generation,
+            || inner.snapshot.load_full(),
+            key,
+            |snapshot| {
+                let hash = self.hash(key);
+                let table = snapshot.tables.get((hash >> 32) as usize % SHARDS)?;
+                table.find(hash, key).map(NonNull::from)
+            },
+        )?;
+        Some(Member(Held::Cached { breaker }))
     }
 
     /// Publishes every shard's current table as one snapshot, then bumps
@@ -889,10 +885,21 @@ const CACHED_FAMILIES: usize = 4;
 /// that family, or exits.
 #[derive(Default)]
 struct ThreadCache {
-    slots: [Option<(u64, u64, Arc<Snapshot>)>; CACHED_FAMILIES],
+    slots: [Option<Slot>; CACHED_FAMILIES],
     next: usize,
     depth: usize,
     retired: Vec<Arc<Snapshot>>,
+}
+
+/// One family's snapshot in a thread's cache.
+struct Slot {
+    id: u64,
+    generation: u64,
+    snapshot: Arc<Snapshot>,
+    /// The entry this thread found last, in `snapshot`: a thread that asks
+    /// for one key again and again compares the key and skips the hash and
+    /// the probe.
+    last: Option<NonNull<Entry>>,
 }
 
 thread_local! {
@@ -901,52 +908,78 @@ thread_local! {
 }
 
 impl ThreadCache {
-    /// The snapshot of family `id` at `generation` or newer, loading it
-    /// with `load` if the cached one is older, and counts one more member
-    /// in use. `None` when the thread's cache is gone (thread exit).
+    /// The breaker for `key` in the snapshot of family `id` at
+    /// `generation` or newer (loaded with `load` if the cached one is
+    /// older), found with `find` unless it is the key this thread asked
+    /// for last; counts one more member in use. `None` when the snapshot
+    /// has no such key, or the thread's cache is gone (thread exit).
     #[inline]
-    fn enter(
+    fn lend(
         id: u64,
         generation: u64,
         load: impl FnOnce() -> Arc<Snapshot>,
-    ) -> Option<NonNull<Snapshot>> {
-        THREAD_CACHE
-            .try_with(|cache| {
-                // SAFETY: only this function and `leave` touch the cache,
-                // neither re-enters, and neither lets a reference escape.
+        key: &str,
+        find: impl FnOnce(&Snapshot) -> Option<NonNull<Entry>>,
+    ) -> Option<NonNull<CircuitBreaker>> {
+        let mut stale = None;
+        let lent = THREAD_CACHE.try_with(|cache| {
+            // SAFETY: only this function and `leave` touch the cache,
+            // neither re-enters (`load` and `find` do not reach it), and
+            // neither lets a reference to it escape.
+            let cache = unsafe { &mut *cache.get() };
+            let index = match cache
+                .slots
+                .iter()
+                .position(|slot| matches!(slot, Some(slot) if slot.id == id))
+            {
+                Some(index) => index,
+                None => {
+                    let index = cache.next;
+                    cache.next = (cache.next + 1) % CACHED_FAMILIES;
+                    index
+                }
+            };
+            let slot = match &mut cache.slots[index] {
+                Some(slot) if slot.id == id && slot.generation == generation => slot,
+                other => {
+                    let old = other.replace(Slot {
+                        id,
+                        generation,
+                        snapshot: load(),
+                        last: None,
+                    });
+                    stale = old.map(|old| old.snapshot);
+                    other.as_mut().expect("just filled")
+                }
+            };
+            // SAFETY: `last` points into `slot.snapshot`, which is alive.
+            let entry = match slot.last {
+                Some(last) if same_text(&unsafe { last.as_ref() }.key, key) => last,
+                _ => {
+                    let entry = find(&slot.snapshot)?;
+                    slot.last = Some(entry);
+                    entry
+                }
+            };
+            cache.depth += 1;
+            // SAFETY: as above; the snapshot stays alive while `depth > 0`.
+            Some(NonNull::from(unsafe { &entry.as_ref().breaker }))
+        });
+        // A snapshot replaced while members found in it are in use waits
+        // for them; otherwise it goes now, outside the cache.
+        if let Some(stale) = stale {
+            let _ = THREAD_CACHE.try_with(|cache| {
+                // SAFETY: as above.
                 let cache = unsafe { &mut *cache.get() };
-                let slot = match cache
-                    .slots
-                    .iter()
-                    .position(|slot| matches!(slot, Some((i, _, _)) if *i == id))
-                {
-                    Some(slot) => slot,
-                    None => {
-                        let slot = cache.next;
-                        cache.next = (cache.next + 1) % CACHED_FAMILIES;
-                        slot
-                    }
-                };
-                let current = match &cache.slots[slot] {
-                    Some((i, g, snapshot)) if *i == id && *g == generation => {
-                        NonNull::from(&**snapshot)
-                    }
-                    _ => {
-                        let snapshot = load();
-                        let pointer = NonNull::from(&*snapshot);
-                        let old = cache.slots[slot].replace((id, generation, snapshot));
-                        if let Some((_, _, old)) = old {
-                            if cache.depth > 0 {
-                                cache.retired.push(old);
-                            }
-                        }
-                        pointer
-                    }
-                };
-                cache.depth += 1;
-                current
-            })
-            .ok()
+                if cache.depth > usize::from(matches!(lent, Ok(Some(_)))) {
+                    cache.retired.push(stale);
+                    None
+                } else {
+                    Some(stale)
+                }
+            });
+        }
+        lent.ok().flatten()
     }
 
     /// One member fewer in use; the last one frees retired snapshots.
@@ -981,6 +1014,30 @@ impl Table {
     }
 }
 
+/// `a == b`, without a call to `memcmp` for keys up to 16 bytes: that
+/// call was a fifth of a keyed call's time.
+#[inline]
+fn same_text(a: &str, b: &str) -> bool {
+    fn word<const N: usize>(text: &[u8], at: usize) -> [u8; N] {
+        let mut word = [0; N];
+        word.copy_from_slice(&text[at..at + N]);
+        word
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two reads that overlap cover every byte.
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// Every call a breaker has seen, admitted or not.
 fn lifetime_calls(metrics: &Metrics) -> u64 {
     metrics.total_calls + metrics.rejected_calls + metrics.local_rate_limited_calls
@@ -996,4 +1053,25 @@ fn evictable(metrics: &Metrics, idle_after: Duration) -> bool {
             .last_failure
             .as_ref()
             .is_none_or(|failure| failure.age >= idle_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_text;
+
+    #[test]
+    fn same_text_compares_every_byte_of_every_length() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789";
+        for n in 0..=text.len() {
+            let a = &text[..n];
+            assert!(same_text(a, a), "{a}");
+            for i in 0..n {
+                let mut b = a.as_bytes().to_vec();
+                b[i] = b'!';
+                let b = std::str::from_utf8(&b).unwrap();
+                assert!(!same_text(a, b), "{a} vs {b}");
+            }
+            assert!(!same_text(a, &text[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
 }
