@@ -6,18 +6,23 @@
 //!
 //! # Implementation notes
 //!
-//! * **Identity.** A key is identified by its `Display` text. The hot path
-//!   writes it into a stack buffer ([`KeyText`], 64 bytes inline), so a key
-//!   that prints short allocates nothing; a longer one goes to a `String`,
-//!   which is correct, only slower. Two values that print the same share a
-//!   breaker, as they would share its name.
+//! * **Identity.** A key is identified by its `Display` text. A string key
+//!   is read as it is ([`Family::member`], and the attribute for any
+//!   `AsRef<str>` key); any other key is written into a stack buffer
+//!   ([`KeyText`], 64 bytes inline), so a key that prints short allocates
+//!   nothing, and a longer one goes to a `String`, which is correct, only
+//!   slower. Two values that print the same share a breaker, as they would
+//!   share its name.
 //! * **Lookup.** The members live in [`SHARDS`] copy-on-write tables, each
-//!   behind an [`ArcSwap`]. A lookup hashes the text once (foldhash, seeded
-//!   per family so that flooding keys cannot aim at one bucket), picks a
-//!   shard from bits the table itself does not use, and does one
-//!   `ArcSwap::load`: no lock, no allocation, no reference count touched.
-//!   The table guard lives as long as the call; [`Family::with`] lends the
-//!   breaker to a closure for that reason.
+//!   behind an [`ArcSwap`]; after every write the family also publishes a
+//!   snapshot of all of them and bumps a generation counter. Each thread
+//!   caches the snapshot of the families it calls ([`ThreadCache`]): a
+//!   lookup reads the generation, and if its snapshot is current, hashes
+//!   the text (foldhash, seeded per family so that flooding keys cannot aim
+//!   at one bucket) and probes it, or only compares the key when it is the
+//!   one this thread asked for last. No lock, no allocation, no reference
+//!   count touched. A thread whose cache cannot serve (a new key, or the
+//!   thread exiting) does one `ArcSwap::load` of the key's shard.
 //! * **Writes** (a new key, an eviction) take the family's mutex, copy one
 //!   shard's table and publish it. They are rare: once per key, and once
 //!   per sweep.
