@@ -358,3 +358,61 @@ fn a_family_asked_for_with_another_config_keeps_its_own_and_reports_the_conflict
     assert_eq!(status.breakers[0].config_conflicts, [config(7)]);
     assert!(status.to_string().contains("CONFIG CONFLICT"), "{status}");
 }
+
+#[test]
+fn calls_count_exactly_while_another_thread_adds_and_evicts_keys() {
+    const READERS: usize = 3;
+    const CALLS: usize = 20_000;
+    const HOT: [&str; 4] = ["h0", "h1", "h2", "h3"];
+    let clock = ManualClock::new();
+    let hosts = family("churn", 64, &clock);
+    for key in HOT {
+        // Forced closed: counted like closed, and never evicted.
+        hosts.breaker(key).unwrap().force_closed();
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let written = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut written = 0_u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every new key and every eviction publishes new tables, which
+                // the readers' caches must pick up while members are in use.
+                let _ = succeed(&hosts, &format!("w{written}"));
+                written += 1;
+                if written % 16 == 0 {
+                    clock.advance(IDLE);
+                    hosts.sweep();
+                }
+            }
+            written
+        });
+        let readers: Vec<_> = (0..READERS)
+            .map(|t| {
+                let hosts = &hosts;
+                scope.spawn(move || {
+                    for i in 0..CALLS {
+                        let key = HOT[(i + t) % HOT.len()];
+                        let member = hosts.member(key).unwrap();
+                        assert_eq!(member.name(), format!("churn[{key}]"));
+                        member.call(|| Ok::<_, ()>(())).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    let total: u64 = HOT
+        .iter()
+        .map(|key| hosts.get(key).unwrap().get_metrics().total_calls)
+        .sum();
+    assert_eq!(total, (READERS * CALLS) as u64);
+    assert!(
+        written > 16,
+        "the writer churned the tables {written} times"
+    );
+    assert!(hosts.len() <= 64);
+}
