@@ -490,6 +490,19 @@ fn scale(c: &mut Criterion) {
             .unwrap();
     }
     group.bench_function(ids::STATUS_10K, |b| b.iter(|| black_box(registry.status())));
+
+    let keyed = breaker_runtime::Registry::new();
+    let family = breaker_runtime::Family::builder("hosts")
+        .max_keys(10_000)
+        .build()
+        .unwrap();
+    let family = keyed.register_family(family).unwrap();
+    for i in 0..10_000 {
+        family.breaker(&format!("host-{i:05}")).unwrap();
+    }
+    group.bench_function(ids::STATUS_10K_KEYED, |b| {
+        b.iter(|| black_box(keyed.status()))
+    });
     group.finish();
 }
 

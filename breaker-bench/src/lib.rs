@@ -54,6 +54,8 @@ pub mod ids {
     pub const GOVERNOR: &str = "governor";
     /// `Registry::status()` with 10 000 breakers.
     pub const STATUS_10K: &str = "status_10k";
+    /// `Registry::status()` with one keyed family of 10 000 members.
+    pub const STATUS_10K_KEYED: &str = "status_10k_keyed";
     /// Parameter for single-threaded cases inside a group.
     pub const ONE_THREAD: &str = "1t";
     /// Parameter for two-thread cases inside a group.
@@ -261,7 +263,7 @@ pub const GROUPS: &[GroupSpec] = &[
         name: groups::SCALE,
         ours: ids::STATUS_10K,
         baseline: None,
-        order: &[ids::STATUS_10K],
+        order: &[ids::STATUS_10K, ids::STATUS_10K_KEYED],
         note: "one `status()` snapshot of 10 000 registered breakers (target: under 10 ms = 10 000 000 ns)",
     },
 ];
