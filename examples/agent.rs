@@ -155,7 +155,7 @@ fn run_demo(runtime: &tokio::runtime::Runtime) -> Result<(), Box<dyn std::error:
     run(&["What is a circuit breaker?", "What is machine learning?"])?;
     // Registered by the first question, with any run-time overrides.
     let config = breaker_runtime::registry()
-        .get(LLM_BREAKER)
+        .get_family(LLM_BREAKER)
         .map(|llm| llm.config().clone())
         .ok_or("the llm breaker is registered by the first question")?;
     let recovery = config.recovery_timeout;
@@ -198,7 +198,20 @@ fn run_demo(runtime: &tokio::runtime::Runtime) -> Result<(), Box<dyn std::error:
     step("7. Poor answers count as failures of the model");
     run(&["/low-quality", "Tell me about circuit breakers", "/heal"])?;
 
-    step("8. Final status");
+    step("8. A breaker per model: an outage of sim-a leaves sim-b's circuit closed");
+    run(&[
+        "/fail llm[sim-a] 1.0",
+        "What is AI?",
+        "Explain rate limiting",
+        "What is machine learning?",
+        "/model sim-b",
+        "What is AI?",
+        "/status",
+        "/heal",
+        "/model sim-a",
+    ])?;
+
+    step("9. Final status");
     run(&["/status"])?;
     println!("\nTry it yourself: cargo run --example agent\n{HELP}");
     Ok(())

@@ -3,14 +3,16 @@
 //!
 //! The registry is process-global and each annotated method resolves its
 //! breaker once, so the whole scenario is one test, in order. Before the
-//! first call it puts the `"llm"` breaker on a `ManualClock` (the breaker
-//! keeps its attribute's configuration), and recovery is driven by advancing that
+//! first call it puts the `"llm"` family (a breaker per model) on a
+//! `ManualClock` (its members keep the attribute's configuration), and recovery is driven by advancing that
 //! clock, never by sleeping. Only the deadline step uses real time, as the
 //! deadline is enforced by tokio's timer.
 
 use std::time::{Duration, Instant};
 
-use breaker_examples::agent::{Agent, AgentError, AgentResponse, BREAKERS, Backend, LLM_BREAKER};
+use breaker_examples::agent::{
+    Agent, AgentError, AgentResponse, BREAKERS, Backend, LLM_BREAKER, llm_breaker_of,
+};
 use breaker_examples::fault_server::{FaultServer, Mode};
 use breaker_examples::llm::{LlmClient, LlmConfig, LlmError};
 use breaker_runtime::{CircuitState, FailureType, FallbackReason, ManualClock, registry};
@@ -36,13 +38,13 @@ async fn ask(agent: &Agent, question: &str) -> AgentResponse {
 
 fn assert_live(response: &AgentResponse) {
     assert!(!response.used_fallback, "{response:#?}");
-    assert_eq!(response.breaker, LLM_BREAKER);
+    assert_eq!(response.breaker, llm_breaker_of("test-model"));
     assert_eq!(response.fallback_reason, None);
 }
 
 fn assert_fallback(response: &AgentResponse, reason: impl Fn(&FallbackReason) -> bool) {
     assert!(response.used_fallback, "{response:#?}");
-    assert_eq!(response.breaker, LLM_BREAKER);
+    assert_eq!(response.breaker, llm_breaker_of("test-model"));
     let got = response.fallback_reason.expect("a fallback has a reason");
     assert!(reason(&got), "unexpected reason {got:?}");
     assert!(
@@ -77,7 +79,10 @@ async fn the_agent_survives_a_misbehaving_model_server() {
     let response = ask(&agent, QUESTION).await;
     // The first call registered the breaker: its effective configuration
     // (the attribute's) is what the rest of the scenario relies on.
-    let llm = registry().get(LLM_BREAKER).expect("registered by the call");
+    // The breaker of the model the agent asks.
+    let llm = registry()
+        .get(&llm_breaker_of("test-model"))
+        .expect("registered by the call");
     let config = llm.config().clone();
     assert_live(&response);
     assert!(response.content.starts_with(ANSWER), "{}", response.content);
@@ -229,7 +234,7 @@ async fn the_agent_survives_a_misbehaving_model_server() {
         let breaker = status
             .breakers
             .iter()
-            .find(|b| *b.name == *name)
+            .find(|b| *b.name == *name || b.family.as_deref() == Some(name))
             .unwrap_or_else(|| panic!("`{name}` is registered"));
         assert!(breaker.config_conflicts.is_empty(), "{name}: {breaker:#?}");
         assert!(breaker.metrics.total_calls > 0, "{name} was called");

@@ -94,6 +94,25 @@ async fn ours_macro_timed_work(x: u64) -> Result<u64, MacroError> {
     work(x).map_err(|()| MacroError)
 }
 
+#[breaker_runtime::circuit_breaker(name = "bench_macro_keyed", key = model)]
+fn ours_macro_keyed_work(model: &str, x: u64) -> Result<u64, MacroError> {
+    work(x).map_err(|()| MacroError)
+}
+
+/// The key the keyed cases call with, and the others the family holds.
+const MODEL: &str = "gpt-4o";
+const OTHER_MODELS: [&str; 7] = ["a", "b", "claude", "llama-3", "mistral", "o1", "sim"];
+
+/// A keyed family holding [`MODEL`] among 8 keys, default config.
+fn ours_keyed() -> breaker_runtime::Family {
+    let family = breaker_runtime::Family::new("bench_keyed", Default::default()).unwrap();
+    for model in OTHER_MODELS.iter().chain([&MODEL]) {
+        assert!(family.with(*model, |b| b.call(|| work(1))).unwrap().is_ok());
+        assert!(ours_macro_keyed_work(model, 1).is_ok());
+    }
+    family
+}
+
 fn failsafe_default() -> impl FailsafeSync + FailsafeAsync + Clone + Sync {
     failsafe::Config::new().build()
 }
@@ -154,6 +173,19 @@ fn closed_1t(c: &mut Criterion) {
     // The `#[circuit_breaker]` fn declared at the top of this file.
     assert!(ours_macro_work(1).is_ok());
     group.bench_function(ids::OURS_MACRO, |b| b.iter(|| ours_macro_work(1)));
+
+    let keyed = ours_keyed();
+    group.bench_function(ids::OURS_KEYED, |b| {
+        b.iter(|| {
+            keyed
+                .member(black_box(MODEL))
+                .ok()
+                .map(|breaker| breaker.call(|| work(1)))
+        })
+    });
+    group.bench_function(ids::OURS_MACRO_KEYED, |b| {
+        b.iter(|| ours_macro_keyed_work(black_box(MODEL), 1))
+    });
 
     let failsafe = failsafe_default();
     assert!(FailsafeSync::call(&failsafe, || work(1)).is_ok());
@@ -458,6 +490,19 @@ fn scale(c: &mut Criterion) {
             .unwrap();
     }
     group.bench_function(ids::STATUS_10K, |b| b.iter(|| black_box(registry.status())));
+
+    let keyed = breaker_runtime::Registry::new();
+    let family = breaker_runtime::Family::builder("hosts")
+        .max_keys(10_000)
+        .build()
+        .unwrap();
+    let family = keyed.register_family(family).unwrap();
+    for i in 0..10_000 {
+        family.breaker(&format!("host-{i:05}")).unwrap();
+    }
+    group.bench_function(ids::STATUS_10K_KEYED, |b| {
+        b.iter(|| black_box(keyed.status()))
+    });
     group.finish();
 }
 
@@ -482,7 +527,27 @@ fn paired_rounds() -> Vec<paired::Pairing> {
     let ours_async = ours_timed();
     let ours_limited = ours_rate_limited();
     let limiter = RateLimiter::direct(Quota::per_second(NonZeroU32::MAX));
+    let keyed = ours_keyed();
     vec![
+        paired::pair(
+            groups::CLOSED_KEYED,
+            ids::OURS_DIRECT,
+            |n| {
+                sync_loop(n, || {
+                    keyed
+                        .member(black_box(MODEL))
+                        .ok()
+                        .map(|b| b.call(|| work(1)))
+                })
+            },
+            |n| sync_loop(n, || ours.call(|| work(1))),
+        ),
+        paired::pair(
+            groups::CLOSED_KEYED,
+            ids::OURS_MACRO,
+            |n| sync_loop(n, || ours_macro_keyed_work(black_box(MODEL), 1)),
+            |n| sync_loop(n, || ours_macro_work(1)),
+        ),
         paired::pair(
             groups::CLOSED_1T,
             ids::FAILSAFE,

@@ -23,6 +23,9 @@ pub mod groups {
     pub const RATE_LIMIT: &str = "rate_limit";
     /// `registry().status()` over 10 000 registered breakers.
     pub const SCALE: &str = "scale";
+    /// Paired rounds only: a keyed family's member for an existing key
+    /// against the same call through an unkeyed breaker.
+    pub const CLOSED_KEYED: &str = "closed_1t, keyed";
 }
 
 /// Benchmark ids (criterion's `function_id`).
@@ -33,6 +36,10 @@ pub mod ids {
     pub const OURS_DIRECT: &str = "ours_direct";
     /// A `#[circuit_breaker]` function.
     pub const OURS_MACRO: &str = "ours_macro";
+    /// `breaker_runtime`'s keyed family, an existing key, called directly.
+    pub const OURS_KEYED: &str = "ours_keyed";
+    /// A `#[circuit_breaker(key = ...)]` function, an existing key.
+    pub const OURS_MACRO_KEYED: &str = "ours_macro_keyed";
     /// `breaker_runtime`'s rate limiter.
     pub const OURS_RATE_LIMIT: &str = "ours";
     /// failsafe 1.3.
@@ -47,6 +54,8 @@ pub mod ids {
     pub const GOVERNOR: &str = "governor";
     /// `Registry::status()` with 10 000 breakers.
     pub const STATUS_10K: &str = "status_10k";
+    /// `Registry::status()` with one keyed family of 10 000 members.
+    pub const STATUS_10K_KEYED: &str = "status_10k_keyed";
     /// Parameter for single-threaded cases inside a group.
     pub const ONE_THREAD: &str = "1t";
     /// Parameter for two-thread cases inside a group.
@@ -191,11 +200,14 @@ pub const GROUPS: &[GroupSpec] = &[
             ids::BARE,
             ids::OURS_DIRECT,
             ids::OURS_MACRO,
+            ids::OURS_KEYED,
+            ids::OURS_MACRO_KEYED,
             ids::FAILSAFE,
             ids::RECLOSER,
             ids::CIRCUITBREAKER_RS,
         ],
-        note: "one thread, breaker closed, protected fn always succeeds",
+        note: "one thread, breaker closed, protected fn always succeeds; \
+               the keyed rows look up an existing key (\"gpt-4o\") among 8",
     },
     GroupSpec {
         name: groups::CLOSED_2T,
@@ -251,7 +263,7 @@ pub const GROUPS: &[GroupSpec] = &[
         name: groups::SCALE,
         ours: ids::STATUS_10K,
         baseline: None,
-        order: &[ids::STATUS_10K],
+        order: &[ids::STATUS_10K, ids::STATUS_10K_KEYED],
         note: "one `status()` snapshot of 10 000 registered breakers (target: under 10 ms = 10 000 000 ns)",
     },
 ];

@@ -42,6 +42,7 @@ pub(crate) const KEYS: &[&str] = &[
     "map_err",
     "config",
     "crate",
+    "key",
 ];
 
 /// A value and the tokens it was written as.
@@ -96,6 +97,9 @@ pub(crate) struct Args {
     /// `crate = path`: the path of `breaker_runtime`, renamed or
     /// re-exported.
     pub(crate) krate: Option<syn::Path>,
+    /// `key = expression`: the key written as `key`, and the expression
+    /// whose `Display` text picks the family's member.
+    pub(crate) key: Option<(Ident, Expr)>,
 }
 
 /// One `key = value` pair, before interpretation.
@@ -111,6 +115,12 @@ impl Parse for Pair {
             return Err(input.error(format!("expected `=` after `{key}`: write `{key} = value`")));
         }
         input.parse::<Token![=]>()?;
+        if input.is_empty() || input.peek(Token![,]) {
+            return Err(syn::Error::new_spanned(
+                &key,
+                format!("`{key}` has no value: write `{key} = value`"),
+            ));
+        }
         let value = input.parse()?;
         Ok(Self { key, value })
     }
@@ -202,6 +212,7 @@ impl RawArgs {
                 ),
                 "config" => set!(config, Some((key.clone(), value))),
                 "crate" => set!(krate, read_crate(&value, errors)),
+                "key" => set!(key, Some((key.clone(), value))),
                 _ => errors.push(unknown_key(&key, &name)),
             }
         }

@@ -362,7 +362,42 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         }
     };
 
-    let guarded = quote! {
+    let keyed = args.key.as_ref().map(|(_, expression)| {
+        // With `fallback = cached`, a key the family refused is answered
+        // from the cache when it can be.
+        let unavailable = if matches!(args.fallback, Some(FallbackArg::Cached(_))) {
+            quote! {
+                match #site.refused_cached(&#key, #returns) {
+                    #p::core::option::Option::Some(#answer) => {
+                        #p::core::result::Result::Ok(#answer)
+                    }
+                    #p::core::option::Option::None => #unavailable,
+                }
+            }
+        } else {
+            unavailable.clone()
+        };
+        keyed_call(
+            &p,
+            &l,
+            &config,
+            expression,
+            asynchronous,
+            &resolved,
+            &option_calls,
+            &call,
+            &unavailable,
+        )
+    });
+    let guarded = if let Some((before_keyed, keyed_result)) = &keyed {
+        before.extend(before_keyed.clone());
+        quote! {
+            #prepare
+            let #result = #keyed_result;
+            #finish
+        }
+    } else {
+        quote! {
         #prepare
         let #result = match #site.breaker(#config) {
             #p::core::result::Result::Ok(#breaker) => {
@@ -373,19 +408,25 @@ fn expand(args: &Args, func: Func) -> TokenStream {
             #p::core::result::Result::Err(#error_binding) => #unavailable,
         };
         #finish
+        }
+    };
+    let site_type = if args.key.is_some() {
+        quote!(#p::KeyedSite)
+    } else {
+        quote!(#p::Site)
     };
     let site_static = if matches!(args.fallback, Some(FallbackArg::Cached(_))) {
         // The id under which the site's cache can be filled by hand.
         let function = func.item.sig.ident.unraw().to_string();
         quote! {
-            static #site: #p::Site = #p::Site::cached(
+            static #site: #site_type = #site_type::cached(
                 #name,
                 #p::core::concat!(#p::core::module_path!(), "::", #function),
             );
         }
     } else {
         quote! {
-            static #site: #p::Site = #p::Site::new(#name);
+            static #site: #site_type = #site_type::new(#name);
         }
     };
     let new_body = match func.flavor {
@@ -503,6 +544,68 @@ fn lazy_arguments(func: &Func, p: &TokenStream, l: &Locals, copies: &[Ident]) ->
             let (#(#taken,)*) = #p::fallback_arguments(&#copied, &#arguments);
         },
     }
+}
+
+/// For `key = expression`: the statement that finds the key's member of the
+/// family before the body runs (the key's borrow of the arguments ends
+/// there, so the body may move them), and the expression giving the call's
+/// result through it. A sync call holds the member found in the family's
+/// table (no reference count is touched); an async one keeps a handle of
+/// its own across awaits, so the future stays `Send`.
+#[allow(clippy::too_many_arguments)]
+fn keyed_call(
+    p: &TokenStream,
+    l: &Locals,
+    config: &TokenStream,
+    expression: &syn::Expr,
+    asynchronous: bool,
+    resolved: &TokenStream,
+    option_calls: &TokenStream,
+    call: &TokenStream,
+    unavailable: &TokenStream,
+) -> (TokenStream, TokenStream) {
+    let Locals {
+        site,
+        breaker,
+        options,
+        error,
+        ..
+    } = l;
+    let member = Ident::new("__breaker_member", Span::mixed_site());
+    let find = if asynchronous {
+        quote!(member_owned)
+    } else {
+        quote!(member)
+    };
+    let span = expression.span();
+    // A string key is read as it is; any other goes through `Display`
+    // (see `__private::KeyRef`).
+    let key = quote_spanned! {span=>
+        (&#p::KeyRef(&(#expression))).breaker_key_text().text()
+    };
+    let before = quote! {
+        let #member = {
+            #[allow(unused_imports)]
+            use #p::{KeyIsDisplay as _, KeyIsText as _};
+            #site.#find(#config, #key.as_str())
+        };
+    };
+    let result = quote! {
+        match &#member {
+            #p::core::result::Result::Ok(#breaker) => {
+                let #breaker: &#p::CircuitBreaker = #breaker;
+                #resolved
+                let #options = #p::CallOptions::new() #option_calls;
+                #call
+            }
+            #p::core::result::Result::Err(#error) => {
+                #[allow(unused_variables)]
+                let #error: &#p::BreakerError = #error;
+                #unavailable
+            }
+        }
+    };
+    (before, result)
 }
 
 fn is_reference(ty: &Type) -> bool {

@@ -115,6 +115,7 @@ use proc_macro::TokenStream;
 /// | `map_err` | `From::from` | a `Fn(BreakerError) -> E` making the function's error out of the breaker's (for `io::Result`: `std::io::Error::other`) |
 /// | `config` | none | an expression making the whole `CircuitBreakerConfig`, in place of the keys above that set its fields |
 /// | `crate` | `breaker_runtime` | the path `breaker_runtime` is known by, when renamed or re-exported |
+/// | `key` | none | an expression over the arguments and `self` whose `Display` text picks a breaker of the family `name`: one breaker per key |
 ///
 /// `sliding_window_size` and `minimum_calls` need `failure_rate_threshold`;
 /// `rate_limit_burst` needs `rate_limit_per_minute`; `backoff_multiplier`
@@ -458,6 +459,39 @@ use proc_macro::TokenStream;
 ///     Ok(prompt.to_owned())
 /// }
 /// assert_eq!(ask("hi").unwrap(), "hi");
+/// ```
+///
+/// ## `key`: a breaker per key
+///
+/// `key = expr` makes `name` a keyed family (see `breaker_runtime::Family`):
+/// each distinct key gets a breaker of its own, named `name[key]`, so an
+/// outage of one model or host trips only its own circuit. The expression
+/// is evaluated from the arguments (and `self`) before the body runs, and
+/// may be any `Display` value borrowed from them; its text is the key. All
+/// keys share the attribute's configuration. The family holds at most
+/// 1,000 keys (register one built with `Family::builder(..).max_keys(n)`
+/// first to change it); a new key that finds it full of breakers that
+/// cannot be evicted (open, failing or in use) is refused with
+/// `BreakerError::FamilyFull`, which the fallback serves.
+///
+/// With `fallback = cached` the cache stays one per function: its key is
+/// the arguments (or `cache_key`), not the family's key, so two keys asked
+/// the same question share a remembered answer. Put the key in `cache_key`
+/// when they must not.
+///
+/// ```
+/// # use breaker_runtime::{BreakerError, CircuitState, circuit_breaker, registry};
+/// # #[derive(Debug)] struct E(BreakerError);
+/// # impl From<BreakerError> for E { fn from(e: BreakerError) -> Self { E(e) } }
+/// #[circuit_breaker(name = "key-doc-llm", failure_threshold = 1, key = model)]
+/// fn ask(model: &str, prompt: &str) -> Result<String, E> {
+///     if model == "down" { return Err(E(BreakerError::ForcedOpen { name: model.into() })) }
+///     Ok(format!("{model}: {prompt}"))
+/// }
+/// assert!(ask("down", "hi").is_err());
+/// assert_eq!(ask("up", "hi").unwrap(), "up: hi");
+/// assert_eq!(registry().get("key-doc-llm[down]").unwrap().state(), CircuitState::Open);
+/// assert_eq!(registry().get("key-doc-llm[up]").unwrap().state(), CircuitState::Closed);
 /// ```
 ///
 /// ## `classify`

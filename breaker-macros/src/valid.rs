@@ -83,6 +83,7 @@ pub(crate) fn check_args(args: &Args, errors: &mut Errors) {
     check_window(args, errors);
     check_backoff(args, errors);
     check_config(args, errors);
+    check_key(args, errors);
     if let (Some(burst), None) = (&args.rate_limit_burst, &args.rate_limit_per_minute) {
         errors.push(syn::Error::new(
             burst.span,
@@ -120,6 +121,19 @@ fn check_config(args: &Args, errors: &mut Errors) {
         errors.push(syn::Error::new(
             span,
             format!("`{key}` cannot be given with `config`: set the field `{key}` in the config value instead"),
+        ));
+    }
+}
+
+/// A `key` that is a literal gives every call the same member.
+fn check_key(args: &Args, errors: &mut Errors) {
+    let Some((_, expression)) = &args.key else {
+        return;
+    };
+    if let syn::Expr::Lit(literal) = expression {
+        errors.push(syn::Error::new_spanned(
+            literal,
+            "`key` is evaluated on every call to pick that call's breaker, so a literal gives every call the same one: write an expression over the arguments, like `key = model`, or remove `key`",
         ));
     }
 }

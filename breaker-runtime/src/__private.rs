@@ -120,6 +120,31 @@ impl Deref for SiteBreaker {
     }
 }
 
+/// The breaker a call runs on, as [`Site::cache`] needs it: the breaker,
+/// and whether it replaced the site's own (then its cache is its own).
+pub trait CacheOwner {
+    /// The breaker, and whether it was put in place of the site's own.
+    fn cache_owner(&self) -> (&CircuitBreaker, bool);
+}
+
+impl CacheOwner for SiteBreaker {
+    #[inline]
+    fn cache_owner(&self) -> (&CircuitBreaker, bool) {
+        match self {
+            Self::Kept(breaker) => (breaker, false),
+            Self::Replaced(breaker) => (breaker, true),
+        }
+    }
+}
+
+/// A keyed family's member: the site's cache serves every member.
+impl CacheOwner for &CircuitBreaker {
+    #[inline]
+    fn cache_owner(&self) -> (&CircuitBreaker, bool) {
+        (self, false)
+    }
+}
+
 impl Site {
     /// A site for the breaker named `name`, not yet resolved.
     pub const fn new(name: &'static str) -> Self {
@@ -209,9 +234,9 @@ impl Site {
     /// A breaker that replaced the site's own has a cache of its own, which
     /// the site claims on it.
     #[inline]
-    pub fn cache<K, R>(
+    pub fn cache<K, R, B: CacheOwner>(
         &'static self,
-        breaker: &SiteBreaker,
+        breaker: &B,
         _key: &K,
         _: Returns<R>,
     ) -> CacheRef<K, R::Ok>
@@ -221,11 +246,9 @@ impl Site {
         R::Ok: Send + 'static,
     {
         type V<R> = <R as Fallible>::Ok;
-        let breaker = match breaker {
-            SiteBreaker::Kept(breaker) => breaker,
-            SiteBreaker::Replaced(breaker) => {
-                return CacheRef::Breaker(self.claim::<K, V<R>>(breaker));
-            }
+        let breaker = match breaker.cache_owner() {
+            (breaker, false) => breaker,
+            (breaker, true) => return CacheRef::Breaker(self.claim::<K, V<R>>(breaker)),
         };
         let erased = self.cache.get_or_init(|| self.claim::<K, V<R>>(breaker));
         match erased.downcast_ref::<CachedFallback<K, V<R>>>() {
@@ -831,5 +854,193 @@ pub mod serve {
         ) -> std::future::Ready<Result<S::Ok, S::Err>> {
             std::future::ready(shape.lift(answer))
         }
+    }
+}
+
+/// A `key = ...` function's handle on its keyed family, resolved through
+/// the registry on the first call. It derefs to a [`Site`] for the
+/// `fallback = cached` cache, which stays one per call site whatever the
+/// key.
+#[derive(Debug)]
+pub struct KeyedSite {
+    site: Site,
+    family: OnceLock<Result<crate::Family, BreakerError>>,
+}
+
+impl Deref for KeyedSite {
+    type Target = Site;
+
+    fn deref(&self) -> &Site {
+        &self.site
+    }
+}
+
+impl KeyedSite {
+    /// A site for the family named `name`, not yet resolved.
+    pub const fn new(name: &'static str) -> Self {
+        Self::cached(name, "")
+    }
+
+    /// A `fallback = cached` site with id `id` for the family named `name`.
+    pub const fn cached(name: &'static str, id: &'static str) -> Self {
+        Self {
+            site: Site::cached(name, id),
+            family: OnceLock::new(),
+        }
+    }
+
+    #[inline]
+    fn family(
+        &'static self,
+        config: impl FnOnce() -> CircuitBreakerConfig,
+    ) -> Result<&'static crate::Family, BreakerError> {
+        match self.family.get() {
+            Some(Ok(family)) => Ok(family),
+            Some(Err(error)) => Err(error.clone()),
+            None => self.resolve(config()),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn resolve(
+        &'static self,
+        config: CircuitBreakerConfig,
+    ) -> Result<&'static crate::Family, BreakerError> {
+        let name = self.site.name;
+        self.family
+            .get_or_init(|| {
+                crate::registry().family(name, config).map_err(|source| {
+                    BreakerError::InvalidConfig {
+                        name: name.to_owned(),
+                        source,
+                    }
+                })
+            })
+            .as_ref()
+            .map_err(BreakerError::clone)
+    }
+
+    /// The member for `key`, held by a sync call.
+    #[inline]
+    pub fn member(
+        &'static self,
+        config: impl FnOnce() -> CircuitBreakerConfig,
+        key: &str,
+    ) -> Result<crate::Member, BreakerError> {
+        self.family(config)?.member(key)
+    }
+
+    /// For a call the family refused (`FamilyFull`): this site's cached
+    /// answer for `key`, if it has one.
+    #[cold]
+    pub fn refused_cached<K, R>(&'static self, key: &K, _: Returns<R>) -> Option<R::Ok>
+    where
+        K: Hash + Eq + Send + 'static,
+        R: Fallible,
+        R::Ok: Clone + Send + 'static,
+    {
+        self.site
+            .cache
+            .get()?
+            .downcast_ref::<CachedFallback<K, R::Ok>>()?
+            .get(key)
+    }
+
+    /// The member for `key`, kept by an async call across its awaits.
+    #[inline]
+    pub fn member_owned(
+        &'static self,
+        config: impl FnOnce() -> CircuitBreakerConfig,
+        key: &str,
+    ) -> Result<CircuitBreaker, BreakerError> {
+        self.family(config)?.breaker_str(key)
+    }
+}
+
+/// The value of a `key = ...` expression.
+#[diagnostic::on_unimplemented(
+    message = "`key` picks a breaker by the key's text, but `{Self}` does not implement `Display`",
+    label = "this key cannot be written as text",
+    note = "the key's `Display` text names its breaker (`llm[gpt-4o]`): give a `&str`, a number, a field like `self.host`, or a type of yours that implements `Display`"
+)]
+pub trait FamilyKey: std::fmt::Display {}
+
+impl<K: std::fmt::Display + ?Sized> FamilyKey for K {}
+
+/// A `key = ...` value's text: the string itself, or its `Display` text.
+#[derive(Debug)]
+pub enum KeyStr<'a> {
+    /// A string key, borrowed.
+    Text(&'a str),
+    /// Any other key, written out.
+    Written(crate::KeyText),
+}
+
+impl KeyStr<'_> {
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Text(text) => text,
+            Self::Written(text) => text.as_str(),
+        }
+    }
+}
+
+/// A `key = ...` value, for picking how its text is read: the expansion
+/// writes `(&KeyRef(&value)).breaker_key_text()` with both traits in
+/// scope. Method lookup tries [`KeyIsText`] first, which borrows a string
+/// as it is; any other key goes through `Display` ([`KeyIsDisplay`], on
+/// `&&KeyRef`).
+pub struct KeyRef<'a, K: ?Sized>(pub &'a K);
+
+/// Picked first: the key is a string (`&str`, `String`, ...), whose text is
+/// itself.
+pub trait KeyIsText<'a> {
+    /// The key's text.
+    fn breaker_key_text(&self) -> KeyStr<'a>;
+}
+
+impl<'a, K: AsRef<str> + std::fmt::Display + ?Sized> KeyIsText<'a> for KeyRef<'a, K> {
+    #[inline]
+    fn breaker_key_text(&self) -> KeyStr<'a> {
+        KeyStr::Text(self.0.as_ref())
+    }
+}
+
+/// Picked by autoref for every other key: its `Display` text, written by
+/// [`KeyDisplay::text`], whose bound names what is missing.
+pub trait KeyIsDisplay<'a, K: ?Sized> {
+    /// The key, to be written.
+    fn breaker_key_text(&self) -> KeyDisplay<'a, K>;
+}
+
+impl<'a, K: ?Sized> KeyIsDisplay<'a, K> for &KeyRef<'a, K> {
+    #[inline]
+    fn breaker_key_text(&self) -> KeyDisplay<'a, K> {
+        KeyDisplay(self.0)
+    }
+}
+
+/// A key that is not a string, to be written through `Display`.
+pub struct KeyDisplay<'a, K: ?Sized>(&'a K);
+
+impl<K: ?Sized> KeyDisplay<'_, K> {
+    /// The key's `Display` text.
+    #[inline]
+    pub fn text(self) -> KeyStr<'static>
+    where
+        K: FamilyKey,
+    {
+        KeyStr::Written(crate::KeyText::new(self.0))
+    }
+}
+
+impl<'a> KeyStr<'a> {
+    /// Itself: a string key's text is already read.
+    #[inline]
+    pub fn text(self) -> Self {
+        self
     }
 }

@@ -89,6 +89,13 @@ impl CircuitBreakerBuilder {
         self
     }
 
+    /// Reads time from a clock already wrapped (a family's, shared by its
+    /// members).
+    pub(crate) fn clock_handle(mut self, clock: ClockHandle) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The breaker.
     ///
     /// # Errors

@@ -276,6 +276,19 @@ pub enum BreakerError {
         /// Why no thread could be started.
         cause: String,
     },
+    /// A keyed [`Family`](crate::Family) refused a new key: it holds
+    /// `limit` members and none can be evicted (each is open, half-open,
+    /// forced, failing or recently used). The call was not made; a
+    /// fallback answers it. Keys that already have a member are unaffected.
+    #[error(
+        "circuit breaker family `{family}` is full: all {limit} keys hold breakers that are open, failing or in use, so a new key gets none; the call was not made"
+    )]
+    FamilyFull {
+        /// The family's name.
+        family: String,
+        /// Its `max_keys`.
+        limit: usize,
+    },
     /// The breaker could not be created from its configuration.
     #[error("circuit breaker `{name}` has an invalid configuration: {source}")]
     InvalidConfig {
@@ -300,6 +313,7 @@ impl BreakerError {
             | Self::BulkheadFull { name, .. }
             | Self::WorkerUnavailable { name, .. }
             | Self::InvalidConfig { name, .. } => name,
+            Self::FamilyFull { family, .. } => family,
         }
     }
 

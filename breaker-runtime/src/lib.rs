@@ -82,6 +82,7 @@ mod deadline;
 mod error;
 mod events;
 mod fallback;
+mod family;
 mod metrics;
 mod overrides;
 mod pool;
@@ -112,6 +113,7 @@ pub use events::{Event, EventKind, Subscription, subscribe};
 pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
 };
+pub use family::{DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, Family, FamilyBuilder, KeyText, Member};
 pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
 pub use overrides::{
     CONFIG_VAR, ConfigSources, KEYS as OVERRIDE_KEYS, OverrideError, OverrideErrors, RESERVED_VARS,

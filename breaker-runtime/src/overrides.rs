@@ -765,29 +765,41 @@ impl ConfigOverrides {
         name: &str,
         base: &CircuitBreakerConfig,
     ) -> Result<(CircuitBreakerConfig, ConfigSources), OverrideErrors> {
-        let env_name = env_name(name);
+        self.effective_for(&[name], base)
+    }
+
+    /// [`effective`](Self::effective) for a breaker known by several names,
+    /// the most general first: a keyed family's member is `["llm",
+    /// "llm[gpt-4o]"]`, so `[llm]` applies to every member and
+    /// `["llm[gpt-4o]"]` to one. Within each source (the file, then the
+    /// variables, which win) `default` comes first, then each name in turn.
+    pub(crate) fn effective_for(
+        &self,
+        names: &[&str],
+        base: &CircuitBreakerConfig,
+    ) -> Result<(CircuitBreakerConfig, ConfigSources), OverrideErrors> {
+        let env_names: Vec<String> = names.iter().map(|name| env_name(name)).collect();
         let mut errors: Vec<OverrideError> = self
             .problems
             .iter()
             .filter(|(scope, _)| match scope {
                 Scope::All => true,
-                Scope::Table(table) => table == name,
-                Scope::EnvName(var_name) => *var_name == env_name,
+                Scope::Table(table) => names.contains(&table.as_str()),
+                Scope::EnvName(var_name) => env_names.contains(var_name),
             })
             .map(|(_, error)| error.clone())
             .collect();
         // Lowest precedence first; each layer overwrites the one before.
-        let layers = [
-            self.file.get(DEFAULT_TABLE),
-            self.file.get(name),
-            self.env.get(&self::env_name(DEFAULT_TABLE)),
-            self.env.get(&env_name),
-        ];
+        let default_env = env_name(DEFAULT_TABLE);
+        let layers = std::iter::once(self.file.get(DEFAULT_TABLE))
+            .chain(names.iter().map(|name| self.file.get(*name)))
+            .chain(std::iter::once(self.env.get(&default_env)))
+            .chain(env_names.iter().map(|name| self.env.get(name)));
         let mut config = base.clone();
         let mut sources = ConfigSources::default();
         let mut multiplier: Option<Option<f64>> = None;
         let mut cap: Option<Duration> = None;
-        for settings in layers.into_iter().flatten() {
+        for settings in layers.flatten() {
             for (key, setting) in settings {
                 sources.overridden.insert(key, setting.source.clone());
                 match (*key, setting.value) {

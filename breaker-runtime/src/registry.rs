@@ -11,10 +11,11 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::breaker::{CircuitBreaker, CircuitBreakerBuilder, SystemNow};
-use crate::clock::Clock;
+use crate::breaker::{CircuitBreaker, SystemNow};
+use crate::clock::{Clock, ClockHandle};
 use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::events::{self, EventKind};
+use crate::family::Family;
 use crate::metrics::Metrics;
 use crate::overrides::{ConfigOverrides, ConfigSources, OverrideError, OverrideErrors};
 use crate::state::DetailedState;
@@ -31,14 +32,33 @@ pub struct Registry {
     overrides: RwLock<Option<Arc<ConfigOverrides>>>,
     /// Clocks for names not registered yet ([`Registry::use_clock`]).
     clocks: RwLock<BTreeMap<Box<str>, ClockPreset>>,
+    /// Keyed families, by name (see [`Registry::family`]).
+    families: RwLock<BTreeMap<Box<str>, FamilyEntry>>,
 }
 
-/// Puts a breaker under a clock while it is built.
-struct ClockPreset(Box<dyn Fn(CircuitBreakerBuilder) -> CircuitBreakerBuilder + Send + Sync>);
+/// The clock a breaker or family is built on ([`Registry::use_clock`]).
+struct ClockPreset(ClockHandle);
 
 impl fmt::Debug for ClockPreset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClockPreset")
+    }
+}
+
+#[derive(Debug)]
+struct FamilyEntry {
+    family: Family,
+    /// Configurations asked for under this name that differ from the
+    /// family's, each recorded once.
+    conflicts: Vec<CircuitBreakerConfig>,
+}
+
+impl FamilyEntry {
+    fn new(family: Family) -> Self {
+        Self {
+            family,
+            conflicts: Vec::new(),
+        }
     }
 }
 
@@ -135,9 +155,98 @@ impl Registry {
         Self::default()
     }
 
-    /// The breaker named `name`, if registered.
+    /// The breaker named `name`, if registered. A family's member is found
+    /// by its full name, `family[key]`.
     pub fn get(&self, name: &str) -> Option<CircuitBreaker> {
-        self.entries.read().get(name).map(|e| e.breaker.clone())
+        if let Some(entry) = self.entries.read().get(name) {
+            return Some(entry.breaker.clone());
+        }
+        let (family, key) = name.strip_suffix(']')?.split_once('[')?;
+        self.families.read().get(family)?.family.get(key)
+    }
+
+    /// The keyed family named `name`, registering it with `config` and the
+    /// default bound ([`DEFAULT_MAX_KEYS`](crate::DEFAULT_MAX_KEYS)) if
+    /// absent. Its members are breakers named `name[key]`.
+    ///
+    /// If it exists with a different configuration, the existing family is
+    /// returned unchanged and the conflict is emitted as an
+    /// [`EventKind::ConfigConflict`], as for breakers.
+    ///
+    /// # Errors
+    /// `config`'s first invalid field.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreakerConfig, registry};
+    ///
+    /// let llm = registry().family("registry-family-doc", CircuitBreakerConfig::default())?;
+    /// let member = llm.breaker("gpt-4o").expect("room for a key");
+    /// assert_eq!(member.name(), "registry-family-doc[gpt-4o]");
+    /// assert!(registry().get("registry-family-doc[gpt-4o]").unwrap().ptr_eq(&member));
+    /// assert!(registry().status().breakers.iter().any(|b| b.key.as_deref() == Some("gpt-4o")));
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    pub fn family(&self, name: &str, config: CircuitBreakerConfig) -> Result<Family, ConfigError> {
+        config.validate()?;
+        let base = config;
+        let resolved = self.resolve_config(name, base.clone());
+        let config = resolved.config.clone();
+        if let Some(entry) = self.families.read().get(name) {
+            if entry.family.config() == &config {
+                return Ok(entry.family.clone());
+            }
+        }
+        let mut families = self.families.write();
+        let entry = match families.entry(name.into()) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let builder = Family::builder(name)
+                    .config(config.clone())
+                    .run_time(base, self.overrides());
+                let builder = match self.clocks.write().remove(name) {
+                    Some(ClockPreset(clock)) => builder.clock_handle(clock),
+                    None => builder,
+                };
+                if let Some(rejected) = resolved.rejection() {
+                    events::emit(name, rejected);
+                }
+                entry.insert(FamilyEntry::new(builder.build()?))
+            }
+        };
+        let family = entry.family.clone();
+        if family.config() != &config && !entry.conflicts.contains(&config) {
+            let requested = format!("{config:?}");
+            entry.conflicts.push(config);
+            drop(families);
+            events::emit(name, EventKind::ConfigConflict { requested });
+        }
+        Ok(family)
+    }
+
+    /// Registers a family built by hand (with its own bound, idleness or a
+    /// [`ManualClock`](crate::ManualClock)), so that `key = ...` functions
+    /// naming it use it.
+    ///
+    /// # Errors
+    /// The family already registered under that name, left in place.
+    pub fn register_family(&self, family: Family) -> Result<Family, Family> {
+        let mut families = self.families.write();
+        if let Some(existing) = families.get(family.name()) {
+            return Err(existing.family.clone());
+        }
+        families.insert(family.name().into(), FamilyEntry::new(family.clone()));
+        Ok(family)
+    }
+
+    /// The family named `name`, if registered.
+    pub fn get_family(&self, name: &str) -> Option<Family> {
+        self.families.read().get(name).map(|e| e.family.clone())
+    }
+
+    /// Removes the family named `name`. Call sites that already hold it
+    /// keep using it.
+    pub fn remove_family(&self, name: &str) -> Option<Family> {
+        self.families.write().remove(name).map(|e| e.family)
     }
 
     /// The breaker named `name`, registering it with `config` if absent.
@@ -182,7 +291,7 @@ impl Registry {
         }
         let builder = CircuitBreaker::builder(name).config(config);
         let breaker = match self.clocks.write().remove(name) {
-            Some(ClockPreset(clock)) => clock(builder),
+            Some(ClockPreset(clock)) => builder.clock_handle(clock),
             None => builder,
         }
         .build()?;
@@ -356,7 +465,9 @@ impl Registry {
 
     /// Builds the breaker named `name`, when it is registered by
     /// [`get_or_register`](Self::get_or_register) (the path annotated
-    /// functions take), on `clock` instead of the system clock. Its
+    /// functions take), on `clock` instead of the system clock; or the keyed
+    /// family `name` and all its members, when it is made by
+    /// [`family`](Self::family) (the path of `key = ...` functions). Its
     /// configuration is still the attribute's, with the run-time overrides.
     ///
     /// For tests that drive an annotated function's breaker through a
@@ -384,14 +495,14 @@ impl Registry {
     /// ```
     pub fn use_clock(&self, name: &str, clock: impl Clock + Clone) -> bool {
         let entries = self.entries.read();
-        if entries.contains_key(name) {
+        let families = self.families.read();
+        if entries.contains_key(name) || families.contains_key(name) {
             return false;
         }
         // Under the entries' read lock, so no registration slips in between.
-        self.clocks.write().insert(
-            name.into(),
-            ClockPreset(Box::new(move |builder| builder.clock(clock.clone()))),
-        );
+        self.clocks
+            .write()
+            .insert(name.into(), ClockPreset(ClockHandle::from_clock(clock)));
         true
     }
 
@@ -420,7 +531,19 @@ impl Registry {
             return Vec::new();
         };
         let entries = self.entries.read();
-        let names: Vec<&str> = entries.keys().map(|name| &**name).collect();
+        let families = self.families.read();
+        // A family's name and its members' names are matched too.
+        let members: Vec<String> = families
+            .values()
+            .flat_map(|entry| entry.family.members())
+            .map(|(_, member)| member.name().to_owned())
+            .collect();
+        let names: Vec<&str> = entries
+            .keys()
+            .chain(families.keys())
+            .map(|name| &**name)
+            .chain(members.iter().map(String::as_str))
+            .collect();
         overrides.unmatched(&names)
     }
 
@@ -532,25 +655,62 @@ impl Registry {
         self.entries.read().keys().map(|k| k.to_string()).collect()
     }
 
-    /// A snapshot of every breaker, sorted by name.
+    /// A snapshot of every breaker, sorted by name. A family's members
+    /// come together, sorted by key, where the family's name sorts; each
+    /// has its [`family`](BreakerStatus::family) and
+    /// [`key`](BreakerStatus::key).
     pub fn status(&self) -> RegistryStatus {
         // Snapshotting under the read lock is safe: a breaker's own lock is
         // never held while the registry's is taken.
         // One reading of the system clock serves every breaker on it.
         let mut now = SystemNow::default();
-        let breakers = self
-            .entries
+        let families: Vec<(Family, Vec<CircuitBreakerConfig>)> = self
+            .families
             .read()
             .values()
-            .map(|e| {
-                let mut status = BreakerStatus::new(&e.breaker, e.conflicts.clone(), &mut now);
-                status.config_sources = e.sources.clone();
-                status.config_errors = e.override_errors.clone();
-                status
-            })
+            .map(|e| (e.family.clone(), e.conflicts.clone()))
             .collect();
+        let entries = self.entries.read();
+        let mut breakers = Vec::with_capacity(entries.len());
+        let mut family_status = Vec::with_capacity(families.len());
+        let mut families = families.into_iter().peekable();
+        let mut add_family = |(family, conflicts): (Family, Vec<CircuitBreakerConfig>),
+                              breakers: &mut Vec<BreakerStatus>,
+                              now: &mut SystemNow| {
+            let mut members = family.members();
+            members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            family_status.push(FamilyStatus {
+                name: Arc::from(family.name()),
+                keys: members.len(),
+                max_keys: family.max_keys(),
+                idle_after: family.idle_after(),
+                refused_keys: family.refused_keys(),
+                evicted_keys: family.evicted_keys(),
+                config_conflicts: conflicts.clone(),
+            });
+            let name: Arc<str> = Arc::from(family.name());
+            breakers.extend(members.into_iter().map(|(key, breaker)| BreakerStatus {
+                family: Some(Arc::clone(&name)),
+                key: Some(key),
+                ..BreakerStatus::new(&breaker, conflicts.clone(), now)
+            }));
+        };
+        for (name, entry) in entries.iter() {
+            while let Some(family) = families.next_if(|(f, _)| f.name() <= &**name) {
+                add_family(family, &mut breakers, &mut now);
+            }
+            let mut status = BreakerStatus::new(&entry.breaker, entry.conflicts.clone(), &mut now);
+            status.config_sources = entry.sources.clone();
+            status.config_errors = entry.override_errors.clone();
+            breakers.push(status);
+        }
+        drop(entries);
+        for family in families {
+            add_family(family, &mut breakers, &mut now);
+        }
         RegistryStatus {
             breakers,
+            families: family_status,
             unmatched_overrides: self.unmatched_overrides(),
         }
     }
@@ -560,11 +720,36 @@ impl Registry {
 /// `Display` prints an aligned table; `Serialize` gives JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RegistryStatus {
-    /// One entry per breaker, sorted by name.
+    /// One entry per breaker, sorted by name; a family's members together,
+    /// sorted by key.
     pub breakers: Vec<BreakerStatus>,
     /// Run-time settings for breaker names that no registered breaker has
     /// (see [`Registry::unmatched_overrides`]).
     pub unmatched_overrides: Vec<String>,
+    /// One entry per keyed family, sorted by name.
+    pub families: Vec<FamilyStatus>,
+}
+
+/// One keyed family in a [`RegistryStatus`]; its members are in
+/// [`RegistryStatus::breakers`], with [`BreakerStatus::family`] set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FamilyStatus {
+    /// The family's name.
+    pub name: Arc<str>,
+    /// Its members now.
+    pub keys: usize,
+    /// The most members it holds.
+    pub max_keys: usize,
+    /// How long a member goes without calls before it may be evicted.
+    #[serde(serialize_with = "crate::config::secs")]
+    pub idle_after: std::time::Duration,
+    /// New keys refused so far because it was full.
+    pub refused_keys: u64,
+    /// Members evicted as idle so far.
+    pub evicted_keys: u64,
+    /// Different configurations other call sites asked for under this
+    /// name (they got this family, unchanged); each member lists them too.
+    pub config_conflicts: Vec<CircuitBreakerConfig>,
 }
 
 /// One breaker in a [`RegistryStatus`].
@@ -589,6 +774,12 @@ pub struct BreakerStatus {
     /// there was none. Serialised as messages.
     #[serde(serialize_with = "messages")]
     pub config_errors: Vec<OverrideError>,
+    /// For a member of a keyed family, the family's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<Arc<str>>,
+    /// For a member of a keyed family, its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Arc<str>>,
 }
 
 fn messages<S: serde::Serializer>(errors: &[OverrideError], s: S) -> Result<S::Ok, S::Error> {
@@ -615,7 +806,28 @@ impl BreakerStatus {
             config_conflicts,
             config_sources: ConfigSources::default(),
             config_errors: Vec::new(),
+            family: None,
+            key: None,
         }
+    }
+}
+
+impl RegistryStatus {
+    /// The table's heading row for a family: its name and its bound.
+    fn family_row(&self, family: &str) -> [String; 11] {
+        let mut row: [String; 11] = Default::default();
+        row[0] = family.to_owned();
+        row[1] = "family".to_owned();
+        if let Some(f) = self.families.iter().find(|f| &*f.name == family) {
+            row[10] = format!(
+                "{} of {} keys; {} refused; {} evicted",
+                f.keys, f.max_keys, f.refused_keys, f.evicted_keys
+            );
+            if !f.config_conflicts.is_empty() {
+                row[10].push_str("; CONFIG CONFLICT");
+            }
+        }
+        row
     }
 }
 
@@ -625,10 +837,16 @@ impl fmt::Display for RegistryStatus {
             "BREAKER", "STATE", "CALLS", "OK", "FAILED", "REJECTED", "LOCAL-RL", "FALLBACK",
             "SUCCESS", "AVG", "NOTES",
         ];
-        let rows: Vec<[String; 11]> = self
-            .breakers
-            .iter()
-            .map(|b| {
+        let mut rows: Vec<[String; 11]> = Vec::with_capacity(self.breakers.len());
+        let mut current_family: Option<&str> = None;
+        for b in &self.breakers {
+            if let Some(family) = b.family.as_deref() {
+                if current_family != Some(family) {
+                    rows.push(self.family_row(family));
+                }
+            }
+            current_family = b.family.as_deref();
+            rows.push({
                 let m = &b.metrics;
                 let mut notes = Vec::new();
                 if m.consecutive_failures > 0 {
@@ -671,7 +889,11 @@ impl fmt::Display for RegistryStatus {
                     notes.push(format!("config: {}", overridden.join(", ")));
                 }
                 [
-                    b.name.to_string(),
+                    if b.family.is_some() {
+                        format!("  {}", b.name)
+                    } else {
+                        b.name.to_string()
+                    },
                     b.state.to_string(),
                     m.total_calls.to_string(),
                     m.successful_calls.to_string(),
@@ -687,8 +909,8 @@ impl fmt::Display for RegistryStatus {
                     },
                     notes.join("; "),
                 ]
-            })
-            .collect();
+            });
+        }
         let mut widths = HEADER.map(str::len);
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {

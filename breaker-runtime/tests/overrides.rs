@@ -208,3 +208,43 @@ fn load_config_file_reads_a_file_and_reports_a_missing_one() {
     let db = missing.get_or_register("db", attribute()).unwrap();
     assert_eq!(db.config(), &attribute(), "the attribute stays in force");
 }
+
+#[test]
+fn a_keyed_family_takes_its_names_table_and_each_member_its_own() {
+    let (registry, loaded) = registry_with(
+        "[default]\nsuccess_threshold = 4\n\n[llm]\nfailure_threshold = 10\n\n[\"llm[gpt-4o]\"]\nfailure_threshold = 2\n",
+    );
+    loaded.unwrap();
+    let llm = registry.family("llm", attribute()).unwrap();
+    assert_eq!(llm.config().failure_threshold, 10, "[llm] is the family's");
+    let mini = llm.breaker("gpt-4o-mini").unwrap();
+    assert_eq!(
+        mini.config().failure_threshold,
+        10,
+        "[llm] reaches every member"
+    );
+    assert_eq!(mini.config().success_threshold, 4, "[default] too");
+    let big = llm.breaker("gpt-4o").unwrap();
+    assert_eq!(
+        big.config().failure_threshold,
+        2,
+        "a member's own table wins"
+    );
+    assert_eq!(
+        big.config().success_threshold,
+        4,
+        "and [default] does not undo [llm]"
+    );
+    assert_eq!(big.config().timeout_duration, Duration::from_secs(10));
+    assert!(
+        registry.unmatched_overrides().is_empty(),
+        "a family's and a member's tables match: {:?}",
+        registry.unmatched_overrides()
+    );
+    let again = registry.family("llm", attribute()).unwrap();
+    assert!(
+        registry.status().families[0].config_conflicts.is_empty(),
+        "the same attribute asked again is no conflict"
+    );
+    drop(again);
+}

@@ -31,6 +31,7 @@ use breaker_runtime::{
     BreakerError, CachedFallback, CircuitState, FailureType, FallbackReason, Outcome,
     circuit_breaker, fallback_reason, registry,
 };
+use parking_lot::RwLock;
 use serde::Serialize;
 
 use crate::llm::{LlmClient, LlmConfig, LlmError, LlmErrorKind};
@@ -43,8 +44,17 @@ pub const QUALITY_BREAKER: &str = QUALITY_SERVICE;
 /// The breaker that protects the external lookup.
 pub const EXTERNAL_API_BREAKER: &str = EXTERNAL_API_SERVICE;
 
-/// The agent's breakers, in the order the status shows them.
+/// The agent's breakers, in the order the status shows them. `llm` is a
+/// keyed family: one breaker per model, named `llm[<model>]`.
 pub const BREAKERS: [&str; 3] = [EXTERNAL_API_BREAKER, LLM_BREAKER, QUALITY_BREAKER];
+
+/// The models the simulated backend answers as; the first is the default.
+pub const SIMULATED_MODELS: [&str; 2] = ["sim-a", "sim-b"];
+
+/// The name of the `llm` breaker of `model`, and of its faults.
+pub fn llm_breaker_of(model: &str) -> String {
+    format!("{LLM_BREAKER}[{model}]")
+}
 
 /// Why the agent could not answer at all.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -179,8 +189,8 @@ pub struct AgentResponse {
     pub used_fallback: bool,
     /// The state of [`breaker`](Self::breaker) right after the query.
     pub circuit_state: CircuitState,
-    /// The breaker that served the answer.
-    pub breaker: &'static str,
+    /// The breaker that served the answer: the model's, `llm[<model>]`.
+    pub breaker: String,
     /// Why the fallback answered, when it did.
     pub fallback_reason: Option<FallbackReason>,
     /// The answer's quality score, when the model answered.
@@ -205,6 +215,8 @@ pub struct Agent {
     faults: FaultBoard,
     /// Good answers by normalised question, for the model's fallback.
     answers: CachedFallback<String, String>,
+    /// The model asked now; its breaker is `llm[<model>]`.
+    model: RwLock<String>,
 }
 
 impl Agent {
@@ -221,6 +233,10 @@ impl Agent {
     /// ([`Registry::use_clock`](breaker_runtime::Registry::use_clock)).
     pub fn with_backend(backend: Backend) -> Self {
         let faults = FaultBoard::new();
+        let model = match &backend {
+            Backend::Simulated => SIMULATED_MODELS[0].to_owned(),
+            Backend::Http(client) => client.config().model.clone(),
+        };
         let answers = CachedFallback::new();
         answers.add_to_cache(
             normalise("hello"),
@@ -232,7 +248,29 @@ impl Agent {
             simulated: SimulatedLlm::with_faults(faults.faults(LLM_SERVICE)),
             faults,
             answers,
+            model: RwLock::new(model),
         }
+    }
+
+    /// The model asked now.
+    pub fn model(&self) -> String {
+        self.model.read().clone()
+    }
+
+    /// Asks `model` from now on. The simulated backend knows
+    /// [`SIMULATED_MODELS`]; a real endpoint is sent any name.
+    ///
+    /// # Errors
+    /// A model the simulated backend does not know, in words.
+    pub fn set_model(&self, model: &str) -> Result<(), String> {
+        if matches!(self.backend, Backend::Simulated) && !SIMULATED_MODELS.contains(&model) {
+            return Err(format!(
+                "the simulated backend has no model `{model}`; it has {}",
+                SIMULATED_MODELS.join(", ")
+            ));
+        }
+        *self.model.write() = model.to_owned();
+        Ok(())
     }
 
     /// The model backend.
@@ -255,6 +293,7 @@ impl Agent {
     /// held against the service.
     pub async fn query(&self, question: &str) -> Result<AgentResponse, AgentError> {
         let started = Instant::now();
+        let model = self.model();
         let lookup = self.lookup(question).await?;
         let reply = self.complete(question).await?;
         let sources = [
@@ -285,9 +324,9 @@ impl Agent {
             used_fallback: reply.source != Source::Live,
             // `complete` has registered it.
             circuit_state: registry()
-                .get(LLM_BREAKER)
-                .map_or(CircuitState::Closed, |llm| llm.state()),
-            breaker: LLM_BREAKER,
+                .get(&llm_breaker_of(&model))
+                .map_or(CircuitState::Closed, |breaker| breaker.state()),
+            breaker: llm_breaker_of(&model),
             fallback_reason: reply.source.fallback_reason(),
             quality: reply.assessment.map(|a| a.score),
             degraded,
@@ -311,13 +350,18 @@ impl Agent {
         quality = reply_quality,
         classify = classify_llm,
         fallback = Self::answer_offline,
+        key = self.model(),
     )]
     pub async fn complete(&self, question: &str) -> Result<Reply, AgentError> {
+        // The faults of this model (`/fail llm[sim-a] 1.0`), then those of
+        // every model (`/fail llm 1.0`).
+        let model = self.model();
+        self.faults.faults(&llm_breaker_of(&model)).inject().await?;
         let text = match &self.backend {
             Backend::Simulated => self.simulated.complete(question).await?,
             Backend::Http(client) => {
                 let injected = self.faults.faults(LLM_SERVICE).inject().await?;
-                let text = client.complete(question).await?;
+                let text = client.complete_as(&model, question).await?;
                 if injected.low_quality {
                     POOR_ANSWER.to_owned()
                 } else {

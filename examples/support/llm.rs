@@ -259,8 +259,20 @@ impl LlmClient {
     /// Dropping the future abandons the request and closes its connection;
     /// nothing else is affected.
     pub async fn complete(&self, prompt: &str) -> Result<String, LlmError> {
+        self.complete_as(&self.config.model, prompt).await
+    }
+
+    /// [`complete`](Self::complete), asking `model` instead of the
+    /// configured one (the agent's `/model` command).
+    ///
+    /// # Errors
+    /// As [`complete`](Self::complete).
+    ///
+    /// # Cancel safety
+    /// As [`complete`](Self::complete).
+    pub async fn complete_as(&self, model: &str, prompt: &str) -> Result<String, LlmError> {
         let request = ChatRequest {
-            model: &self.config.model,
+            model,
             messages: [ChatMessage {
                 role: "user",
                 content: prompt,

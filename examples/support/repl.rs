@@ -11,13 +11,14 @@ use std::time::Duration;
 use breaker_runtime::{EventKind, Subscription, registry, subscribe};
 use parking_lot::Mutex;
 
-use crate::agent::{Agent, AgentResponse, BREAKERS, LLM_BREAKER, describe_reason};
+use crate::agent::{Agent, AgentResponse, BREAKERS, LLM_BREAKER, describe_reason, llm_breaker_of};
 
 /// The help text of `/help`.
 pub const HELP: &str = "\
 Type a question, or a command:
   /status                       the breakers as a table
   /json                         the breakers' status as JSON
+  /model [name]                 ask another model (each has its own llm[<model>] breaker)
   /fail <breaker> <rate>        make a share of calls fail (0.0 to 1.0)
   /slow <breaker> <seconds>     add latency to every call
   /rate-limit <breaker> [secs]  answer 429, with Retry-After when secs is given
@@ -28,7 +29,7 @@ Type a question, or a command:
   /reset <breaker>              close a circuit and clear its counts
   /help                         this text
   /quit                         leave (so does end of input)
-Breakers: external_api, llm, quality.";
+Breakers: external_api, llm, quality; llm[<model>] names one model's.";
 
 /// One parsed input line.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,11 @@ pub enum Command {
     Status,
     /// `/json`.
     Json,
+    /// `/model [name]`: switch models, or say which is asked.
+    Model {
+        /// The model to ask from now on; `None` to show the current one.
+        model: Option<String>,
+    },
     /// `/fail <breaker> <rate>`.
     Fail {
         /// The breaker (and service) to fail.
@@ -114,6 +120,11 @@ impl Command {
             ("json", []) => Self::Json,
             ("help" | "?", []) => Self::Help,
             ("quit" | "exit" | "q", []) => Self::Quit,
+            ("model", []) => Self::Model { model: None },
+            ("model", [model]) => Self::Model {
+                model: Some((*model).to_owned()),
+            },
+            ("model", _) => return usage("/model [name]"),
             ("fail", [breaker, rate]) => {
                 let rate: f64 = rate
                     .parse()
@@ -170,11 +181,16 @@ impl Command {
 }
 
 fn known(breaker: &str) -> Result<String, String> {
-    if BREAKERS.contains(&breaker) {
+    let one_model = breaker
+        .strip_prefix(LLM_BREAKER)
+        .and_then(|rest| rest.strip_prefix('['))
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|model| !model.is_empty());
+    if BREAKERS.contains(&breaker) || one_model {
         Ok(breaker.to_owned())
     } else {
         Err(format!(
-            "no service behind a breaker named `{breaker}`; the agent's are {}",
+            "no service behind a breaker named `{breaker}`; the agent's are {}, and llm[<model>] for one model",
             BREAKERS.join(", ")
         ))
     }
@@ -269,7 +285,7 @@ impl<'a> Session<'a> {
             let EventKind::Transition { from, to, cause } = &event.kind else {
                 return;
             };
-            if !BREAKERS.contains(&event.breaker) {
+            if !BREAKERS.contains(&event.breaker) && !event.breaker.starts_with("llm[") {
                 return;
             }
             // The cause's serialised name is its snake-case variant.
@@ -325,6 +341,22 @@ impl<'a> Session<'a> {
                     .expect("the status serialises");
                 let _ = writeln!(out, "{json}");
             }
+            Command::Model { model: None } => {
+                let model = self.agent.model();
+                note(
+                    out,
+                    format!("model: {model} (breaker {})", llm_breaker_of(&model)),
+                );
+            }
+            Command::Model { model: Some(model) } => match self.agent.set_model(&model) {
+                Ok(()) => note(
+                    out,
+                    format!("model: {model} (breaker {})", llm_breaker_of(&model)),
+                ),
+                Err(message) => {
+                    let _ = writeln!(out, "{}", self.style.warn(&format!("error: {message}")));
+                }
+            },
             Command::Fail { breaker, rate } => {
                 faults.set_failure_rate(&breaker, rate);
                 note(

@@ -1,0 +1,1140 @@
+//! Keyed families: one declaration, one breaker per key.
+//!
+//! A [`Family`] holds a full [`CircuitBreaker`] per key, named
+//! `family[key]` and built from the family's configuration, so an outage of
+//! one model or host trips that key's circuit and no other.
+//!
+//! # Implementation notes
+//!
+//! * **Identity.** A key is identified by its `Display` text. A string key
+//!   is read as it is ([`Family::member`], and the attribute for any
+//!   `AsRef<str>` key); any other key is written into a stack buffer
+//!   ([`KeyText`], 64 bytes inline), so a key that prints short allocates
+//!   nothing, and a longer one goes to a `String`, which is correct, only
+//!   slower. Two values that print the same share a breaker, as they would
+//!   share its name.
+//! * **Lookup.** The members live in [`SHARDS`] copy-on-write tables, each
+//!   behind an [`ArcSwap`]; after every write the family also publishes a
+//!   snapshot of all of them and bumps a generation counter. Each thread
+//!   caches the snapshot of the families it calls ([`ThreadCache`]): a
+//!   lookup reads the generation, and if its snapshot is current, hashes
+//!   the text (foldhash, seeded per family so that flooding keys cannot aim
+//!   at one bucket) and probes it, or only compares the key when it is the
+//!   one this thread asked for last. No lock, no allocation, no reference
+//!   count touched. A thread whose cache cannot serve (a new key, or the
+//!   thread exiting) does one `ArcSwap::load` of the key's shard.
+//! * **Writes** (a new key, an eviction) take the family's mutex, copy one
+//!   shard's table and publish it. They are rare: once per key, and once
+//!   per sweep.
+//! * **Idleness without a shared write.** The call path records nothing for
+//!   the family. A sweep reads each member's lifetime call count and keeps
+//!   it with the time it last changed; a member whose count has not moved
+//!   for [`idle_after`](FamilyBuilder::idle_after) is idle.
+//!
+//! # Invariants
+//!
+//! * A family never holds more than [`max_keys`](Family::max_keys) members.
+//! * Only a member that is closed (not forced), has no consecutive failure,
+//!   no failure in the last `idle_after`, no probe in flight, and no call
+//!   seen for `idle_after` is ever evicted. After publishing an eviction
+//!   the sweep looks again and puts back any member that changed in
+//!   between, so a circuit that tripped while it was being evicted stays.
+//!   An open, half-open or forced circuit is never evicted: flooding new
+//!   keys cannot reset a tripped one.
+//! * A call that was already running on a member when it was evicted
+//!   finishes on it and is counted there; the next call for that key gets a
+//!   fresh breaker.
+
+use std::collections::HashMap;
+use std::fmt::{self, Display, Write as _};
+use std::hash::BuildHasher;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+
+use crate::breaker::CircuitBreaker;
+use crate::clock::{ClockHandle, duration_nanos};
+use crate::config::{CircuitBreakerConfig, ConfigError};
+use crate::error::BreakerError;
+use crate::events::{self, EventKind};
+use crate::overrides::ConfigOverrides;
+use crate::state::DetailedState;
+use crate::{Clock, Metrics};
+
+/// How many keys a family holds unless told otherwise.
+///
+/// ```
+/// use breaker_runtime::{CircuitBreakerConfig, DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, Family};
+///
+/// let family = Family::new("defaults-doc", CircuitBreakerConfig::default())?;
+/// assert_eq!(family.max_keys(), DEFAULT_MAX_KEYS);
+/// assert_eq!(DEFAULT_MAX_KEYS, 1_000);
+/// assert_eq!(family.idle_after(), DEFAULT_IDLE_AFTER);
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
+pub const DEFAULT_MAX_KEYS: usize = 1_000;
+
+/// How long a member must go without calls before it may be evicted,
+/// unless told otherwise.
+pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(60);
+
+/// The number of copy-on-write tables a family's members are spread over,
+/// so that adding a key copies a sixteenth of them.
+const SHARDS: usize = 16;
+
+/// Bytes of a key's text kept on the stack.
+const INLINE: usize = 64;
+
+/// A key's `Display` text, written on the stack when it fits in 64 bytes.
+///
+/// ```
+/// use breaker_runtime::KeyText;
+///
+/// assert_eq!(KeyText::new(&"gpt-4o").as_str(), "gpt-4o");
+/// assert_eq!(KeyText::new(&42).as_str(), "42");
+/// let long = "x".repeat(100);
+/// assert_eq!(KeyText::new(&long).as_str(), long, "long keys are kept whole");
+/// ```
+pub struct KeyText {
+    len: usize,
+    inline: [u8; INLINE],
+    heap: Option<String>,
+}
+
+impl KeyText {
+    /// The text `key` displays as.
+    #[inline]
+    pub fn new<K: Display + ?Sized>(key: &K) -> Self {
+        let mut text = Self {
+            len: 0,
+            inline: [0; INLINE],
+            heap: None,
+        };
+        // Writing to a `KeyText` cannot fail; a `Display` impl that reports
+        // an error leaves what it wrote, which still names the key.
+        let _ = write!(text, "{key}");
+        text
+    }
+
+    /// `key` itself, copied: what [`new`](Self::new) gives for a string,
+    /// without going through `Display`'s formatter (about 10 ns here).
+    ///
+    /// ```
+    /// use breaker_runtime::KeyText;
+    ///
+    /// assert_eq!(KeyText::from_text("gpt-4o").as_str(), KeyText::new("gpt-4o").as_str());
+    /// ```
+    #[inline]
+    pub fn from_text(key: &str) -> Self {
+        let mut text = Self {
+            len: 0,
+            inline: [0; INLINE],
+            heap: None,
+        };
+        let _ = text.write_str(key);
+        text
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.heap {
+            Some(heap) => heap,
+            // SAFETY: `inline[..len]` holds only whole `&str`s written by
+            // `write_str`, so it is valid UTF-8.
+            None => unsafe { std::str::from_utf8_unchecked(&self.inline[..self.len]) },
+        }
+    }
+}
+
+impl fmt::Write for KeyText {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(heap) = &mut self.heap {
+            heap.push_str(s);
+        } else if let Some(room) = self.inline.get_mut(self.len..self.len + s.len()) {
+            room.copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            let mut heap = String::with_capacity(self.len + s.len());
+            heap.push_str(self.as_str());
+            heap.push_str(s);
+            self.heap = Some(heap);
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// A keyed family of circuit breakers: one declaration, a breaker per key.
+/// Cheap to clone: clones share one family.
+///
+/// Each member is a full [`CircuitBreaker`] named `name[key]`, with the
+/// family's configuration. The family holds at most
+/// [`max_keys`](Self::max_keys) members (default [`DEFAULT_MAX_KEYS`]).
+/// When a new key finds it full, idle members are evicted; if none can be,
+/// the new key is refused with [`BreakerError::FamilyFull`]. See the module
+/// notes in the README for the eviction rule.
+///
+/// ```
+/// use breaker_runtime::{CircuitBreakerConfig, CircuitState, Family};
+///
+/// let config = CircuitBreakerConfig::builder().failure_threshold(1).build()?;
+/// let llm = Family::new("family-doc-llm", config)?;
+///
+/// let _ = llm.with("model-a", |breaker| breaker.call(|| Err::<(), _>("503")));
+/// let answer = llm.with("model-b", |breaker| breaker.call(|| Ok::<_, &str>("hi")));
+/// assert_eq!(answer, Ok(Ok("hi")));
+///
+/// assert_eq!(llm.get("model-a").unwrap().state(), CircuitState::Open);
+/// assert_eq!(llm.get("model-b").unwrap().state(), CircuitState::Closed);
+/// assert_eq!(llm.get("model-a").unwrap().name(), "family-doc-llm[model-a]");
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct Family {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    config: CircuitBreakerConfig,
+    /// For a family of the registry: the run-time configuration, applied
+    /// member by member (see [`Family::member_config`]).
+    run_time: Option<RunTime>,
+    max_keys: usize,
+    idle_after: Duration,
+    clock: ClockHandle,
+    hasher: foldhash::fast::RandomState,
+    shards: [ArcSwap<Table>; SHARDS],
+    /// Every shard's table, republished after each write, for the threads'
+    /// caches (see [`ThreadCache`]).
+    snapshot: ArcSwap<Snapshot>,
+    /// Bumped after each new snapshot: a thread whose cached snapshot has
+    /// this generation holds the current tables (or newer ones).
+    generation: AtomicU64,
+    /// Tells families apart in the threads' caches (never reused, unlike
+    /// an address).
+    id: u64,
+    writer: Mutex<Writer>,
+    /// New keys refused because the family was full.
+    refused_keys: AtomicU64,
+    /// Members evicted as idle.
+    evicted_keys: AtomicU64,
+}
+
+/// What a registered family needs to give each member its run-time
+/// configuration.
+#[derive(Debug)]
+struct RunTime {
+    /// The configuration the family was asked for (the attribute's), before
+    /// any override.
+    base: CircuitBreakerConfig,
+    overrides: Arc<ConfigOverrides>,
+}
+
+#[derive(Clone, Default)]
+struct Table(HashTable<Entry>);
+
+#[derive(Clone)]
+struct Entry {
+    hash: u64,
+    key: Arc<str>,
+    breaker: CircuitBreaker,
+}
+
+/// What only writers touch, under the family's mutex.
+#[derive(Default)]
+struct Writer {
+    len: usize,
+    /// Each member's lifetime call count as a sweep last saw it, and when
+    /// it last changed.
+    seen: HashMap<Arc<str>, Seen>,
+    last_sweep: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+struct Seen {
+    calls: u64,
+    since: u64,
+}
+
+impl fmt::Debug for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Family")
+            .field("name", &self.name())
+            .field("keys", &self.len())
+            .field("max_keys", &self.max_keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Family`]: its configuration, bound, idleness and clock.
+///
+/// Register the family before the first call of a `key = ...` function
+/// naming it, and the function uses it:
+///
+/// ```
+/// use std::time::Duration;
+/// use breaker_runtime::{CircuitBreakerConfig, Family, ManualClock, registry};
+///
+/// let clock = ManualClock::new();
+/// let hosts = Family::builder("family-builder-doc")
+///     .config(CircuitBreakerConfig::builder().failure_threshold(2).build()?)
+///     .max_keys(100)
+///     .idle_after(Duration::from_secs(30))
+///     .clock(clock.clone())
+///     .build()?;
+/// registry().register_family(hosts.clone()).expect("a new name");
+///
+/// let found = registry().get_family("family-builder-doc").unwrap();
+/// assert!(found.ptr_eq(&hosts));
+/// assert_eq!((found.max_keys(), found.idle_after()), (100, Duration::from_secs(30)));
+/// assert_eq!(found.config().failure_threshold, 2);
+///
+/// found.breaker("a.example")?;
+/// found.breaker(&8080)?;
+/// assert_eq!(found.keys(), ["8080", "a.example"]);
+/// assert_eq!((found.len(), found.is_empty()), (2, false));
+/// assert_eq!((found.refused_keys(), found.evicted_keys()), (0, 0));
+/// assert!(found.get("b.example").is_none(), "`get` creates nothing");
+///
+/// assert!(registry().remove_family("family-builder-doc").is_some());
+/// assert!(registry().get_family("family-builder-doc").is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct FamilyBuilder {
+    name: String,
+    config: CircuitBreakerConfig,
+    max_keys: usize,
+    idle_after: Duration,
+    clock: ClockHandle,
+    run_time: Option<RunTime>,
+}
+
+impl FamilyBuilder {
+    /// The clock as the registry holds it (a clock set with
+    /// [`Registry::use_clock`](crate::Registry::use_clock)).
+    pub(crate) fn clock_handle(mut self, clock: ClockHandle) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Members get `overrides` applied to `base` under the family's name
+    /// and their own (`[llm]`, then `["llm[gpt-4o]"]`).
+    pub(crate) fn run_time(
+        mut self,
+        base: CircuitBreakerConfig,
+        overrides: Arc<ConfigOverrides>,
+    ) -> Self {
+        self.run_time = Some(RunTime { base, overrides });
+        self
+    }
+
+    /// The configuration every member gets.
+    pub fn config(mut self, config: CircuitBreakerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The most members the family holds (default [`DEFAULT_MAX_KEYS`]).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// How long a member must go without calls before it may be evicted
+    /// (default [`DEFAULT_IDLE_AFTER`]).
+    pub fn idle_after(mut self, idle_after: Duration) -> Self {
+        self.idle_after = idle_after;
+        self
+    }
+
+    /// The clock of every member and of the idleness sweeps, such as a
+    /// [`ManualClock`](crate::ManualClock) in tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = ClockHandle::from_clock(clock);
+        self
+    }
+
+    /// The family.
+    ///
+    /// # Errors
+    /// The configuration's first invalid field, or
+    /// [`ConfigError::OutOfRange`] naming `max_keys` (at least 1) or
+    /// `idle_after` (longer than zero).
+    ///
+    /// ```
+    /// use breaker_runtime::{ConfigError, Family};
+    ///
+    /// let error = Family::builder("hosts").max_keys(0).build().unwrap_err();
+    /// assert!(error.to_string().contains("max_keys"), "{error}");
+    /// ```
+    pub fn build(self) -> Result<Family, ConfigError> {
+        self.config.validate()?;
+        if self.max_keys == 0 {
+            return Err(ConfigError::OutOfRange {
+                field: "max_keys",
+                value: "0".to_owned(),
+                allowed: "at least 1",
+            });
+        }
+        if self.idle_after.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                field: "idle_after",
+                value: "0s".to_owned(),
+                allowed: "longer than zero",
+            });
+        }
+        Ok(Family {
+            inner: Arc::new(Inner {
+                name: Arc::from(self.name),
+                config: self.config,
+                run_time: self.run_time,
+                max_keys: self.max_keys,
+                idle_after: self.idle_after,
+                clock: self.clock.ready(),
+                hasher: foldhash::fast::RandomState::default(),
+                shards: std::array::from_fn(|_| ArcSwap::default()),
+                snapshot: ArcSwap::default(),
+                generation: AtomicU64::new(0),
+                id: NEXT_FAMILY_ID.fetch_add(1, Ordering::Relaxed),
+                writer: Mutex::default(),
+                refused_keys: AtomicU64::new(0),
+                evicted_keys: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl Family {
+    /// A family named `name` whose members get `config`, with the default
+    /// bound and idleness, on the system clock. It is not registered; see
+    /// [`Registry::family`](crate::Registry::family) for shared ones.
+    ///
+    /// # Errors
+    /// The configuration's first invalid field.
+    pub fn new(name: impl Into<String>, config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder(name).config(config).build()
+    }
+
+    /// A builder for a family named `name`, starting from the default
+    /// configuration, bound and idleness, and the system clock.
+    pub fn builder(name: impl Into<String>) -> FamilyBuilder {
+        FamilyBuilder {
+            name: name.into(),
+            config: CircuitBreakerConfig::default(),
+            max_keys: DEFAULT_MAX_KEYS,
+            idle_after: DEFAULT_IDLE_AFTER,
+            clock: ClockHandle::System,
+            run_time: None,
+        }
+    }
+
+    /// The family's name; members are named `name[key]`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The configuration each member is built with.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.inner.config
+    }
+
+    /// The most members the family holds.
+    pub fn max_keys(&self) -> usize {
+        self.inner.max_keys
+    }
+
+    /// How long a member goes without calls before it may be evicted.
+    pub fn idle_after(&self) -> Duration {
+        self.inner.idle_after
+    }
+
+    /// The number of members now.
+    pub fn len(&self) -> usize {
+        self.inner.writer.lock().len
+    }
+
+    /// Whether the family has no member.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// New keys refused with [`BreakerError::FamilyFull`] so far.
+    pub fn refused_keys(&self) -> u64 {
+        self.inner.refused_keys.load(Ordering::Relaxed)
+    }
+
+    /// Members evicted as idle so far.
+    pub fn evicted_keys(&self) -> u64 {
+        self.inner.evicted_keys.load(Ordering::Relaxed)
+    }
+
+    /// Whether `self` and `other` are the same family.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The member for `key`, if there is one now (none is created).
+    pub fn get<K: Display + ?Sized>(&self, key: &K) -> Option<CircuitBreaker> {
+        let text = KeyText::new(key);
+        let hash = self.hash(text.as_str());
+        self.shard(hash)
+            .load()
+            .find(hash, text.as_str())
+            .map(|member| member.breaker.clone())
+    }
+
+    /// Lends the member for `key` to `call`, creating it if it is new.
+    ///
+    /// For a key that has a member this takes no lock, allocates nothing
+    /// (for a key whose text fits in 64 bytes) and writes nothing shared:
+    /// the call path of an unkeyed breaker plus one hash and one table read.
+    ///
+    /// # Errors
+    /// [`BreakerError::FamilyFull`] for a new key when every member is
+    /// busy, open, half-open, forced or recently failed (`call` is not
+    /// run), or [`BreakerError::InvalidConfig`] should a member's
+    /// configuration be invalid.
+    ///
+    /// ```
+    /// use breaker_runtime::{BreakerError, CircuitBreakerConfig, Family};
+    ///
+    /// let hosts = Family::builder("family-with-doc").max_keys(1).build()?;
+    /// hosts.with("a.example", |b| b.force_open())?;
+    /// let refused = hosts.with("b.example", |_| ()).unwrap_err();
+    /// assert!(matches!(refused, BreakerError::FamilyFull { limit: 1, .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn with<K, R>(
+        &self,
+        key: &K,
+        call: impl FnOnce(&CircuitBreaker) -> R,
+    ) -> Result<R, BreakerError>
+    where
+        K: Display + ?Sized,
+    {
+        self.with_text(&KeyText::new(key), call)
+    }
+
+    /// [`with`](Self::with) for a key already written as text.
+    #[inline]
+    pub fn with_text<R>(
+        &self,
+        key: &KeyText,
+        call: impl FnOnce(&CircuitBreaker) -> R,
+    ) -> Result<R, BreakerError> {
+        self.member(key.as_str()).map(|member| call(&member))
+    }
+
+    /// The member for the key whose text is `key`, created if it is new,
+    /// held for as long as the returned [`Member`] lives: the hot path of
+    /// [`with`](Self::with), for a key that is already text. No lock, no
+    /// allocation, no reference count written for a key that has a member.
+    ///
+    /// # Errors
+    /// As [`with`](Self::with).
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreakerConfig, Family};
+    ///
+    /// let llm = Family::new("family-member-doc", CircuitBreakerConfig::default())?;
+    /// let member = llm.member("gpt-4o")?;
+    /// assert_eq!(member.call(|| Ok::<_, ()>(1)), Ok(1));
+    /// assert_eq!(member.name(), "family-member-doc[gpt-4o]");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn member(&self, key: &str) -> Result<Member, BreakerError> {
+        if let Some(cached) = self.cached_member(key) {
+            return Ok(cached);
+        }
+        self.shared_member(self.hash(key), key)
+    }
+
+    /// [`member`](Self::member) through the shared tables: the key is new,
+    /// or this thread's cache cannot serve it.
+    #[inline(never)]
+    fn shared_member(&self, hash: u64, key: &str) -> Result<Member, BreakerError> {
+        let table = self.shard(hash).load();
+        match table.find(hash, key) {
+            Some(member) => {
+                let breaker = NonNull::from(&member.breaker);
+                Ok(Member(Held::Table {
+                    _guard: table,
+                    breaker,
+                }))
+            }
+            None => {
+                drop(table);
+                self.insert(hash, key).map(|b| Member(Held::Owned(b)))
+            }
+        }
+    }
+
+    /// The member for `key`, created if it is new: a handle to keep, for
+    /// async calls. Cloning it writes the breaker's reference count; prefer
+    /// [`with`](Self::with) on hot sync paths.
+    ///
+    /// # Errors
+    /// As [`with`](Self::with).
+    #[inline]
+    pub fn breaker<K: Display + ?Sized>(&self, key: &K) -> Result<CircuitBreaker, BreakerError> {
+        self.breaker_text(&KeyText::new(key))
+    }
+
+    /// [`breaker`](Self::breaker) for a key already written as text.
+    #[inline]
+    pub fn breaker_text(&self, key: &KeyText) -> Result<CircuitBreaker, BreakerError> {
+        self.with_text(key, CircuitBreaker::clone)
+    }
+
+    /// [`breaker`](Self::breaker) for a key that is already text.
+    #[inline]
+    pub fn breaker_str(&self, key: &str) -> Result<CircuitBreaker, BreakerError> {
+        self.member(key)
+            .map(|member| CircuitBreaker::clone(&member))
+    }
+
+    /// The keys of every member, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .members()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Every member with its key, in no order.
+    pub(crate) fn members(&self) -> Vec<(Arc<str>, CircuitBreaker)> {
+        let mut members = Vec::new();
+        for shard in &self.inner.shards {
+            members.extend(
+                shard
+                    .load()
+                    .0
+                    .iter()
+                    .map(|m| (Arc::clone(&m.key), m.breaker.clone())),
+            );
+        }
+        members
+    }
+
+    /// Evicts every idle member now, whatever the time since the last
+    /// sweep, and returns how many went. New keys sweep on their own when
+    /// they find the family full; this is for operators and tests.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::{Family, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// let hosts = Family::builder("family-sweep-doc")
+    ///     .idle_after(Duration::from_secs(10))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// hosts.with("a", |b| b.call(|| Ok::<_, ()>(())))?.unwrap();
+    /// assert_eq!(hosts.sweep(), 0, "just used");
+    /// clock.advance(Duration::from_secs(10));
+    /// assert_eq!(hosts.sweep(), 1, "no call for 10 s");
+    /// assert!(hosts.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sweep(&self) -> usize {
+        let mut writer = self.inner.writer.lock();
+        self.sweep_locked(&mut writer, self.inner.clock.now())
+    }
+
+    #[inline]
+    fn hash(&self, text: &str) -> u64 {
+        self.inner.hasher.hash_one(text)
+    }
+
+    /// The shard for `hash`, from bits 32..36: hashbrown places entries by
+    /// the low bits and tags them with the top seven.
+    #[inline]
+    fn shard(&self, hash: u64) -> &ArcSwap<Table> {
+        &self.inner.shards[(hash >> 32) as usize % SHARDS]
+    }
+
+    /// The member for `key` from this thread's cached snapshot of the
+    /// tables, if the snapshot is current and holds the key; `None` sends
+    /// the caller to the shared tables.
+    #[inline]
+    fn cached_member(&self, key: &str) -> Option<Member> {
+        let inner = &*self.inner;
+        // Acquire: pairs with the Release bump in `publish`, so a snapshot
+        // cached under this generation is at least as new as the tables it
+        // counts.
+        let generation = inner.generation.load(Ordering::Acquire);
+        let breaker = ThreadCache::lend(
+            inner.id,
+            generation,
+            || inner.snapshot.load_full(),
+            key,
+            |snapshot| {
+                let hash = self.hash(key);
+                let table = snapshot.tables.get((hash >> 32) as usize % SHARDS)?;
+                table.find(hash, key).map(NonNull::from)
+            },
+        )?;
+        Some(Member(Held::Cached { breaker }))
+    }
+
+    /// Publishes every shard's current table as one snapshot, then bumps
+    /// the generation. Under the writer's mutex.
+    fn publish(&self) {
+        let inner = &*self.inner;
+        let tables = inner.shards.iter().map(ArcSwap::load_full).collect();
+        inner.snapshot.store(Arc::new(Snapshot { tables }));
+        // Release: a reader that sees the new generation sees the snapshot.
+        inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The configuration of the member named `member_name`. Every member
+    /// is made through here.
+    /// A registered family's member gets the run-time configuration for
+    /// the family's name and then for its own; when that has problems,
+    /// the family's configuration, and the problems are emitted as an
+    /// event (the same policy as a breaker's).
+    fn member_config(&self, member_name: &str) -> CircuitBreakerConfig {
+        let inner = &*self.inner;
+        let Some(run_time) = &inner.run_time else {
+            return inner.config.clone();
+        };
+        match run_time
+            .overrides
+            .effective_for(&[&inner.name, member_name], &run_time.base)
+        {
+            Ok((config, _)) => config,
+            Err(problems) => {
+                events::emit(
+                    member_name,
+                    EventKind::ConfigOverrideRejected {
+                        problems: problems.to_string(),
+                    },
+                );
+                inner.config.clone()
+            }
+        }
+    }
+
+    fn new_member(&self, key: &str) -> Result<CircuitBreaker, BreakerError> {
+        let member_name = format!("{}[{key}]", self.inner.name);
+        let config = self.member_config(&member_name);
+        CircuitBreaker::builder(member_name.clone())
+            .config(config)
+            .clock_handle(self.inner.clock.clone())
+            .build()
+            .map_err(|source| BreakerError::InvalidConfig {
+                name: member_name,
+                source,
+            })
+    }
+
+    /// Adds a member for a key the table did not have, sweeping first if
+    /// the family is full.
+    #[cold]
+    #[inline(never)]
+    fn insert(&self, hash: u64, key: &str) -> Result<CircuitBreaker, BreakerError> {
+        let inner = &*self.inner;
+        let mut writer = inner.writer.lock();
+        let shard = self.shard(hash);
+        if let Some(member) = shard.load().find(hash, key) {
+            return Ok(member.breaker.clone());
+        }
+        let now = inner.clock.now();
+        if writer.len >= inner.max_keys {
+            let interval = duration_nanos(inner.idle_after) / 4;
+            let due = writer
+                .last_sweep
+                .is_none_or(|last| now.saturating_sub(last) >= interval);
+            if due {
+                self.sweep_locked(&mut writer, now);
+            }
+            if writer.len >= inner.max_keys {
+                inner.refused_keys.fetch_add(1, Ordering::Relaxed);
+                return Err(BreakerError::FamilyFull {
+                    family: inner.name.to_string(),
+                    limit: inner.max_keys,
+                });
+            }
+        }
+        let breaker = self.new_member(key)?;
+        let key: Arc<str> = Arc::from(key);
+        let mut table = Table::clone(&shard.load());
+        table.0.insert_unique(
+            hash,
+            Entry {
+                hash,
+                key: Arc::clone(&key),
+                breaker: breaker.clone(),
+            },
+            |m| m.hash,
+        );
+        shard.store(Arc::new(table));
+        self.publish();
+        writer.len += 1;
+        writer.seen.insert(
+            key,
+            Seen {
+                calls: 0,
+                since: now,
+            },
+        );
+        Ok(breaker)
+    }
+
+    /// Evicts the idle members (see the module notes) and returns how many.
+    fn sweep_locked(&self, writer: &mut Writer, now: u64) -> usize {
+        let inner = &*self.inner;
+        writer.last_sweep = Some(now);
+        let idle_after = duration_nanos(inner.idle_after);
+        let mut evicted = 0;
+        for shard in &inner.shards {
+            let table = shard.load_full();
+            let mut leaving = Vec::new();
+            for member in table.0.iter() {
+                let metrics = member.breaker.get_metrics();
+                let calls = lifetime_calls(&metrics);
+                let seen = writer
+                    .seen
+                    .entry(Arc::clone(&member.key))
+                    .or_insert(Seen { calls, since: now });
+                if seen.calls != calls {
+                    *seen = Seen { calls, since: now };
+                    continue;
+                }
+                if now.saturating_sub(seen.since) >= idle_after
+                    && evictable(&metrics, inner.idle_after)
+                {
+                    leaving.push((member.clone(), calls));
+                }
+            }
+            if leaving.is_empty() {
+                continue;
+            }
+            let mut next = Table::clone(&table);
+            for (member, _) in &leaving {
+                if let Ok(entry) = next.0.find_entry(member.hash, |m| *m.key == *member.key) {
+                    entry.remove();
+                }
+            }
+            shard.store(Arc::new(next));
+            self.publish();
+            // A call that loaded the old table may have tripped or used the
+            // member meanwhile: put such a member back.
+            let mut back = Vec::new();
+            for (member, calls) in leaving {
+                let metrics = member.breaker.get_metrics();
+                if lifetime_calls(&metrics) != calls || !evictable(&metrics, inner.idle_after) {
+                    back.push(member);
+                } else {
+                    writer.seen.remove(&member.key);
+                    evicted += 1;
+                }
+            }
+            if !back.is_empty() {
+                let mut again = Table::clone(&shard.load());
+                for member in back {
+                    again.0.insert_unique(member.hash, member, |m| m.hash);
+                }
+                shard.store(Arc::new(again));
+                self.publish();
+            }
+        }
+        writer.len -= evicted;
+        inner
+            .evicted_keys
+            .fetch_add(evicted as u64, Ordering::Relaxed);
+        evicted
+    }
+}
+
+/// A family's member for one key, held for a call: derefs to its
+/// [`CircuitBreaker`]. From [`Family::member`].
+///
+/// It keeps the table it was found in alive, not the family's current one:
+/// hold it for a call, not for good (clone the breaker to keep it). It is
+/// not `Send`: a thread's cache counts the members it lent.
+///
+/// ```
+/// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, Family};
+///
+/// let llm = Family::new("member-doc", CircuitBreakerConfig::default())?;
+/// let member = llm.member("gpt-4o")?;
+/// let kept: CircuitBreaker = (*member).clone();
+/// drop(member);
+/// assert!(kept.ptr_eq(&llm.breaker_str("gpt-4o")?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Member(Held);
+
+enum Held {
+    /// Found in this thread's cached snapshot, kept alive by the cache
+    /// until this member is dropped (see [`ThreadCache`]).
+    Cached { breaker: NonNull<CircuitBreaker> },
+    /// Found in a published table, kept alive by the guard; tables are
+    /// never changed once published, so the pointer stays valid.
+    Table {
+        _guard: arc_swap::Guard<Arc<Table>>,
+        breaker: NonNull<CircuitBreaker>,
+    },
+    /// Just created.
+    Owned(CircuitBreaker),
+}
+
+impl std::ops::Deref for Member {
+    type Target = CircuitBreaker;
+
+    #[inline]
+    fn deref(&self) -> &CircuitBreaker {
+        match &self.0 {
+            // SAFETY: the pointer is into the table the guard holds (see
+            // `Held::Table`).
+            Held::Table { breaker, .. } => unsafe { breaker.as_ref() },
+            Held::Cached { breaker } => unsafe { breaker.as_ref() },
+            Held::Owned(breaker) => breaker,
+        }
+    }
+}
+
+impl Drop for Member {
+    #[inline]
+    fn drop(&mut self) {
+        if let Held::Cached { .. } = self.0 {
+            ThreadCache::leave();
+        }
+    }
+}
+
+/// Every shard's table at one moment.
+#[derive(Default)]
+struct Snapshot {
+    tables: Vec<Arc<Table>>,
+}
+
+static NEXT_FAMILY_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How many families a thread keeps a snapshot of.
+const CACHED_FAMILIES: usize = 4;
+
+/// A thread's snapshots of the families it calls, so that a lookup reads
+/// one generation counter instead of paying `ArcSwap::load`'s fenced
+/// store (about 12 ns here).
+///
+/// A snapshot in use is never dropped: while any [`Member`] found through
+/// the cache lives on this thread (`depth > 0`), a snapshot replaced by a
+/// newer one goes to `retired`, freed when the last member is dropped.
+/// Members are `!Send`, so they are dropped on the thread that counted
+/// them. A thread keeps at most [`CACHED_FAMILIES`] snapshots: tables the
+/// families have since replaced stay alive until the thread next calls
+/// that family, or exits.
+#[derive(Default)]
+struct ThreadCache {
+    slots: [Option<Slot>; CACHED_FAMILIES],
+    next: usize,
+    depth: usize,
+    retired: Vec<Arc<Snapshot>>,
+}
+
+/// One family's snapshot in a thread's cache.
+struct Slot {
+    id: u64,
+    generation: u64,
+    snapshot: Arc<Snapshot>,
+    /// The entry this thread found last, in `snapshot`: a thread that asks
+    /// for one key again and again compares the key and skips the hash and
+    /// the probe.
+    last: Option<NonNull<Entry>>,
+}
+
+thread_local! {
+    static THREAD_CACHE: std::cell::UnsafeCell<ThreadCache> =
+        std::cell::UnsafeCell::new(ThreadCache::default());
+}
+
+impl ThreadCache {
+    /// The breaker for `key` in the snapshot of family `id` at
+    /// `generation` or newer (loaded with `load` if the cached one is
+    /// older), found with `find` unless it is the key this thread asked
+    /// for last; counts one more member in use. `None` when the snapshot
+    /// has no such key, or the thread's cache is gone (thread exit).
+    #[inline]
+    fn lend(
+        id: u64,
+        generation: u64,
+        load: impl FnOnce() -> Arc<Snapshot>,
+        key: &str,
+        find: impl FnOnce(&Snapshot) -> Option<NonNull<Entry>>,
+    ) -> Option<NonNull<CircuitBreaker>> {
+        let mut stale = None;
+        let lent = THREAD_CACHE.try_with(|cache| {
+            // SAFETY: only this function and `leave` touch the cache,
+            // neither re-enters (`load` and `find` do not reach it), and
+            // neither lets a reference to it escape.
+            let cache = unsafe { &mut *cache.get() };
+            let index = match cache
+                .slots
+                .iter()
+                .position(|slot| matches!(slot, Some(slot) if slot.id == id))
+            {
+                Some(index) => index,
+                None => {
+                    let index = cache.next;
+                    cache.next = (cache.next + 1) % CACHED_FAMILIES;
+                    index
+                }
+            };
+            let slot = match &mut cache.slots[index] {
+                Some(slot) if slot.id == id && slot.generation == generation => slot,
+                other => {
+                    let old = other.replace(Slot {
+                        id,
+                        generation,
+                        snapshot: load(),
+                        last: None,
+                    });
+                    stale = old.map(|old| old.snapshot);
+                    other.as_mut().expect("just filled")
+                }
+            };
+            // SAFETY: `last` points into `slot.snapshot`, which is alive.
+            let entry = match slot.last {
+                Some(last) if same_text(&unsafe { last.as_ref() }.key, key) => last,
+                _ => {
+                    let entry = find(&slot.snapshot)?;
+                    slot.last = Some(entry);
+                    entry
+                }
+            };
+            cache.depth += 1;
+            // SAFETY: as above; the snapshot stays alive while `depth > 0`.
+            Some(NonNull::from(unsafe { &entry.as_ref().breaker }))
+        });
+        // A snapshot replaced while members found in it are in use waits
+        // for them; otherwise it goes now, outside the cache.
+        if let Some(stale) = stale {
+            let _ = THREAD_CACHE.try_with(|cache| {
+                // SAFETY: as above.
+                let cache = unsafe { &mut *cache.get() };
+                if cache.depth > usize::from(matches!(lent, Ok(Some(_)))) {
+                    cache.retired.push(stale);
+                    None
+                } else {
+                    Some(stale)
+                }
+            });
+        }
+        lent.ok().flatten()
+    }
+
+    /// One member fewer in use; the last one frees retired snapshots.
+    #[inline]
+    fn leave() {
+        let retired = THREAD_CACHE.try_with(|cache| {
+            // SAFETY: as in `enter`.
+            let cache = unsafe { &mut *cache.get() };
+            cache.depth -= 1;
+            if cache.depth == 0 && !cache.retired.is_empty() {
+                std::mem::take(&mut cache.retired)
+            } else {
+                Vec::new()
+            }
+        });
+        // Dropped outside the cache: a breaker's drop must not find it
+        // borrowed.
+        drop(retired);
+    }
+}
+
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl Table {
+    #[inline]
+    fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
+        self.0.find(hash, |m| m.hash == hash && *m.key == *key)
+    }
+}
+
+/// `a == b`, without a call to `memcmp` for keys up to 16 bytes: that
+/// call was a fifth of a keyed call's time.
+#[inline]
+fn same_text(a: &str, b: &str) -> bool {
+    fn word<const N: usize>(text: &[u8], at: usize) -> [u8; N] {
+        let mut word = [0; N];
+        word.copy_from_slice(&text[at..at + N]);
+        word
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two reads that overlap cover every byte.
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// Every call a breaker has seen, admitted or not.
+fn lifetime_calls(metrics: &Metrics) -> u64 {
+    metrics.total_calls + metrics.rejected_calls + metrics.local_rate_limited_calls
+}
+
+/// Whether a member's circuit is in a state that may be evicted: closed
+/// and not forced, with no failure pending or recent and no probe out.
+fn evictable(metrics: &Metrics, idle_after: Duration) -> bool {
+    metrics.detailed_state == DetailedState::Closed
+        && metrics.consecutive_failures == 0
+        && metrics.probes_in_flight == 0
+        && metrics
+            .last_failure
+            .as_ref()
+            .is_none_or(|failure| failure.age >= idle_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_text;
+
+    #[test]
+    fn same_text_compares_every_byte_of_every_length() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789";
+        for n in 0..=text.len() {
+            let a = &text[..n];
+            assert!(same_text(a, a), "{a}");
+            for i in 0..n {
+                let mut b = a.as_bytes().to_vec();
+                b[i] = b'!';
+                let b = std::str::from_utf8(&b).unwrap();
+                assert!(!same_text(a, b), "{a} vs {b}");
+            }
+            assert!(!same_text(a, &text[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
+}
