@@ -81,13 +81,18 @@ mod counters;
 mod deadline;
 mod error;
 mod events;
+#[cfg(any(feature = "prometheus", feature = "metrics"))]
+mod exposition;
 mod fallback;
 mod metrics;
 mod pool;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod rate_limit;
 mod registry;
 mod state;
 mod sync;
+mod telemetry;
 
 #[doc(hidden)]
 pub mod __private;
@@ -111,7 +116,10 @@ pub use events::{Event, EventKind, Subscription, subscribe};
 pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
 };
-pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
+pub use metrics::{
+    FailureCounts, LastFailure, Metrics, RejectedCounts, ResponseTimes, TransitionCounts,
+    WindowMetrics,
+};
 pub use pool::{
     DEFAULT_LIMIT as DEFAULT_DEADLINE_WORKER_LIMIT, deadline_worker_limit,
     set_deadline_worker_limit,
