@@ -24,6 +24,9 @@ pub(crate) enum Value {
     Float(f64),
 }
 
+/// Takes one value of a series, with its label's value (if it has one).
+pub(crate) type Emit<'a> = dyn FnMut(Option<&'static str>, Value) + 'a;
+
 /// One metric family.
 pub(crate) struct Series {
     /// The name without the `_total` a counter gets in the exposition.
@@ -35,7 +38,7 @@ pub(crate) struct Series {
     pub(crate) label: Option<&'static str>,
     /// Calls `emit` once per value of the label (with that value), or once
     /// (with `None`) for a series without a label.
-    pub(crate) read: fn(&BreakerStatus, &mut dyn FnMut(Option<&'static str>, Value)),
+    pub(crate) read: fn(&BreakerStatus, &mut Emit<'_>),
 }
 
 impl Series {

@@ -85,6 +85,8 @@ mod events;
 mod exposition;
 mod fallback;
 mod metrics;
+#[cfg(feature = "metrics")]
+pub mod metrics_facade;
 mod pool;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
