@@ -197,10 +197,12 @@ impl TransitionCounts {
 ///     .clock(clock.clone())
 ///     .build()?;
 /// // The first call of each thread is timed: it takes 3 ms.
-/// breaker.call(|| {
-///     clock.advance(Duration::from_millis(3));
-///     Ok::<_, String>(())
-/// })?;
+/// breaker
+///     .call(|| {
+///         clock.advance(Duration::from_millis(3));
+///         Ok::<_, String>(())
+///     })
+///     .expect("closed");
 /// let times = breaker.get_metrics().response_times;
 /// assert_eq!(times.count(), 1);
 /// assert_eq!(times.sum(), Duration::from_millis(3));

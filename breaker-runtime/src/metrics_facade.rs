@@ -30,7 +30,7 @@ pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 /// let own = Registry::new();
 /// let db = own.register(CircuitBreaker::new("db", CircuitBreakerConfig::default())?)
 ///     .expect("a new name");
-/// db.call(|| Ok::<_, String>(()))?;
+/// db.call(|| Ok::<_, String>(())).expect("closed");
 ///
 /// let recorder = DebuggingRecorder::new();
 /// let snapshotter = recorder.snapshotter();

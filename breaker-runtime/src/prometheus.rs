@@ -16,7 +16,7 @@
 //! use breaker_runtime::prometheus::BreakerCollector;
 //!
 //! let llm = registry().get_or_register("prometheus-doc-llm", CircuitBreakerConfig::default())?;
-//! llm.call(|| Ok::<_, String>(()))?;
+//! llm.call(|| Ok::<_, String>(())).expect("closed");
 //!
 //! let mut metrics = prometheus_client::registry::Registry::default();
 //! metrics.register_collector(Box::new(BreakerCollector::global()));
