@@ -43,6 +43,7 @@ pub(crate) struct Series {
 
 impl Series {
     /// The name as exposed: counters end in `_total`.
+    #[cfg(any(feature = "metrics", test))]
     pub(crate) fn exposed_name(&self) -> String {
         match self.kind {
             Kind::Counter => format!("{}_total", self.name),

@@ -78,10 +78,12 @@ mod clock;
 mod config;
 mod core;
 mod counters;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod deadline;
 mod error;
 mod events;
-#[cfg(any(feature = "prometheus", feature = "metrics"))]
+#[cfg(any(feature = "prometheus", feature = "metrics", feature = "dashboard"))]
 mod exposition;
 mod fallback;
 mod metrics;
