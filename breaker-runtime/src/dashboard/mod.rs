@@ -133,6 +133,13 @@ enum Source {
 }
 
 impl Source {
+    fn clone_handle(&self) -> Self {
+        match self {
+            Self::Static(registry) => Self::Static(registry),
+            Self::Shared(registry) => Self::Shared(Arc::clone(registry)),
+        }
+    }
+
     fn get(&self) -> &Registry {
         match self {
             Self::Static(registry) => registry,
@@ -226,7 +233,16 @@ impl Dashboard {
     fn with_source(registry: Source) -> Self {
         let transitions = Arc::new(Transitions::default());
         let heard = Arc::clone(&transitions);
-        let subscription = events::subscribe(move |event| heard.hear(event.breaker, &event.kind));
+        // Events name their breaker but not its registry: a transition is
+        // kept when this registry holds a breaker of that name.
+        let shown = registry.clone_handle();
+        let subscription = events::subscribe(move |event| {
+            if matches!(event.kind, EventKind::Transition { .. })
+                && shown.get().get(event.breaker).is_some()
+            {
+                heard.hear(event.breaker, &event.kind);
+            }
+        });
         Self {
             shared: Arc::new(Shared {
                 registry,
@@ -268,10 +284,7 @@ impl Dashboard {
         } = self;
         let subscription = shared.subscription.lock().take();
         let shared = Arc::new(Shared {
-            registry: match &shared.registry {
-                Source::Static(registry) => Source::Static(registry),
-                Source::Shared(registry) => Source::Shared(Arc::clone(registry)),
-            },
+            registry: shared.registry.clone_handle(),
             token: Some(token.into()),
             transitions: Arc::clone(&shared.transitions),
             subscription: Mutex::new(subscription),
