@@ -407,3 +407,96 @@ async fn the_agent_demo_shows_its_llm_breaker_open_then_closed() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A thousand breakers: the open ones first, a family of 500 collapsed to
+/// its open member until its header is clicked, the filter narrows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_breakers_stay_usable() {
+    let Some(driver) = start_driver() else {
+        eprintln!("SKIPPED: chromedriver is not installed (Debian: chromium chromium-driver)");
+        return;
+    };
+    let registry = Arc::new(Registry::new());
+    for i in 0..1_000 {
+        let name = if i < 500 {
+            format!("svc-{i:04}")
+        } else {
+            format!("llm[key-{i:04}]")
+        };
+        registry
+            .register(CircuitBreaker::new(name, CircuitBreakerConfig::default()).expect("valid"))
+            .expect("a new name");
+    }
+    for name in ["svc-0377", "svc-0042", "llm[key-0900]"] {
+        if let Some(breaker) = registry.get(name) {
+            breaker.force_open();
+        }
+    }
+    let running = serve(Dashboard::shared(Arc::clone(&registry))).await;
+    let client = browser(&driver).await;
+    client
+        .goto(&format!("http://{}/", running.local_addr()))
+        .await
+        .expect("the page loads");
+    let rows = || async {
+        client
+            .find_all(Locator::Css("#rows tr.breaker"))
+            .await
+            .map(|rows| rows.len())
+            .unwrap_or(0)
+    };
+    // 500 plain breakers, and the family's header over its one open key.
+    eventually(Duration::from_secs(20), "501 rows", || async {
+        (rows().await == 501).then_some(())
+    })
+    .await;
+    let first: Vec<String> = client
+        .execute(
+            "return [...document.querySelectorAll('#rows tr')].slice(0, 5)\
+             .map(r => r.classList.contains('family') ? 'family' : r.dataset.breaker)",
+            vec![],
+        )
+        .await
+        .expect("a script runs")
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        first,
+        [
+            "family",
+            "llm[key-0900]",
+            "svc-0042",
+            "svc-0377",
+            "svc-0000"
+        ],
+        "the open breakers lead, the family's open key under its header"
+    );
+    client
+        .find(Locator::Css("#rows tr.family"))
+        .await
+        .expect("the family header")
+        .click()
+        .await
+        .expect("clicked");
+    eventually(Duration::from_secs(3), "the family expands", || async {
+        (rows().await == 1_000).then_some(())
+    })
+    .await;
+    client
+        .find(Locator::Id("filter"))
+        .await
+        .expect("the filter")
+        .send_keys("svc-03")
+        .await
+        .expect("typed");
+    eventually(
+        Duration::from_secs(3),
+        "the filter narrows to 100",
+        || async { (rows().await == 100).then_some(()) },
+    )
+    .await;
+    client.close().await.expect("the session ends");
+}

@@ -11,8 +11,13 @@ const LABEL = {
   forced_open: 'forced open', forced_closed: 'forced closed',
 };
 
+// A family with more members than this shows only its open and half-open
+// ones until its header is clicked (or a filter is typed).
+const COLLAPSE_ABOVE = 20;
+
 const rows = new Map(); // breaker name -> row
 const familyRows = new Map(); // family name -> header row
+const expanded = new Set(); // families shown in full
 let controls = false;
 
 const $ = (id) => document.getElementById(id);
@@ -179,17 +184,29 @@ function layout() {
   for (const group of ordered) {
     group.members.sort((a, b) => rank(a.data) - rank(b.data) || a.data.name.localeCompare(b.data.name));
     if (group.family !== null) {
-      let header = familyRows.get(group.family);
+      const family = group.family;
+      let header = familyRows.get(family);
       if (!header) {
         header = el('tr', 'family');
         header.append(el('td'), el('td'));
         header.lastChild.colSpan = 10;
-        familyRows.set(group.family, header);
+        header.addEventListener('click', () => {
+          if (expanded.has(family)) expanded.delete(family);
+          else expanded.add(family);
+          layout();
+        });
+        familyRows.set(family, header);
       }
-      const opens = group.members.filter((r) => rank(r.data) <= 2).length;
-      header.lastChild.textContent = group.family + ' — ' + group.members.length + ' keys'
-        + (opens ? ', ' + opens + ' open or half-open' : '');
+      const big = group.members.length > COLLAPSE_ABOVE;
+      const collapsed = big && !filter && !expanded.has(family);
+      const opens = group.members.filter((r) => rank(r.data) <= 2);
+      header.dataset.collapsed = String(collapsed);
+      header.lastChild.textContent = family + ' — ' + group.members.length + ' keys'
+        + (opens.length ? ', ' + opens.length + ' open or half-open' : '')
+        + (collapsed ? ' (click to show all)' : big && !filter ? ' (click to collapse)' : '');
       list.push(header);
+      for (const r of collapsed ? opens : group.members) list.push(r.tr);
+      continue;
     }
     for (const r of group.members) list.push(r.tr);
   }
