@@ -6,6 +6,7 @@
 //! cargo run --example agent                 # interactive on a terminal
 //! printf 'What is AI?\n/status\n' | cargo run --example agent
 //! cargo run --example agent -- --demo       # a scripted failure and recovery
+//! cargo run --example agent -- --dashboard 127.0.0.1:8080   # and a live page
 //! ```
 //!
 //! With `OPENAI_API_KEY` set (in the environment or `.env`), questions go to
@@ -13,48 +14,73 @@
 //! simulated model. The demo always uses the simulated model.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use breaker_examples::agent::{Agent, Backend, LLM_BREAKER};
 use breaker_examples::repl::{Flow, HELP, Session, Style};
+use breaker_runtime::dashboard::Dashboard;
 use rustyline::error::ReadlineError;
 
 const USAGE: &str = "\
-usage: agent [--demo]
+usage: agent [--demo] [--dashboard ADDR]
 
   (no arguments)  read questions and commands from the terminal, or from
                   standard input when it is not a terminal, until the end
   --demo          run a scripted scenario: healthy, failing, open,
                   recovering through half-open, closed (about 7 s)
+  --dashboard ADDR  serve a live page of the breakers, with /metrics,
+                  /status.json and /events, on ADDR (127.0.0.1:8080; a
+                  loopback address, port 0 for any free port) while the
+                  agent runs
 
 environment: OPENAI_API_KEY (also read from .env), OPENAI_BASE_URL,
              OPENAI_MODEL, NO_COLOR";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let demo = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] => false,
-        ["--demo"] => true,
-        ["--help" | "-h"] => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+    let mut demo = false;
+    let mut dashboard: Option<SocketAddr> = None;
+    let mut args = args.iter().map(String::as_str);
+    while let Some(arg) = args.next() {
+        match arg {
+            "--demo" if !demo => demo = true,
+            "--dashboard" if dashboard.is_none() => match args.next().map(str::parse) {
+                Some(Ok(addr)) => dashboard = Some(addr),
+                _ => {
+                    eprintln!("agent: --dashboard needs an address such as 127.0.0.1:8080");
+                    return ExitCode::from(2);
+                }
+            },
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
         }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
+    // Served on the runtime's workers until `main` returns: in piped mode,
+    // until the end of input.
+    let _dashboard = match dashboard.map(|addr| runtime.block_on(Dashboard::new().serve(addr))) {
+        None => None,
+        Some(Ok(running)) => {
+            eprintln!("dashboard: http://{}/", running.local_addr());
+            Some(running)
+        }
+        Some(Err(error)) => {
+            eprintln!("agent: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = if demo {
         run_demo(&runtime)
     } else if std::io::stdin().is_terminal() {

@@ -178,7 +178,7 @@ impl CircuitBreaker {
         } else {
             core.clock.now()
         };
-        Metrics::new(core.counters.totals(), state, now)
+        Metrics::new(core.counters.totals(), state, &core.telemetry, now)
     }
 
     /// Opens the circuit and keeps it open, with no automatic half-open,
@@ -414,7 +414,10 @@ impl CircuitBreaker {
             .limiter
             .as_ref()
             .map_or(0, |limiter| std::mem::size_of_val(&**limiter));
-        std::mem::size_of::<Inner>() + self.inner.core.counters.memory_size() + limiter
+        std::mem::size_of::<Inner>()
+            + self.inner.core.counters.memory_size()
+            + self.inner.core.telemetry.memory_size()
+            + limiter
     }
 
     /// Whether `self` and `other` are handles to the same breaker.

@@ -761,6 +761,7 @@ impl CircuitBreaker {
         let counters = &self.inner.core.counters;
         counters.add(Count::ResponseNanos, elapsed);
         counters.add(Count::ResponseSamples, 1);
+        self.inner.core.telemetry.record_latency(elapsed);
     }
 
     /// Reports a call that finished past its deadline.

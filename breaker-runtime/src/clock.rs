@@ -320,7 +320,9 @@ pub(crate) enum ClockHandle {
     /// load. Made by [`ready`](Self::ready).
     Ticking,
     Manual(ManualClock),
-    Custom(Arc<dyn Clock>),
+    /// Boxed inside the `Arc`: a thin pointer keeps the handle (and so
+    /// every breaker) 8 bytes smaller than a fat `Arc<dyn Clock>` would.
+    Custom(Arc<Box<dyn Clock>>),
 }
 
 impl ClockHandle {
@@ -333,7 +335,7 @@ impl ClockHandle {
         } else if let Some(manual) = any.downcast_ref::<ManualClock>() {
             Self::Manual(manual.clone())
         } else {
-            Self::Custom(Arc::new(clock))
+            Self::Custom(Arc::new(Box::new(clock)))
         }
     }
 

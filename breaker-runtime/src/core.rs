@@ -54,6 +54,7 @@ use crate::counters::{Count, Counters};
 use crate::error::{FailureType, FallbackReason, Outcome};
 use crate::state::{CircuitState, DetailedState};
 use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::telemetry::LazyTelemetry;
 use std::time::Duration;
 
 const MODE_BITS: u32 = 3;
@@ -306,6 +307,8 @@ pub(crate) struct Core {
     open_until: AtomicU64,
     slow: Mutex<Slow>,
     pub(crate) counters: Counters,
+    /// The sampled latency histogram and transitions by target state.
+    pub(crate) telemetry: LazyTelemetry,
     pub(crate) clock: ClockHandle,
     failure_threshold: u32,
     success_threshold: u32,
@@ -339,6 +342,7 @@ impl Core {
                 late_results: 0,
             }),
             counters: Counters::new(),
+            telemetry: LazyTelemetry::default(),
             clock,
             failure_threshold: config.failure_threshold,
             success_threshold: config.success_threshold,
@@ -762,6 +766,7 @@ impl Core {
             _ => {}
         }
         slow.transitions += 1;
+        self.telemetry.record_transition(to);
         slow.last_transition_at = Some(now);
         let generation = word.generation().wrapping_add(1);
         self.store(Word::new(mode_of(to), generation, 0));

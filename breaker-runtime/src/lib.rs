@@ -78,18 +78,27 @@ mod clock;
 mod config;
 mod core;
 mod counters;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod deadline;
 mod error;
 mod events;
+#[cfg(any(feature = "prometheus", feature = "metrics", feature = "dashboard"))]
+mod exposition;
 mod fallback;
 mod family;
 mod metrics;
+#[cfg(feature = "metrics")]
+pub mod metrics_facade;
 mod overrides;
 mod pool;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod rate_limit;
 mod registry;
 mod state;
 mod sync;
+mod telemetry;
 
 #[doc(hidden)]
 pub mod __private;
@@ -114,7 +123,10 @@ pub use fallback::{
     CachedFallback, DegradedServiceFallback, Fallback, SimpleFallback, fallback_reason,
 };
 pub use family::{DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, Family, FamilyBuilder, KeyText, Member};
-pub use metrics::{FailureCounts, LastFailure, Metrics, WindowMetrics};
+pub use metrics::{
+    FailureCounts, LastFailure, Metrics, RejectedCounts, ResponseTimes, TransitionCounts,
+    WindowMetrics,
+};
 pub use overrides::{
     CONFIG_VAR, ConfigSources, KEYS as OVERRIDE_KEYS, OverrideError, OverrideErrors, RESERVED_VARS,
     ValueSource,

@@ -650,9 +650,36 @@ impl Registry {
         self.entries.write().remove(name).map(|e| e.breaker)
     }
 
-    /// The registered names, sorted.
+    /// The names of every breaker, sorted: the registered breakers and the
+    /// members of the keyed families (`llm[gpt-4o]`), as in the status.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreakerConfig, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// registry.get_or_register("db", CircuitBreakerConfig::default())?;
+    /// registry.family("llm", CircuitBreakerConfig::default())?.breaker("gpt-4o")?;
+    /// assert_eq!(registry.names(), ["db", "llm[gpt-4o]"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn names(&self) -> Vec<String> {
-        self.entries.read().keys().map(|k| k.to_string()).collect()
+        let mut names: Vec<String> = self.entries.read().keys().map(|k| k.to_string()).collect();
+        let families: Vec<Family> = self
+            .families
+            .read()
+            .values()
+            .map(|e| e.family.clone())
+            .collect();
+        for family in families {
+            names.extend(
+                family
+                    .members()
+                    .into_iter()
+                    .map(|(_, member)| member.name().to_owned()),
+            );
+        }
+        names.sort_unstable();
+        names
     }
 
     /// A snapshot of every breaker, sorted by name. A family's members

@@ -55,6 +55,27 @@ pub enum DetailedState {
 }
 
 impl DetailedState {
+    /// Every state, in declaration order.
+    ///
+    /// ```
+    /// use breaker_runtime::DetailedState;
+    ///
+    /// let names: Vec<&str> = DetailedState::ALL.iter().map(|s| s.as_str()).collect();
+    /// assert_eq!(names, ["closed", "open", "half_open", "forced_open", "forced_closed"]);
+    /// ```
+    pub const ALL: [DetailedState; 5] = [
+        Self::Closed,
+        Self::Open,
+        Self::HalfOpen,
+        Self::ForcedOpen,
+        Self::ForcedClosed,
+    ];
+
+    /// The position of this state in [`ALL`](Self::ALL).
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The classic state this one reads as.
     pub const fn simple(self) -> CircuitState {
         match self {
