@@ -330,7 +330,8 @@ impl CircuitBreaker {
     /// # Errors
     /// As [`call`](Self::call); a fallback that has something to serve
     /// replaces the error. A fallback that returns an error gives
-    /// [`CallError::FallbackFailed`], with why it ran and its error; one
+    /// [`BreakerFailure::FallbackFailed`](crate::BreakerFailure::FallbackFailed)
+    /// (inside [`CallError::Breaker`]), with why it ran and its error; one
     /// that panics gives [`BreakerError::FallbackFailed`], with why it ran
     /// and the panic's payload.
     ///
@@ -979,10 +980,7 @@ impl CircuitBreaker {
                 self.count(Count::FallbackFailed);
                 let cause = "the fallback returned an error".to_owned();
                 events::emit(self.name(), EventKind::FallbackFailed { reason, cause });
-                return Err(CallError::FallbackFailed(Box::new(FallbackError {
-                    reason,
-                    error,
-                })));
+                return Err(CallError::from(FallbackError { reason, error }));
             }
             Err(payload) => payload,
         };

@@ -117,10 +117,7 @@ mod unix {
     }
 
     fn breaker_error<'a, T>(result: &'a Result<T, CallError<&str>>) -> Option<&'a BreakerError> {
-        match result {
-            Err(CallError::Breaker(error)) => Some(error),
-            _ => None,
-        }
+        result.as_ref().err().and_then(CallError::breaker_error)
     }
 
     /// Waits until the pool has `idle` workers waiting for a job.
