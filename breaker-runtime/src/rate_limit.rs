@@ -110,7 +110,7 @@ impl RateLimiter {
 
 /// A refusal of [`RateLimiter::check`]: [`RateLimiter::retry_after`] says
 /// how long until the next permit.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Refusal(NotUntil<Nanos>);
 
 /// The largest burst that refills within [`BURST_HORIZON`] at one permit
