@@ -617,8 +617,10 @@ pub mod shape {
             match result {
                 Ok(value) => Ok(value),
                 Err(CallError::Inner(error)) => Err(error),
-                Err(CallError::FallbackFailed(failed)) => Err(failed.error),
-                Err(CallError::Breaker(error)) => Err(map_err(*error)),
+                Err(CallError::Breaker(failure)) => match *failure {
+                    crate::BreakerFailure::FallbackFailed(failed) => Err(failed.error),
+                    crate::BreakerFailure::Breaker(error) => Err(map_err(error)),
+                },
             }
         }
 
@@ -630,8 +632,10 @@ pub mod shape {
             match result {
                 Ok(value) => Ok(value),
                 Err(CallError::Inner(error)) => Err(error),
-                Err(CallError::FallbackFailed(failed)) => Err(failed.error),
-                Err(CallError::Breaker(error)) => super::fallback_failed(*error),
+                Err(CallError::Breaker(failure)) => match *failure {
+                    crate::BreakerFailure::FallbackFailed(failed) => Err(failed.error),
+                    crate::BreakerFailure::Breaker(error) => super::fallback_failed(error),
+                },
             }
         }
     }
@@ -683,8 +687,10 @@ pub mod shape {
             match result {
                 Ok(value) => value,
                 Err(CallError::Inner(never)) => match never {},
-                Err(CallError::FallbackFailed(failed)) => match failed.error {},
-                Err(CallError::Breaker(error)) => super::fallback_failed(*error),
+                Err(CallError::Breaker(failure)) => match *failure {
+                    crate::BreakerFailure::FallbackFailed(failed) => match failed.error {},
+                    crate::BreakerFailure::Breaker(error) => super::fallback_failed(error),
+                },
             }
         }
     }

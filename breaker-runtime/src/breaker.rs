@@ -246,9 +246,9 @@ impl CircuitBreaker {
     #[inline(always)]
     pub(crate) fn within_rate_limit(&self, admission: Admission) -> Result<(), FallbackReason> {
         match &self.inner.limiter {
-            Some(limiter) => limiter
-                .check()
-                .map_err(|retry_after| self.locally_rate_limited(admission, retry_after)),
+            Some(limiter) => limiter.check().map_err(|refusal| {
+                self.locally_rate_limited(admission, limiter.retry_after(refusal))
+            }),
             None => Ok(()),
         }
     }
@@ -274,9 +274,15 @@ impl CircuitBreaker {
         }
     }
 
+    /// Counts and reports a call the local rate limit refused: shared by
+    /// every call site, off the hot path.
     #[cold]
     #[inline(never)]
-    fn locally_rate_limited(&self, admission: Admission, retry_after: Duration) -> FallbackReason {
+    pub(crate) fn locally_rate_limited(
+        &self,
+        admission: Admission,
+        retry_after: Duration,
+    ) -> FallbackReason {
         let core = &self.inner.core;
         // Never made, so it moves nothing: give back a probe slot. A probe
         // reclaimed in the meantime was counted as a timeout already.

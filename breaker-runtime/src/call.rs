@@ -19,6 +19,7 @@ use crate::error::{
 use crate::events::{self, EventKind};
 use crate::fallback::{Fallback, with_reason};
 use crate::pool::Refused;
+use crate::rate_limit::{RateLimiter, Refusal};
 
 /// A fallback for calls returning `Result<T, E>`: asked for a replacement
 /// result when the call is rejected or fails.
@@ -330,7 +331,8 @@ impl CircuitBreaker {
     /// # Errors
     /// As [`call`](Self::call); a fallback that has something to serve
     /// replaces the error. A fallback that returns an error gives
-    /// [`CallError::FallbackFailed`], with why it ran and its error; one
+    /// [`BreakerFailure::FallbackFailed`](crate::BreakerFailure::FallbackFailed)
+    /// (inside [`CallError::Breaker`]), with why it ran and its error; one
     /// that panics gives [`BreakerError::FallbackFailed`], with why it ran
     /// and the panic's payload.
     ///
@@ -351,13 +353,15 @@ impl CircuitBreaker {
         // Admission. A closed circuit takes no lock; an open one serves its
         // fallback without the lock; only half-open goes through `admit`.
         let (permit, closed) = if let Some(generation) = inner.core.closed_generation() {
-            let admission = Admission::Closed(generation);
-            if inner.limiter.is_some() {
-                if let Err(reason) = self.within_rate_limit_out_of_line(admission) {
+            // The GCRA step inline; counting a refusal is shared, cold code.
+            if let Some(limiter) = &inner.limiter {
+                if let Err(refusal) = limiter.check() {
+                    let reason = self.closed_call_rate_limited(generation, limiter, refusal);
                     return self.refuse_sync(reason, &options.fallback);
                 }
             }
             // Held across the call so a panic counts as a failure.
+            let admission = Admission::Closed(generation);
             (Permit::admitted(self, admission), Some(generation))
         } else if let Some(retry_after) = inner.core.open_wait() {
             return self.serve_open_rejection(retry_after, &options.fallback);
@@ -608,11 +612,18 @@ impl CircuitBreaker {
         panic::resume_unwind(payload)
     }
 
-    /// The local rate limit's check for a closed-circuit sync call, out of
-    /// line so that annotated functions share it.
+    /// Counts and reports a closed-circuit call the local rate limit
+    /// refused: out of line, and shared by every call site.
+    #[cold]
     #[inline(never)]
-    fn within_rate_limit_out_of_line(&self, admission: Admission) -> Result<(), FallbackReason> {
-        self.within_rate_limit(admission)
+    fn closed_call_rate_limited(
+        &self,
+        generation: u32,
+        limiter: &RateLimiter,
+        refusal: Refusal,
+    ) -> FallbackReason {
+        let retry_after = limiter.retry_after(refusal);
+        self.locally_rate_limited(Admission::Closed(generation), retry_after)
     }
 
     /// Answers a sync call refused before it ran.
@@ -980,10 +991,7 @@ impl CircuitBreaker {
                 self.count(Count::FallbackFailed);
                 let cause = "the fallback returned an error".to_owned();
                 events::emit(self.name(), EventKind::FallbackFailed { reason, cause });
-                return Err(CallError::FallbackFailed(Box::new(FallbackError {
-                    reason,
-                    error,
-                })));
+                return Err(CallError::from(FallbackError { reason, error }));
             }
             Err(payload) => payload,
         };

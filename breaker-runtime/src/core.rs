@@ -964,6 +964,40 @@ mod mutants {
         assert_eq!(core.counters.totals().get(Count::RejectedOpen), 1);
     }
 
+    /// The closed sync path's own check: a closed circuit gives its
+    /// generation without the lock, and every other state gives `None`
+    /// (forced closed too: its calls are bypassed, not counted as closed).
+    #[test]
+    fn only_a_closed_circuit_gives_its_generation_and_without_the_lock() {
+        let core = core();
+        assert_eq!(
+            without_the_lock(&core, Core::closed_generation),
+            Some(Some(0))
+        );
+        for state in [
+            DetailedState::ForcedClosed,
+            DetailedState::Open,
+            DetailedState::HalfOpen,
+            DetailedState::ForcedOpen,
+        ] {
+            core.force(state);
+            assert_eq!(core.closed_generation(), None, "{state:?}");
+        }
+        core.force(DetailedState::Closed);
+        let generation = core.closed_generation().expect("closed again");
+        assert_ne!(generation, 0, "a new closed period, a new generation");
+    }
+
+    /// A reclaimed probe is known by its period and its ticket: the same
+    /// ticket in another half-open period is another probe.
+    #[test]
+    fn a_probe_key_tells_periods_apart() {
+        assert_ne!(probe_key(1, 7), probe_key(2, 7));
+        assert_ne!(probe_key(1, 7), probe_key(0, 7));
+        assert_ne!(probe_key(1, 7), probe_key(1, 8));
+        assert_eq!(probe_key(3, 7), probe_key(3, 7));
+    }
+
     /// A caller that read the word, then took the lock after another
     /// thread moved the state, is admitted or refused by the state it
     /// finds under the lock.

@@ -242,7 +242,7 @@ pub enum BreakerError {
     /// payload, see [`take_panic_payload`](Self::take_panic_payload)), or
     /// it had nothing to serve and the original error could not be
     /// returned. A fallback that returned an error gives
-    /// [`CallError::FallbackFailed`] instead, with that error.
+    /// [`BreakerFailure::FallbackFailed`] instead, with that error.
     #[error("fallback of circuit breaker `{name}` failed: {cause} (it ran because: {reason})")]
     FallbackFailed {
         /// The breaker's name.
@@ -442,28 +442,60 @@ impl PartialEq for PanicPayload {
 /// The error of a call made through a breaker: the call's own error, or the
 /// breaker's reason for not producing a result.
 ///
-/// The breaker's error is boxed so that a `Result<T, CallError<E>>` is no
-/// larger than the call's own result needs: for small `T` and `E` it comes
-/// back in registers, and every call, good or bad, is cheaper for it.
+/// Everything but the call's own error sits behind one box
+/// ([`BreakerFailure`]), so a `CallError<E>` is no larger than `E` and one
+/// pointer need: a `CallError<()>` is one word, and a
+/// `Result<u64, CallError<()>>` is two and comes back in registers. Every
+/// call, good or bad, is cheaper for it. Match the box's contents with
+/// `match *failure`, or ask [`breaker_error`](Self::breaker_error) and
+/// [`fallback_error`](Self::fallback_error).
+///
+/// ```
+/// use breaker_runtime::{BreakerError, BreakerFailure, CallError, CircuitBreaker, CircuitBreakerConfig};
+///
+/// let breaker = CircuitBreaker::new("call-error-doc", CircuitBreakerConfig::default())?;
+/// breaker.force_open();
+/// let error = breaker.call(|| Ok::<u32, String>(1)).unwrap_err();
+/// let CallError::Breaker(failure) = error else { unreachable!() };
+/// match *failure {
+///     BreakerFailure::Breaker(BreakerError::ForcedOpen { name }) => assert_eq!(name, "call-error-doc"),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// assert_eq!(std::mem::size_of::<CallError<()>>(), std::mem::size_of::<usize>());
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError<E> {
-    /// The protected call (or its fallback) returned this error. Its
-    /// `Display` and `source()` are the error's own, so an error chain
-    /// passes through unbroken.
+    /// The protected call returned this error. Its `Display` and
+    /// `source()` are the error's own, so an error chain passes through
+    /// unbroken.
     #[error(transparent)]
     Inner(E),
-    /// The breaker rejected, timed out or failed the call.
+    /// The breaker rejected, timed out or failed the call, or the fallback
+    /// that ran in its place failed: see [`BreakerFailure`]. Its `Display`
+    /// and `source()` are the boxed error's own.
     #[error(transparent)]
-    Breaker(Box<BreakerError>),
+    Breaker(Box<BreakerFailure<E>>),
+}
+
+/// What a [`CallError::Breaker`] holds: the breaker's own error, or a
+/// fallback's. The two share one box so that the call's result stays small.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BreakerFailure<E> {
+    /// The breaker rejected, timed out or failed the call, and no fallback
+    /// answered in its place (or the fallback panicked: see
+    /// [`BreakerError::FallbackFailed`]).
+    #[error(transparent)]
+    Breaker(BreakerError),
     /// The call did not produce a result, and the fallback that ran in its
-    /// place returned an error: both causes, boxed as the breaker's error
-    /// is. Its `Display` names both; its `source()` is the fallback's error.
+    /// place returned an error: both causes. Its `Display` names both; its
+    /// `source()` is the fallback's error.
     #[error(transparent)]
-    FallbackFailed(Box<FallbackError<E>>),
+    FallbackFailed(FallbackError<E>),
 }
 
 /// A fallback's own error, with why the fallback ran: the
-/// [`CallError::FallbackFailed`] of a call whose fallback returned `Err`.
+/// [`BreakerFailure::FallbackFailed`] of a call whose fallback returned `Err`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("the fallback failed: {error} (it ran because: {reason})")]
 pub struct FallbackError<E> {
@@ -476,7 +508,31 @@ pub struct FallbackError<E> {
 
 impl<E> From<BreakerError> for CallError<E> {
     fn from(error: BreakerError) -> Self {
-        Self::Breaker(Box::new(error))
+        Self::Breaker(Box::new(BreakerFailure::Breaker(error)))
+    }
+}
+
+impl<E> From<FallbackError<E>> for CallError<E> {
+    fn from(error: FallbackError<E>) -> Self {
+        Self::Breaker(Box::new(BreakerFailure::FallbackFailed(error)))
+    }
+}
+
+impl<E> BreakerFailure<E> {
+    /// The breaker's error, if this is one.
+    pub fn breaker_error(&self) -> Option<&BreakerError> {
+        match self {
+            Self::Breaker(error) => Some(error),
+            Self::FallbackFailed(_) => None,
+        }
+    }
+
+    /// The fallback's error with why it ran, if this is one.
+    pub fn fallback_error(&self) -> Option<&FallbackError<E>> {
+        match self {
+            Self::FallbackFailed(failed) => Some(failed),
+            Self::Breaker(_) => None,
+        }
     }
 }
 
@@ -484,26 +540,34 @@ impl<E> CallError<E> {
     /// The breaker's error, if this is one.
     pub fn breaker_error(&self) -> Option<&BreakerError> {
         match self {
-            Self::Breaker(err) => Some(err),
-            Self::Inner(_) | Self::FallbackFailed { .. } => None,
+            Self::Breaker(failure) => failure.breaker_error(),
+            Self::Inner(_) => None,
+        }
+    }
+
+    /// The fallback's error with why it ran, if a fallback returned one
+    /// ([`BreakerFailure::FallbackFailed`]).
+    pub fn fallback_error(&self) -> Option<&FallbackError<E>> {
+        match self {
+            Self::Breaker(failure) => failure.fallback_error(),
+            Self::Inner(_) => None,
         }
     }
 
     /// Why the fallback ran, if this is a fallback's own error
-    /// ([`FallbackFailed`](Self::FallbackFailed)).
+    /// ([`BreakerFailure::FallbackFailed`]).
     pub fn fallback_reason(&self) -> Option<&FallbackReason> {
-        match self {
-            Self::FallbackFailed(failed) => Some(&failed.reason),
-            Self::Inner(_) | Self::Breaker(_) => None,
-        }
+        self.fallback_error().map(|failed| &failed.reason)
     }
 
     /// The call's own error, or its fallback's, if this is one.
     pub fn into_inner(self) -> Option<E> {
         match self {
-            Self::Inner(err) => Some(err),
-            Self::FallbackFailed(failed) => Some(failed.error),
-            Self::Breaker(_) => None,
+            Self::Inner(error) => Some(error),
+            Self::Breaker(failure) => match *failure {
+                BreakerFailure::FallbackFailed(failed) => Some(failed.error),
+                BreakerFailure::Breaker(_) => None,
+            },
         }
     }
 
@@ -514,9 +578,11 @@ impl<E> CallError<E> {
         E: From<BreakerError>,
     {
         match self {
-            Self::Inner(err) => err,
-            Self::FallbackFailed(failed) => failed.error,
-            Self::Breaker(err) => E::from(*err),
+            Self::Inner(error) => error,
+            Self::Breaker(failure) => match *failure {
+                BreakerFailure::FallbackFailed(failed) => failed.error,
+                BreakerFailure::Breaker(error) => E::from(error),
+            },
         }
     }
 }

@@ -116,7 +116,8 @@ pub use core::TransitionCause;
 #[doc(hidden)]
 pub use deadline::Handoff as __Handoff;
 pub use error::{
-    BreakerError, CallError, FailureType, FallbackError, FallbackReason, Outcome, PanicPayload,
+    BreakerError, BreakerFailure, CallError, FailureType, FallbackError, FallbackReason, Outcome,
+    PanicPayload,
 };
 pub use events::{Event, EventKind, Subscription, subscribe};
 pub use fallback::{

@@ -28,7 +28,7 @@ use governor::clock::Clock as GovernorClock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter as Gcra};
+use governor::{NotUntil, Quota, RateLimiter as Gcra};
 
 use crate::clock::{COARSE_TICK, ClockHandle, duration_nanos};
 
@@ -92,14 +92,26 @@ impl RateLimiter {
         self.clock.coarse
     }
 
-    /// Takes a permit, or says how long until the next one.
+    /// Takes a permit, or refuses. Only the GCRA step: how long until the
+    /// next permit is worked out by [`retry_after`](Self::retry_after), off
+    /// the hot path, so this stays small enough to inline into every call.
     #[inline]
-    pub(crate) fn check(&self) -> Result<(), Duration> {
-        self.gcra
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    pub(crate) fn check(&self) -> Result<(), Refusal> {
+        self.gcra.check().map_err(Refusal)
+    }
+
+    /// How long until the next permit, for a call that `check` refused.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn retry_after(&self, refusal: Refusal) -> Duration {
+        refusal.0.wait_time_from(self.clock.now())
     }
 }
+
+/// A refusal of [`RateLimiter::check`]: [`RateLimiter::retry_after`] says
+/// how long until the next permit.
+#[derive(Debug)]
+pub(crate) struct Refusal(NotUntil<Nanos>);
 
 /// The largest burst that refills within [`BURST_HORIZON`] at one permit
 /// per `interval`.
@@ -145,7 +157,7 @@ mod tests {
             let clock = ManualClock::new();
             let handle = ClockHandle::from_clock(clock.clone());
             let limiter = RateLimiter::new(per_minute, burst, handle).expect("non-zero");
-            assert_eq!(limiter.check(), Ok(()), "{per_minute}/min, burst {burst:?}");
+            assert!(limiter.check().is_ok(), "{per_minute}/min, burst {burst:?}");
             clock.advance(Duration::from_secs(u64::MAX / 2_000_000_000));
             let _ = limiter.check();
             clock.advance(Duration::MAX);

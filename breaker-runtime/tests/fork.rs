@@ -117,10 +117,7 @@ mod unix {
     }
 
     fn breaker_error<'a, T>(result: &'a Result<T, CallError<&str>>) -> Option<&'a BreakerError> {
-        match result {
-            Err(CallError::Breaker(error)) => Some(error),
-            _ => None,
-        }
+        result.as_ref().err().and_then(CallError::breaker_error)
     }
 
     /// Waits until the pool has `idle` workers waiting for a job.
@@ -137,19 +134,6 @@ mod unix {
 
     pub fn main() {
         let breakers = build();
-        // The parent opens one circuit and drains the limiter.
-        let _ = breakers.open.call(|| Err::<(), _>("down"));
-        assert_eq!(breakers.open.state(), CircuitState::Open);
-        for _ in 0..BURST {
-            breakers
-                .limited
-                .call(|| Ok::<_, &str>(()))
-                .expect("within the burst");
-        }
-        assert!(
-            breakers.limited.call(|| Ok::<_, &str>(())).is_err(),
-            "the burst is spent"
-        );
         // One worker hangs, holding the only slot of `bulkhead`...
         let (release_hung, hung) = mpsc::channel::<()>();
         let timed_out = breakers
@@ -176,6 +160,23 @@ mod unix {
         assert_eq!(hard_call(&breakers.worker, 1).expect("runs"), 1);
         assert!(wait_for_idle_workers(1), "the worker did not go idle");
         assert_eq!(breaker_runtime::__deadline_worker_threads(), 2);
+
+        // Last before the fork, so that only the child's own clock can see
+        // the recovery timeout pass and the limiter refill (the hung call
+        // above takes longer than both): the parent opens one circuit and
+        // drains the limiter.
+        let _ = breakers.open.call(|| Err::<(), _>("down"));
+        assert_eq!(breakers.open.state(), CircuitState::Open);
+        for _ in 0..BURST {
+            breakers
+                .limited
+                .call(|| Ok::<_, &str>(()))
+                .expect("within the burst");
+        }
+        assert!(
+            breakers.limited.call(|| Ok::<_, &str>(())).is_err(),
+            "the burst is spent"
+        );
 
         // SAFETY: this process's other threads are the breakers' ticker,
         // which holds no lock while it sleeps, and two deadline workers,

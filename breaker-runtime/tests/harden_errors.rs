@@ -10,8 +10,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use breaker_runtime::{
-    AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
-    CircuitState, FailureType, FallbackReason, Outcome,
+    AsyncFallback, BreakerError, BreakerFailure, CallError, CallOptions, CircuitBreaker,
+    CircuitBreakerConfig, CircuitState, FailureType, FallbackReason, Outcome,
 };
 use common::{manual_breaker, ready_to_probe, single_probe_config};
 
@@ -213,9 +213,14 @@ fn a_fallback_returning_an_error_keeps_why_it_ran_and_its_error() {
         error.to_string(),
         "the fallback failed: request failed (it ran because: call failed (error))"
     );
-    let CallError::FallbackFailed(failed) = &error else {
+    let CallError::Breaker(failure) = &error else {
         panic!("expected the fallback's error with its reason: {error:?}");
     };
+    let BreakerFailure::FallbackFailed(failed) = &**failure else {
+        panic!("expected the fallback's error with its reason: {error:?}");
+    };
+    assert!(std::ptr::eq(error.fallback_error().unwrap(), failed));
+    assert_eq!(error.breaker_error(), None);
     assert_eq!(failed.reason, original);
     let own = &failed.error;
     assert_eq!(own.cause.to_string(), "cache offline");
@@ -368,11 +373,12 @@ fn the_local_limiter_and_the_dependency_429_say_whose_rate_limit_it_is() {
 }
 
 #[test]
-fn a_call_error_stays_two_words_so_small_results_come_back_in_registers() {
+fn a_call_error_is_one_word_so_small_results_come_back_in_registers() {
     use std::mem::size_of;
-    // The breaker's error and a fallback's failure are boxed: a new
-    // variant must not make every call's result larger.
-    assert!(size_of::<CallError<()>>() <= 2 * size_of::<usize>());
-    assert!(size_of::<Result<u64, CallError<()>>>() <= 2 * size_of::<usize>());
+    // The breaker's error and a fallback's failure share one box: a second
+    // boxed variant needs a tag beside it (16 bytes), and the paired bench
+    // rounds measured open rejections and async calls slower for it.
+    assert_eq!(size_of::<CallError<()>>(), size_of::<usize>());
+    assert_eq!(size_of::<Result<u64, CallError<()>>>(), 16);
     assert!(size_of::<Result<u32, CallError<u16>>>() <= 2 * size_of::<usize>());
 }

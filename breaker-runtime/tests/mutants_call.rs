@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use breaker_runtime::{
     AsyncFallback, BreakerError, CallError, CallOptions, CircuitBreaker, CircuitBreakerConfig,
-    EventKind, FallbackReason, ManualClock, Outcome, subscribe,
+    CircuitState, EventKind, FallbackReason, ManualClock, Outcome, subscribe,
 };
 
 const NANO: Duration = Duration::from_nanos(1);
@@ -370,5 +370,40 @@ fn a_short_deadline_is_judged_on_the_real_clock() {
             4,
             "a {sleep_ms} ms async call is late for {timeout_ms} ms"
         );
+    }
+}
+
+/// An async call's error, and a hard-deadline call's, are failures: each
+/// counts as one and opens a circuit whose failure threshold is one, and
+/// the caller gets the error as it was. (Both are judged by the code that
+/// the sync path does not use.)
+#[test]
+fn async_and_hard_deadline_errors_count_as_failures() {
+    for hard in [false, true] {
+        let name = if hard {
+            "mutants-hard-error"
+        } else {
+            "mutants-async-error"
+        };
+        let config = CircuitBreakerConfig::builder()
+            .timeout_duration(LONG)
+            .failure_threshold(1)
+            .build()
+            .expect("valid configuration");
+        let (breaker, _clock) = common::manual_breaker(name, config);
+        let result = if hard {
+            breaker.call_with_deadline(&CallOptions::new(), || Err::<u32, _>("down"))
+        } else {
+            block_on(breaker.call_async(async { Err::<u32, _>("down") }))
+        };
+        assert_eq!(result, Err(CallError::Inner("down")), "{name}");
+        let metrics = breaker.get_metrics();
+        assert_eq!(
+            (metrics.failed_calls, metrics.successful_calls),
+            (1, 0),
+            "{name}: the error counts as a failure"
+        );
+        assert_eq!(metrics.failures_by_type.error, 1, "{name}");
+        assert_eq!(breaker.state(), CircuitState::Open, "{name}");
     }
 }

@@ -139,10 +139,10 @@ fn hammer(breaker: &CircuitBreaker, seed: u64, clock: Option<&ManualClock>) -> T
                     assert_eq!(returned, outcome);
                     tally.count(outcome);
                 }
-                Err(CallError::Breaker(refusal))
+                Err(refusal)
                     if matches!(
-                        *refusal,
-                        BreakerError::Open { .. } | BreakerError::HalfOpenFull { .. }
+                        refusal.breaker_error(),
+                        Some(BreakerError::Open { .. } | BreakerError::HalfOpenFull { .. })
                     ) =>
                 {
                     assert!(!ran.get(), "a rejected call never runs");
