@@ -332,3 +332,39 @@ fn a_refused_key_is_answered_from_the_cache_when_it_can_be() {
     );
     assert_eq!(family.refused_keys(), 2);
 }
+
+fn owned_fallback(model: String, fail: bool) -> Result<String, LlmError> {
+    Ok(format!("fallback for {model} (fail={fail})"))
+}
+
+#[circuit_breaker(
+    name = "keyed-owned",
+    failure_threshold = 1,
+    key = model,
+    fallback = owned_fallback
+)]
+fn ask_owned(model: String, fail: bool) -> Result<String, LlmError> {
+    if fail {
+        Err(LlmError::Down)
+    } else {
+        Ok(format!("{model} answers"))
+    }
+}
+
+#[test]
+fn an_owned_key_argument_picks_the_member_and_still_reaches_the_fallback() {
+    assert_eq!(ask_owned("a".to_owned(), false).unwrap(), "a answers");
+    assert_eq!(
+        ask_owned("a".to_owned(), true).unwrap(),
+        "fallback for a (fail=true)",
+        "the failed call's fallback gets the owned argument"
+    );
+    assert_eq!(state("keyed-owned[a]"), CircuitState::Open);
+    assert_eq!(
+        ask_owned("a".to_owned(), false).unwrap(),
+        "fallback for a (fail=false)",
+        "the open member's fallback gets the argument itself"
+    );
+    assert_eq!(ask_owned("b".to_owned(), false).unwrap(), "b answers");
+    assert_eq!(state("keyed-owned[b]"), CircuitState::Closed);
+}

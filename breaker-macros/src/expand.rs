@@ -390,7 +390,9 @@ fn expand(args: &Args, func: Func) -> TokenStream {
         )
     });
     let guarded = if let Some((before_keyed, keyed_result)) = &keyed {
-        before.extend(before_keyed.clone());
+        // First, before the arguments move into the fallback's cells: the
+        // key only borrows them, and its borrow ends with the lookup.
+        before = quote!(#before_keyed #before);
         quote! {
             #prepare
             let #result = #keyed_result;

@@ -561,17 +561,35 @@ impl Registry {
     /// replacement, or on every call for a site whose breaker was replaced).
     /// A call already running finishes on the breaker it started with.
     ///
+    /// # Errors
+    /// `breaker` itself, changing nothing, when its name is a member's of a
+    /// registered keyed family (`llm[gpt-4o]`): a family makes its members
+    /// and calls only them, so a breaker put beside it would never be
+    /// called. Put a family on a manual clock with
+    /// [`use_clock`](Self::use_clock) before its first call, or register one
+    /// built with [`Family::builder`](crate::Family::builder).
+    ///
     /// ```
     /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, registry};
     ///
     /// let first = registry().get_or_register("replace-doc", CircuitBreakerConfig::default())?;
     /// let second = CircuitBreaker::new("replace-doc", CircuitBreakerConfig::default())?;
-    /// let old = registry().replace(second.clone()).expect("one was registered");
+    /// let old = registry().replace(second.clone()).unwrap().expect("one was registered");
     /// assert!(old.ptr_eq(&first));
     /// assert!(registry().get("replace-doc").unwrap().ptr_eq(&second));
+    ///
+    /// registry().family("replace-doc-llm", CircuitBreakerConfig::default())?;
+    /// let member = CircuitBreaker::new("replace-doc-llm[a]", CircuitBreakerConfig::default())?;
+    /// assert!(registry().replace(member).is_err(), "a family's member is the family's");
     /// # Ok::<(), breaker_runtime::ConfigError>(())
     /// ```
-    pub fn replace(&self, breaker: CircuitBreaker) -> Option<CircuitBreaker> {
+    pub fn replace(
+        &self,
+        breaker: CircuitBreaker,
+    ) -> Result<Option<CircuitBreaker>, CircuitBreaker> {
+        if self.is_member_name(breaker.name()) {
+            return Err(breaker);
+        }
         let mut entries = self.entries.write();
         // A breaker with the configuration of the one it replaces (as from
         // `replace_clock`) keeps that configuration's sources; another is
@@ -594,14 +612,22 @@ impl Registry {
         // thread that learnt of the replacement through any other
         // synchronisation sees the count too.
         REPLACEMENTS.0.fetch_add(1, Ordering::Relaxed);
-        old.map(|entry| entry.breaker)
+        Ok(old.map(|entry| entry.breaker))
+    }
+
+    /// Whether `name` is `family[key]` for a registered keyed family.
+    fn is_member_name(&self, name: &str) -> bool {
+        name.strip_suffix(']')
+            .and_then(|rest| rest.split_once('['))
+            .is_some_and(|(family, _)| self.families.read().contains_key(family))
     }
 
     /// Replaces the breaker named `name` with a fresh one, with the same
     /// configuration, on `clock` (a [`ManualClock`](crate::ManualClock), in
     /// a test), and returns the new one; `None`, changing nothing, if no
-    /// breaker has that name. The fresh breaker starts closed, with no
-    /// counts.
+    /// breaker is registered under that name (a keyed family's member is
+    /// not: see [`replace`](Self::replace)'s errors). The fresh breaker
+    /// starts closed, with no counts.
     ///
     /// An annotated function's breaker is registered by its first call, and
     /// that call site keeps it; a breaker registered by hand *after* that
@@ -634,13 +660,13 @@ impl Registry {
     /// assert_eq!(breaker.state(), CircuitState::Closed);
     /// ```
     pub fn replace_clock(&self, name: &str, clock: impl crate::Clock) -> Option<CircuitBreaker> {
-        let config = self.get(name)?.config().clone();
+        let config = self.entries.read().get(name)?.breaker.config().clone();
         let fresh = CircuitBreaker::builder(name)
             .config(config)
             .clock(clock)
             .build()
             .expect("a registered breaker's configuration was validated when it was built");
-        self.replace(fresh.clone());
+        self.replace(fresh.clone()).ok()?;
         Some(fresh)
     }
 

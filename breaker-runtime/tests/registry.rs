@@ -177,3 +177,34 @@ fn status_of_ten_thousand_breakers_is_complete() {
     assert_eq!(status.breakers.len(), 10_000);
     assert_eq!(&*status.breakers[9_999].name, "b09999");
 }
+
+#[test]
+fn a_keyed_familys_member_cannot_be_replaced_beside_its_family() {
+    let registry = breaker_runtime::Registry::new();
+    let family = registry
+        .family("replace-member", CircuitBreakerConfig::default())
+        .unwrap();
+    let old = family.breaker("k").unwrap();
+    assert!(
+        registry
+            .replace_clock("replace-member[k]", breaker_runtime::ManualClock::new())
+            .is_none(),
+        "a member is the family's: replace_clock says it changed nothing"
+    );
+    let beside =
+        breaker_runtime::CircuitBreaker::new("replace-member[k]", CircuitBreakerConfig::default())
+            .unwrap();
+    let refused = registry.replace(beside.clone()).unwrap_err();
+    assert!(refused.ptr_eq(&beside), "the breaker is handed back");
+    assert!(
+        family.breaker("k").unwrap().ptr_eq(&old),
+        "calls keep the member"
+    );
+    let rows = registry
+        .status()
+        .breakers
+        .iter()
+        .filter(|b| &*b.name == "replace-member[k]")
+        .count();
+    assert_eq!(rows, 1, "one breaker under the name");
+}
