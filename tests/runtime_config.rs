@@ -268,9 +268,15 @@ fn a_bad_value_names_its_variable_key_and_range() {
     assert_eq!(
         payments["config_errors"],
         serde_json::json!([
-            "unknown variable BREAKER_PAYMENTS_SUCCESS_THRESHOLD: a breaker setting is written BREAKER_<NAME>__<FIELD>; did you mean `BREAKER_PAYMENTS__SUCCESS_THRESHOLD`?",
             "BREAKER_PAYMENTS__FAILURE_THRESHOLD: `failure_threshold` is 0, but it must be at least 1",
         ])
+    );
+    assert_eq!(
+        child.status["unmatched_overrides"],
+        serde_json::json!([
+            "unknown variable BREAKER_PAYMENTS_SUCCESS_THRESHOLD: a breaker setting is written BREAKER_<NAME>__<FIELD>; did you mean `BREAKER_PAYMENTS__SUCCESS_THRESHOLD`?",
+        ]),
+        "a stray variable is listed for the whole process, not held against one breaker"
     );
     assert_eq!(payments["config"]["failure_threshold"], 3);
     assert_eq!(

@@ -440,6 +440,11 @@ impl OverrideErrors {
 #[derive(Debug, Clone, PartialEq)]
 enum Scope {
     All,
+    /// A variable that names no breaker and no field (`BREAKER_MODE`, a
+    /// value that is not Unicode): reported, but no breaker's settings are
+    /// held back for it, so one stray variable of the application's cannot
+    /// undo every breaker's configuration.
+    Stray,
     /// The file's table of this exact name.
     Table(String),
     /// Names whose variable form ([`env_name`]) is this.
@@ -554,7 +559,7 @@ impl ConfigOverrides {
             }
             let Some(value) = value.to_str() else {
                 self.problems.push((
-                    Scope::All,
+                    Scope::Stray,
                     OverrideError::NotUnicode {
                         var: var.to_owned(),
                     },
@@ -594,7 +599,7 @@ impl ConfigOverrides {
                     format!("{PREFIX}{name}__{}", key.to_ascii_uppercase())
                 });
             self.problems.push((
-                Scope::All,
+                Scope::Stray,
                 OverrideError::UnknownVariable {
                     var: var.to_owned(),
                     suggestion,
@@ -722,9 +727,13 @@ impl ConfigOverrides {
     /// as messages (a likely typo in a name, or a breaker not used yet).
     pub(crate) fn unmatched(&self, names: &[&str]) -> Vec<String> {
         let spelled: Vec<String> = names.iter().map(|name| env_name(name)).collect();
-        self.named
+        let stray = self
+            .problems
             .iter()
-            .filter_map(|(named, source)| {
+            .filter(|(scope, _)| matches!(scope, Scope::Stray))
+            .map(|(_, error)| error.to_string());
+        stray
+            .chain(self.named.iter().filter_map(|(named, source)| {
                 let (written, matched, near) = match named {
                     Named::Table(table) => (
                         format!("[{}] at {source}", toml_key(table)),
@@ -748,7 +757,7 @@ impl ConfigOverrides {
                 };
                 (!matched)
                     .then(|| format!("{written} names no registered breaker{}", suggest(&near)))
-            })
+            }))
             .collect()
     }
 
@@ -784,6 +793,7 @@ impl ConfigOverrides {
             .iter()
             .filter(|(scope, _)| match scope {
                 Scope::All => true,
+                Scope::Stray => false,
                 Scope::Table(table) => names.contains(&table.as_str()),
                 Scope::EnvName(var_name) => env_names.contains(var_name),
             })
@@ -1231,19 +1241,35 @@ mod tests {
     }
 
     #[test]
-    fn unknown_variables_are_reported_and_reserved_ones_are_not() {
+    fn unknown_variables_are_reported_but_hold_back_no_breakers_settings() {
         let overrides = env(&[
             ("BREAKER_REDIS_URL", "redis://localhost"),
             ("BREAKER_LLM_FAILURE_THRESHOLD", "10"),
             ("BREAKER_VERBOSE", "1"),
             ("BREAKERS", "ignored: not our prefix"),
+            ("BREAKER_LLM__SUCCESS_THRESHOLD", "2"),
         ]);
+        let (config, _) = overrides
+            .effective("llm", &base())
+            .expect("a stray variable is not the breaker's problem");
+        assert_eq!(config.success_threshold, 2, "its own settings apply");
+        let stray = [
+            "unknown variable BREAKER_LLM_FAILURE_THRESHOLD: a breaker setting is written BREAKER_<NAME>__<FIELD>; did you mean `BREAKER_LLM__FAILURE_THRESHOLD`?",
+            "unknown variable BREAKER_VERBOSE: a breaker setting is written BREAKER_<NAME>__<FIELD>",
+        ];
         assert_eq!(
-            messages(overrides.effective("anything", &base())),
-            [
-                "unknown variable BREAKER_LLM_FAILURE_THRESHOLD: a breaker setting is written BREAKER_<NAME>__<FIELD>; did you mean `BREAKER_LLM__FAILURE_THRESHOLD`?",
-                "unknown variable BREAKER_VERBOSE: a breaker setting is written BREAKER_<NAME>__<FIELD>",
-            ]
+            overrides
+                .problems()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            stray,
+            "load_config reports them"
+        );
+        assert_eq!(
+            overrides.unmatched(&["llm"]),
+            stray,
+            "and the status lists them"
         );
     }
 
