@@ -257,6 +257,19 @@ impl CircuitBreaker {
         match acquired {
             Ok((admission, transition)) => {
                 self.emit_transition(transition);
+                #[cfg(feature = "redis")]
+                if let Admission::Probe { generation, ticket } = admission {
+                    if let Some(member) = self.inner.core.fleet.get() {
+                        if !member.lease_probe(generation, ticket) {
+                            // Another replica holds the fleet's probe slots.
+                            self.inner.core.release(admission);
+                            self.count(Count::RejectedHalfOpen);
+                            let reason = FallbackReason::HalfOpenFull;
+                            events::emit(&self.inner.name, EventKind::Rejected { reason });
+                            return Err(reason);
+                        }
+                    }
+                }
                 Ok(admission)
             }
             Err((reason, transition)) => {
@@ -291,6 +304,17 @@ impl CircuitBreaker {
 
     #[cold]
     pub(crate) fn emit_transition(&self, transition: Option<Transition>) {
+        #[cfg(feature = "redis")]
+        if let (Some(transition), Some(member)) = (transition, self.inner.core.fleet.get()) {
+            member.note_transition(transition.to, transition.cause);
+        }
+        self.emit_events(transition);
+    }
+
+    /// The events of a transition, whether made here or taken on from the
+    /// fleet.
+    #[cold]
+    pub(crate) fn emit_events(&self, transition: Option<Transition>) {
         if let Some(Transition {
             from,
             to,

@@ -87,6 +87,8 @@ mod overrides;
 mod pool;
 mod rate_limit;
 mod registry;
+#[cfg(feature = "redis")]
+mod shared;
 mod state;
 mod sync;
 
@@ -128,4 +130,9 @@ pub use pool::{
     fail_deadline_worker_starts as __fail_deadline_worker_starts,
 };
 pub use registry::{BreakerStatus, Registry, RegistryStatus, registry};
+#[cfg(feature = "redis")]
+pub use shared::{
+    FleetError, FleetStatus, PREFIX_VAR as REDIS_PREFIX_VAR, RedactedUrl, RedisFleet,
+    RedisFleetBuilder, URL_VAR as REDIS_URL_VAR,
+};
 pub use state::{CircuitState, DetailedState};

@@ -31,6 +31,9 @@ pub struct Registry {
     overrides: RwLock<Option<Arc<ConfigOverrides>>>,
     /// Clocks for names not registered yet ([`Registry::use_clock`]).
     clocks: RwLock<BTreeMap<Box<str>, ClockPreset>>,
+    /// The Redis fleet every breaker registered here is shared through.
+    #[cfg(feature = "redis")]
+    fleet: std::sync::OnceLock<crate::shared::RedisFleet>,
 }
 
 /// Puts a breaker under a clock while it is built.
@@ -87,7 +90,23 @@ impl Resolved {
     }
 }
 
-static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
+static REGISTRY: LazyLock<Registry> = LazyLock::new(global_registry);
+
+/// The global registry, shared through the Redis server `BREAKER_REDIS_URL`
+/// names, if it is set (feature `redis`). A URL that does not parse is
+/// reported as a `tracing` error and the breakers stay local.
+fn global_registry() -> Registry {
+    let registry = Registry::default();
+    #[cfg(feature = "redis")]
+    match crate::shared::RedisFleet::from_env() {
+        Some(Ok(fleet)) => {
+            registry.share_through(&fleet);
+        }
+        Some(Err(error)) => tracing::error!(%error, "breakers are not shared"),
+        None => {}
+    }
+    registry
+}
 
 /// How many times a breaker has been put in place of another
 /// ([`Registry::replace`]). While it is 0, as in a service that never
@@ -189,6 +208,7 @@ impl Registry {
         let rejected = resolved.rejection();
         entries.insert(name.into(), Entry::new(breaker.clone(), resolved));
         drop(entries);
+        self.share_new(&breaker);
         if let Some(rejected) = rejected {
             events::emit(name, rejected);
         }
@@ -351,6 +371,8 @@ impl Registry {
             errors: Vec::new(),
         };
         entries.insert(breaker.name().into(), Entry::new(breaker.clone(), resolved));
+        drop(entries);
+        self.share_new(&breaker);
         Ok(breaker)
     }
 
@@ -465,6 +487,7 @@ impl Registry {
                 errors: Vec::new(),
             },
         };
+        self.share_new(&breaker);
         let old = entries.insert(breaker.name().into(), Entry::new(breaker, resolved));
         // Relaxed: a site that sees the new count takes the registry's
         // lock to find the breaker, which orders the insert before it; a
@@ -532,6 +555,30 @@ impl Registry {
         self.entries.read().keys().map(|k| k.to_string()).collect()
     }
 
+    /// Shares a newly registered breaker through the registry's fleet.
+    #[inline]
+    fn share_new(&self, _breaker: &CircuitBreaker) {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = self.fleet.get() {
+            fleet.share(_breaker);
+        }
+    }
+
+    /// Shares every breaker, and every one registered from now on, through
+    /// `fleet`; `false` if another fleet was set first.
+    #[cfg(feature = "redis")]
+    pub(crate) fn share_through(&self, fleet: &crate::shared::RedisFleet) -> bool {
+        if self.fleet.set(fleet.clone()).is_err() {
+            return false;
+        }
+        let breakers: Vec<CircuitBreaker> =
+            self.entries.read().values().map(|e| e.breaker.clone()).collect();
+        for breaker in &breakers {
+            fleet.share(breaker);
+        }
+        true
+    }
+
     /// A snapshot of every breaker, sorted by name.
     pub fn status(&self) -> RegistryStatus {
         // Snapshotting under the read lock is safe: a breaker's own lock is
@@ -589,6 +636,10 @@ pub struct BreakerStatus {
     /// there was none. Serialised as messages.
     #[serde(serialize_with = "messages")]
     pub config_errors: Vec<OverrideError>,
+    /// Whether the breaker is shared through Redis, whether that server
+    /// answers, and the fleet's failure count (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub fleet: Option<crate::shared::FleetStatus>,
 }
 
 fn messages<S: serde::Serializer>(errors: &[OverrideError], s: S) -> Result<S::Ok, S::Error> {
@@ -615,6 +666,8 @@ impl BreakerStatus {
             config_conflicts,
             config_sources: ConfigSources::default(),
             config_errors: Vec::new(),
+            #[cfg(feature = "redis")]
+            fleet: breaker.inner.core.fleet.get().map(|m| m.status()),
         }
     }
 }
