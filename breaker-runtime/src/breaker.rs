@@ -305,7 +305,8 @@ impl CircuitBreaker {
     #[cold]
     pub(crate) fn emit_transition(&self, transition: Option<Transition>) {
         #[cfg(feature = "redis")]
-        if let (Some(transition), Some(member)) = (transition, self.inner.core.fleet.get()) {
+        if let Some(member) = transition.and_then(|_| self.inner.core.fleet.get()) {
+            let transition = transition.expect("checked");
             member.note_transition(transition.to, transition.cause);
         }
         self.emit_events(transition);

@@ -320,7 +320,7 @@ pub(crate) struct Core {
     /// The fleet this breaker shares its state with, once shared: told of
     /// failures and of cleared failure counts, from cold paths only.
     #[cfg(feature = "redis")]
-    pub(crate) fleet: std::sync::OnceLock<std::sync::Arc<crate::shared::Member>>,
+    pub(crate) fleet: crate::shared::FleetSlot,
 }
 
 impl Core {
@@ -362,7 +362,7 @@ impl Core {
                 .failure_rate_threshold
                 .map(|rate| (rate, config.minimum_calls)),
             #[cfg(feature = "redis")]
-            fleet: std::sync::OnceLock::new(),
+            fleet: crate::shared::FleetSlot::default(),
         }
     }
 

@@ -343,7 +343,7 @@ impl RedisFleet {
     /// one already shared by another fleet, does nothing.
     pub fn share(&self, breaker: &CircuitBreaker) {
         let core = &breaker.inner.core;
-        if core.fleet.get().is_some() {
+        if core.fleet.is_set() {
             return;
         }
         let config = breaker.config();
@@ -365,7 +365,7 @@ impl RedisFleet {
             max_probes: config.half_open_max_calls,
             lease_ttl_ms: millis(lease_ttl),
         });
-        if core.fleet.set(member.clone()).is_err() {
+        if !core.fleet.set(member.clone()) {
             return;
         }
         self.link
@@ -390,6 +390,49 @@ impl RedisFleet {
     /// The server, without its password.
     pub fn url(&self) -> &RedactedUrl {
         &self.link.url
+    }
+}
+
+/// Every member ever shared, so a breaker finds its own through a 4-byte
+/// index (see [`FleetSlot`]). A member outlives its breaker (it is small,
+/// and holds the breaker only weakly).
+static MEMBERS: parking_lot::RwLock<Vec<Arc<Member>>> = parking_lot::RwLock::new(Vec::new());
+
+/// A breaker's link to its fleet: an index into [`MEMBERS`] plus one, or
+/// zero while unshared. Four bytes, which fit in the core's padding: an
+/// unshared breaker is no larger than without the feature.
+#[derive(Debug, Default)]
+pub(crate) struct FleetSlot(AtomicU32);
+
+impl FleetSlot {
+    pub(crate) fn is_set(&self) -> bool {
+        // Acquire: pairs with the Release in `set`, so the member is there.
+        self.0.load(Ordering::Acquire) != 0
+    }
+
+    /// The member, if shared. Cold paths only: takes a read lock.
+    pub(crate) fn get(&self) -> Option<Arc<Member>> {
+        // Acquire: see `is_set`.
+        let index = self.0.load(Ordering::Acquire).checked_sub(1)?;
+        MEMBERS.read().get(index as usize).cloned()
+    }
+
+    /// Links `member`; `false` if the breaker was linked already.
+    fn set(&self, member: Arc<Member>) -> bool {
+        let mut members = MEMBERS.write();
+        let Ok(index) = u32::try_from(members.len() + 1) else {
+            return false;
+        };
+        // Release: publishes the push (under the write lock) to `get`.
+        if self
+            .0
+            .compare_exchange(0, index, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        members.push(member);
+        true
     }
 }
 
@@ -452,29 +495,22 @@ enum Cmd {
 }
 
 impl Member {
-    fn this(&self) -> Option<Arc<Member>> {
-        self.breaker.upgrade()?.core.fleet.get().cloned()
-    }
-
     /// A failure counted while closed. Called under the core's lock: sends
     /// and returns.
-    pub(crate) fn note_failure(&self) {
-        if let Some(member) = self.this() {
-            let _ = self.link.tx.send(Cmd::Failure(member));
-        }
+    pub(crate) fn note_failure(self: Arc<Self>) {
+        let tx = self.link.tx.clone();
+        let _ = tx.send(Cmd::Failure(self));
     }
 
     /// A success cleared this replica's failure count. Called under the
     /// core's lock: sends and returns.
-    pub(crate) fn note_success(&self) {
-        if let Some(member) = self.this() {
-            let _ = self.link.tx.send(Cmd::Success(member));
-        }
+    pub(crate) fn note_success(self: Arc<Self>) {
+        let tx = self.link.tx.clone();
+        let _ = tx.send(Cmd::Success(self));
     }
 
     /// A transition this replica made.
-    pub(crate) fn note_transition(&self, to: DetailedState, cause: TransitionCause) {
-        let Some(member) = self.this() else { return };
+    pub(crate) fn note_transition(self: Arc<Self>, to: DetailedState, cause: TransitionCause) {
         let until_ms = match self.breaker.upgrade() {
             Some(inner) => match inner.core.open_until() {
                 Some(until) => {
@@ -485,8 +521,9 @@ impl Member {
             },
             None => return,
         };
-        let _ = self.link.tx.send(Cmd::Transition {
-            member,
+        let tx = self.link.tx.clone();
+        let _ = tx.send(Cmd::Transition {
+            member: self,
             to,
             cause,
             until_ms,
@@ -495,13 +532,11 @@ impl Member {
 
     /// Asks the fleet for a half-open probe slot; `true` when granted, or
     /// when Redis does not answer within the lease wait.
-    pub(crate) fn lease_probe(&self, generation: u32, ticket: u32) -> bool {
+    pub(crate) fn lease_probe(self: Arc<Self>, generation: u32, ticket: u32) -> bool {
         if !self.link.connected.load(Ordering::Relaxed) {
             return true;
         }
-        let Some(member) = self.this() else {
-            return true;
-        };
+        let member = self.clone();
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let id = format!("{}:{generation}:{ticket}", self.link.origin);
         if self
