@@ -25,7 +25,10 @@ const CHILD: &str = "BREAKER_FLEET_BENCH_CHILD";
 const ROUNDS: usize = 200;
 
 fn wall_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 fn replica(url: &str) -> (Registry, RedisFleet) {
@@ -66,7 +69,10 @@ fn work() -> Result<u64, ()> {
     Ok(black_box(1))
 }
 
-fn sync_loop(iters: u64, call: impl Fn() -> Result<u64, breaker_runtime::CallError<()>>) -> Duration {
+fn sync_loop(
+    iters: u64,
+    call: impl Fn() -> Result<u64, breaker_runtime::CallError<()>>,
+) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
         let _ = black_box(call());
@@ -94,7 +100,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = std::env::temp_dir().join(format!("breaker-fleet-bench-{port}"));
     std::fs::create_dir_all(&dir).unwrap();
     let _server = Server(
@@ -111,7 +121,9 @@ fn main() {
 
     // 1. The closed path, shared against local.
     let (registry, _fleet) = replica(&url);
-    let shared = registry.get_or_register("closed", Default::default()).unwrap();
+    let shared = registry
+        .get_or_register("closed", Default::default())
+        .unwrap();
     let local = CircuitBreaker::new("closed", Default::default()).unwrap();
     let pairing = paired::pair(
         "closed success, shared through Redis",
@@ -130,7 +142,9 @@ fn main() {
         .unwrap();
     let mut lines = BufReader::new(other.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    let breaker = registry.get_or_register("propagated", Default::default()).unwrap();
+    let breaker = registry
+        .get_or_register("propagated", Default::default())
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut delays = Vec::with_capacity(2 * ROUNDS);
     for _ in 0..ROUNDS {

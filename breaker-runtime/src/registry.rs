@@ -571,8 +571,12 @@ impl Registry {
         if self.fleet.set(fleet.clone()).is_err() {
             return false;
         }
-        let breakers: Vec<CircuitBreaker> =
-            self.entries.read().values().map(|e| e.breaker.clone()).collect();
+        let breakers: Vec<CircuitBreaker> = self
+            .entries
+            .read()
+            .values()
+            .map(|e| e.breaker.clone())
+            .collect();
         for breaker in &breakers {
             fleet.share(breaker);
         }
@@ -722,6 +726,19 @@ impl fmt::Display for RegistryStatus {
                         .map(|(key, source)| format!("{key} from {source}"))
                         .collect();
                     notes.push(format!("config: {}", overridden.join(", ")));
+                }
+                #[cfg(feature = "redis")]
+                if let Some(fleet) = &b.fleet {
+                    notes.push(format!(
+                        "fleet {} {}, {} failures",
+                        fleet.store,
+                        if fleet.connected {
+                            "connected"
+                        } else {
+                            "DISCONNECTED"
+                        },
+                        fleet.fleet_failures
+                    ));
                 }
                 [
                     b.name.to_string(),

@@ -360,8 +360,16 @@ fn keys_have_a_ttl_and_a_flushed_server_is_rebuilt() {
     let counted = a.get_or_register("counted", config(5)).unwrap();
     fail(&open);
     fail(&counted);
+    let (b, _fb) = replica(&server, "ttl");
     let forced = a.get_or_register("forced", config(5)).unwrap();
+    let forced_b = b.get_or_register("forced", config(5)).unwrap();
+    // Three writes before the flush, so versions count past the rebuild's.
     forced.force_open();
+    forced.reset();
+    forced.force_open();
+    wait_for("b to be forced open", Duration::from_secs(1), || {
+        forced_b.state() == CircuitState::Open && forced.state() == CircuitState::Open
+    });
     std::thread::sleep(Duration::from_millis(500));
     let keys = server.cli(&["KEYS", "ttl:*"]);
     let keys: Vec<&str> = keys.lines().collect();
@@ -377,6 +385,12 @@ fn keys_have_a_ttl_and_a_flushed_server_is_rebuilt() {
     });
     let ttl: i64 = server.cli(&["PTTL", "ttl:forced"]).parse().unwrap();
     assert!(ttl > 0);
+    // After the rebuild, a reset still reaches the replica that saw the
+    // versions before the flush.
+    forced.reset();
+    wait_for("the reset to reach b", Duration::from_secs(1), || {
+        forced_b.state() == CircuitState::Closed
+    });
 }
 
 /// Calls through `breaker` every 5 ms for `run`, a third of them failing,
@@ -399,7 +413,13 @@ fn slowest_call_while(
         }
         i += 1;
         let t = Instant::now();
-        let _ = breaker.call(|| if i % 3 == 0 { Err("x".to_owned()) } else { Ok(()) });
+        let _ = breaker.call(|| {
+            if i % 3 == 0 {
+                Err("x".to_owned())
+            } else {
+                Ok(())
+            }
+        });
         slowest = slowest.max(t.elapsed());
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -428,10 +448,15 @@ fn redis_killed_then_restarted_calls_do_not_stall_and_the_fleet_resyncs() {
         Duration::from_millis(200),
         || server.kill9(),
     );
-    assert!(slowest < Duration::from_millis(50), "a call took {slowest:?}");
-    wait_for("the fleet to see Redis gone", Duration::from_secs(2), || {
-        !fa.is_connected()
-    });
+    assert!(
+        slowest < Duration::from_millis(50),
+        "a call took {slowest:?}"
+    );
+    wait_for(
+        "the fleet to see Redis gone",
+        Duration::from_secs(2),
+        || !fa.is_connected(),
+    );
     assert!(!BreakerStatus::of(&a).fleet.unwrap().connected);
     assert!(
         seen.all().iter().any(|store| store == &server.url()),
@@ -440,9 +465,11 @@ fn redis_killed_then_restarted_calls_do_not_stall_and_the_fleet_resyncs() {
     // Opened while Redis is away: kept open, and merged back.
     a.force_open();
     server.spawn();
-    wait_for("b to learn of the open circuit", Duration::from_secs(5), || {
-        b.state() == CircuitState::Open
-    });
+    wait_for(
+        "b to learn of the open circuit",
+        Duration::from_secs(5),
+        || b.state() == CircuitState::Open,
+    );
 }
 
 #[test]
@@ -457,7 +484,10 @@ fn a_frozen_redis_does_not_stall_calls() {
         || server.signal("-STOP"),
     );
     server.signal("-CONT");
-    assert!(slowest < Duration::from_millis(50), "a call took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(50),
+        "a call took {slowest:?}"
+    );
 }
 
 #[test]
@@ -480,7 +510,9 @@ fn a_password_never_shows() {
     for text in [json, format!("{fleet:?}"), format!("{status:?}")] {
         assert!(!text.contains("hunter2"), "{text}");
     }
-    let bad = RedisFleet::builder("redis://:hunter2@").build().unwrap_err();
+    let bad = RedisFleet::builder("redis://:hunter2@")
+        .build()
+        .unwrap_err();
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
     assert!(!format!("{bad:?}").contains("hunter2"), "{bad:?}");
     for store in seen.all() {

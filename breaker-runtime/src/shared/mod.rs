@@ -53,7 +53,9 @@ pub const PREFIX_VAR: &str = "BREAKER_REDIS_PREFIX";
 #[non_exhaustive]
 pub enum FleetError {
     /// The URL does not parse as a Redis URL.
-    #[error("`BREAKER_REDIS_URL` {url} is not a Redis URL ({reason}); expected redis://[:password@]host[:port][/db] or rediss://...")]
+    #[error(
+        "`BREAKER_REDIS_URL` {url} is not a Redis URL ({reason}); expected redis://[:password@]host[:port][/db] or rediss://..."
+    )]
     InvalidUrl {
         /// The URL, its password replaced by `***`.
         url: RedactedUrl,
@@ -116,11 +118,7 @@ impl RedactedUrl {
             // but some write the password there; hide it either way.
             None => ("", userinfo),
         };
-        let shown = format!(
-            "{}{user}:***@{}",
-            &url[..scheme_end],
-            &rest[at + 1..]
-        );
+        let shown = format!("{}{user}:***@{}", &url[..scheme_end], &rest[at + 1..]);
         Self {
             shown,
             secret: (!secret.is_empty()).then(|| secret.to_owned()),
@@ -209,10 +207,11 @@ impl RedisFleetBuilder {
     /// could not start.
     pub fn build(self) -> Result<RedisFleet, FleetError> {
         let url = RedactedUrl::new(&self.url);
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| FleetError::InvalidUrl {
-            url: url.clone(),
-            reason: url.scrub(&e.to_string()),
-        })?;
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| FleetError::InvalidUrl {
+                url: url.clone(),
+                reason: url.scrub(&e.to_string()),
+            })?;
         check_range(
             "resync_interval",
             self.resync_interval,
@@ -539,12 +538,7 @@ impl Member {
         let member = self.clone();
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let id = format!("{}:{generation}:{ticket}", self.link.origin);
-        if self
-            .link
-            .tx
-            .send(Cmd::Lease { member, id, reply })
-            .is_err()
-        {
+        if self.link.tx.send(Cmd::Lease { member, id, reply }).is_err() {
             return true;
         }
         answer.recv_timeout(self.link.lease_wait).unwrap_or(true)
@@ -566,12 +560,14 @@ impl Member {
         };
         self.fleet_failures.store(hash.fails, Ordering::Relaxed);
         let last = self.last_ver.load(Ordering::Relaxed);
-        if hash.ver > last || (hash.ver < last && hash.flushed) {
+        if hash.ver > last {
             self.last_ver.store(hash.ver, Ordering::Relaxed);
-            if hash.origin != self.link.origin || hash.flushed {
+            if hash.origin != self.link.origin {
                 let core = &inner.core;
                 let until = core.clock.now().saturating_add(
-                    hash.until_ms.saturating_sub(wall_ms()).saturating_mul(1_000_000),
+                    hash.until_ms
+                        .saturating_sub(wall_ms())
+                        .saturating_mul(1_000_000),
                 );
                 let transition = core.adopt(hash.state, until, hash.cause);
                 CircuitBreaker {
@@ -595,8 +591,6 @@ struct Hash {
     cause: TransitionCause,
     origin: String,
     fails: u32,
-    /// The key was missing: versions start again.
-    flushed: bool,
 }
 
 fn state_name(state: DetailedState) -> &'static str {
@@ -665,7 +659,6 @@ fn parse_message(text: &str) -> Option<(String, Hash)> {
             cause,
             origin,
             fails,
-            flushed: false,
         },
     ))
 }
@@ -686,7 +679,6 @@ fn parse_reply(reply: Vec<String>, origin: &str) -> Option<Hash> {
             String::new()
         },
         fails: fails.parse().ok()?,
-        flushed: outcome == "empty" || outcome == "rebuilt",
     })
 }
 
@@ -793,7 +785,13 @@ impl Worker {
 
     fn all_syncs(&self) -> Vec<Cmd> {
         match self.link.upgrade() {
-            Some(link) => link.members.lock().values().cloned().map(Cmd::Sync).collect(),
+            Some(link) => link
+                .members
+                .lock()
+                .values()
+                .cloned()
+                .map(Cmd::Sync)
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -884,9 +882,8 @@ impl Worker {
                 };
                 let state = inner.core.state();
                 let until_ms = match inner.core.open_until() {
-                    Some(until) => wall_ms().saturating_add(
-                        until.saturating_sub(inner.core.clock.now()) / 1_000_000,
-                    ),
+                    Some(until) => wall_ms()
+                        .saturating_add(until.saturating_sub(inner.core.clock.now()) / 1_000_000),
                     None => 0,
                 };
                 let dirty = member.dirty.swap(false, Ordering::Relaxed);
@@ -966,7 +963,8 @@ struct Backoff {
 
 impl Backoff {
     fn ready(&self) -> bool {
-        self.next.is_none_or(|next| tokio::time::Instant::now() >= next)
+        self.next
+            .is_none_or(|next| tokio::time::Instant::now() >= next)
     }
     fn failed(&mut self) {
         self.failures = self.failures.saturating_add(1);

@@ -3,7 +3,8 @@
 //!
 //! The hash's fields: `state` (`closed`, `open`, `half_open`,
 //! `forced_open`, `forced_closed`), `until` (the end of an open period, Unix
-//! milliseconds), `cause`, `ver` (counts writes of the state), `origin` (the
+//! milliseconds), `cause`, `ver` (grows with every write of the state, and across a flush: at
+//! least the server's clock in milliseconds), `origin` (the
 //! replica that wrote it), `fails` (the fleet's consecutive failures), and
 //! one `p:<lease>` per half-open probe in flight, holding its expiry. Every
 //! write sets the key's TTL.
@@ -33,7 +34,9 @@ local function clear_leases()
   end
 end
 local function write(state, untl, cause, origin, ttl, channel, name)
-  redis.call('HINCRBY', KEYS[1], 'ver', 1)
+  -- Versions grow across a flush: never below the server's clock in ms.
+  local ver = math.max(tonumber(get('ver', '0')) + 1, now)
+  redis.call('HSET', KEYS[1], 'ver', string.format('%d', ver))
   clear_leases()
   redis.call('HSET', KEYS[1], 'state', state, 'until', untl, 'cause', cause, 'origin', origin, 'fails', 0)
   local keep = ttl
