@@ -532,3 +532,39 @@ mod parking_lot_free {
         }
     }
 }
+
+#[test]
+fn an_open_made_while_cut_off_is_merged_back_over_a_later_closed() {
+    let server = Server::start();
+    // A user of its own for replica A, whose rights the test can take away
+    // while the server keeps running for everyone else.
+    let user = ["ACL", "SETUSER", "cut", "on", ">pw", "~*", "&*", "+@all"];
+    assert_eq!(server.cli(&user), "OK");
+    let a = Registry::new();
+    let fa = RedisFleet::builder(format!("redis://cut:pw@127.0.0.1:{}/0", server.port))
+        .prefix("merge")
+        .resync_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    fa.share_registry(&a);
+    wait_for("a to connect", Duration::from_secs(5), || fa.is_connected());
+    let (b, _fb) = replica(&server, "merge");
+    let a = a.get_or_register("llm", config(1)).unwrap();
+    let b = b.get_or_register("llm", config(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(server.cli(&["ACL", "SETUSER", "cut", "-@all"]), "OK");
+    wait_for("a to lose Redis", Duration::from_secs(3), || !fa.is_connected());
+    fail(&a);
+    assert_eq!(a.state(), CircuitState::Open);
+    // Meanwhile the hash says closed, at a later version than a has seen.
+    server.cli(&["HSET", "merge:llm", "state", "closed", "ver", "99999999999999"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.state(), CircuitState::Closed, "a could not write");
+
+    assert_eq!(server.cli(&["ACL", "SETUSER", "cut", "+@all"]), "OK");
+    wait_for("a's open to be merged back", Duration::from_secs(5), || {
+        b.state() == CircuitState::Open
+    });
+    assert_eq!(a.state(), CircuitState::Open, "open anywhere stays open");
+}
