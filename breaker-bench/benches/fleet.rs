@@ -51,12 +51,10 @@ fn child(url: &str) {
         .get_or_register("propagated", Default::default())
         .unwrap();
     let _subscription = breaker_runtime::subscribe(|event| {
-        if let EventKind::Transition { to, .. } = &event.kind {
-            if event.breaker == "propagated" {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{} {}", to.as_str(), wall_ns());
-                let _ = out.flush();
-            }
+        if let (EventKind::Transition { to, .. }, "propagated") = (&event.kind, event.breaker) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{} {}", to.as_str(), wall_ns());
+            let _ = out.flush();
         }
     });
     println!("ready");

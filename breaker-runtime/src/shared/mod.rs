@@ -560,7 +560,9 @@ impl Member {
         };
         self.fleet_failures.store(hash.fails, Ordering::Relaxed);
         let last = self.last_ver.load(Ordering::Relaxed);
-        if hash.ver > last {
+        // A write this replica asked for and the script refused: the hash
+        // holds a state this replica must take on, whatever it saw before.
+        if hash.ver > last || hash.kept {
             self.last_ver.store(hash.ver, Ordering::Relaxed);
             if hash.origin != self.link.origin {
                 let core = &inner.core;
@@ -591,6 +593,8 @@ struct Hash {
     cause: TransitionCause,
     origin: String,
     fails: u32,
+    /// The script refused this replica's write and kept its own state.
+    kept: bool,
 }
 
 fn state_name(state: DetailedState) -> &'static str {
@@ -659,6 +663,7 @@ fn parse_message(text: &str) -> Option<(String, Hash)> {
             cause,
             origin,
             fails,
+            kept: false,
         },
     ))
 }
@@ -679,6 +684,7 @@ fn parse_reply(reply: Vec<String>, origin: &str) -> Option<Hash> {
             String::new()
         },
         fails: fails.parse().ok()?,
+        kept: outcome == "kept",
     })
 }
 
