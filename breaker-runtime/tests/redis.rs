@@ -475,8 +475,23 @@ fn redis_killed_then_restarted_calls_do_not_stall_and_the_fleet_resyncs() {
 #[test]
 fn a_frozen_redis_does_not_stall_calls() {
     let server = Server::start();
-    let (a, _fa) = replica(&server, "frozen");
-    let a = a.get_or_register("llm", config(1000)).unwrap();
+    // The default lease wait: the one place a call waits for Redis.
+    let registry = Registry::new();
+    let fleet = RedisFleet::builder(server.url())
+        .prefix("frozen")
+        .build()
+        .unwrap();
+    fleet.share_registry(&registry);
+    wait_for("the fleet", Duration::from_secs(5), || fleet.is_connected());
+    // Trips at once and probes every 30 ms, each probe asking for a lease.
+    let flapping = CircuitBreakerConfig::builder()
+        .failure_threshold(1)
+        .recovery_timeout(Duration::from_millis(30))
+        .half_open_max_calls(1)
+        .success_threshold(1)
+        .build()
+        .unwrap();
+    let a = registry.get_or_register("llm", flapping).unwrap();
     let slowest = slowest_call_while(
         &a,
         Duration::from_millis(1000),
@@ -488,6 +503,7 @@ fn a_frozen_redis_does_not_stall_calls() {
         slowest < Duration::from_millis(50),
         "a call took {slowest:?}"
     );
+    assert!(a.get_metrics().transitions > 4, "the breaker flapped");
 }
 
 #[test]
