@@ -612,9 +612,24 @@ impl Core {
         if let Admission::Probe { generation, ticket } = admission {
             let mut slow = self.slow.lock();
             let word = self.load();
-            return slow.settle_probe(word, generation, ticket) == ProbeStatus::Late;
+            let status = slow.settle_probe(word, generation, ticket);
+            #[cfg(feature = "redis")]
+            if status == ProbeStatus::Current {
+                self.probe_settled(generation, ticket);
+            }
+            return status == ProbeStatus::Late;
         }
         false
+    }
+
+    /// Gives a probe's fleet-wide lease back when the probe ended without
+    /// a transition (which clears every lease itself).
+    #[cfg(feature = "redis")]
+    #[cold]
+    fn probe_settled(&self, generation: u32, ticket: u32) {
+        if let Some(member) = self.fleet.get() {
+            member.note_probe_done(generation, ticket);
+        }
     }
 
     #[cold]
@@ -650,6 +665,8 @@ impl Core {
         }
         slow.probe_successes += 1;
         if slow.probe_successes < self.success_threshold {
+            #[cfg(feature = "redis")]
+            self.probe_settled(generation, ticket);
             return None;
         }
         let now = self.clock.now();

@@ -353,6 +353,54 @@ fn probes_are_limited_across_the_fleet() {
 }
 
 #[test]
+fn a_probe_gives_its_lease_back_when_it_ends() {
+    let server = Server::start();
+    let two_successes = CircuitBreakerConfig::builder()
+        .failure_threshold(1)
+        .recovery_timeout(Duration::from_millis(300))
+        .half_open_max_calls(1)
+        .success_threshold(2)
+        .timeout_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (a, _fa) = replica(&server, "lease");
+    let (b, _fb) = replica(&server, "lease");
+    let a = a.get_or_register("llm", two_successes.clone()).unwrap();
+    let b = b.get_or_register("llm", two_successes).unwrap();
+    fail(&a);
+    wait_for("b to open", Duration::from_secs(1), || {
+        b.state() == CircuitState::Open
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let probe = a.try_acquire().expect("a probes");
+    assert!(probe.is_probe());
+    assert!(b.try_acquire().is_err(), "a holds the only slot");
+    // One success of two: still half-open, and the slot is free again.
+    eprintln!(
+        "DEBUG1 {}",
+        server.cli(&["HGETALL", "lease:llm"]).replace('\n', " ")
+    );
+    probe.record(breaker_runtime::Outcome::Success);
+    std::thread::sleep(Duration::from_millis(100));
+    eprintln!(
+        "DEBUG2 {} {:?} {:?}",
+        server.cli(&["HGETALL", "lease:llm"]).replace('\n', " "),
+        a.state(),
+        b.state()
+    );
+    wait_for("b to get the slot", Duration::from_secs(1), || {
+        match b.try_acquire() {
+            Ok(permit) => {
+                assert!(permit.is_probe());
+                permit.record(breaker_runtime::Outcome::Success);
+                true
+            }
+            Err(_) => false,
+        }
+    });
+}
+
+#[test]
 fn keys_have_a_ttl_and_a_flushed_server_is_rebuilt() {
     let server = Server::start();
     let (a, _fa) = replica(&server, "ttl");

@@ -490,6 +490,10 @@ enum Cmd {
         id: String,
         reply: std::sync::mpsc::SyncSender<bool>,
     },
+    Release {
+        member: Arc<Member>,
+        id: String,
+    },
     Sync(Arc<Member>),
 }
 
@@ -529,6 +533,14 @@ impl Member {
         });
     }
 
+    /// A probe ended without a transition: its lease is given back.
+    /// Called under the core's lock: sends and returns.
+    pub(crate) fn note_probe_done(self: Arc<Self>, generation: u32, ticket: u32) {
+        let id = lease_id(&self.link.origin, generation, ticket);
+        let tx = self.link.tx.clone();
+        let _ = tx.send(Cmd::Release { member: self, id });
+    }
+
     /// Asks the fleet for a half-open probe slot; `true` when granted, or
     /// when Redis does not answer within the lease wait.
     pub(crate) fn lease_probe(self: Arc<Self>, generation: u32, ticket: u32) -> bool {
@@ -537,7 +549,7 @@ impl Member {
         }
         let member = self.clone();
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let id = format!("{}:{generation}:{ticket}", self.link.origin);
+        let id = lease_id(&self.link.origin, generation, ticket);
         if self.link.tx.send(Cmd::Lease { member, id, reply }).is_err() {
             return true;
         }
@@ -686,6 +698,10 @@ fn parse_reply(reply: Vec<String>, origin: &str) -> Option<Hash> {
         fails: fails.parse().ok()?,
         kept: outcome == "kept",
     })
+}
+
+fn lease_id(origin: &str, generation: u32, ticket: u32) -> String {
+    format!("{origin}:{generation}:{ticket}")
 }
 
 fn wall_ms() -> u64 {
@@ -880,6 +896,13 @@ impl Worker {
                     .and_then(Result::ok);
                 let _ = reply.try_send(granted.is_none_or(|g| g == 1));
                 return granted.is_some();
+            }
+            Cmd::Release { member, id } => {
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(&member.key).arg(format!("p:{id}"));
+                return tokio::time::timeout(self.op_timeout, hdel.query_async::<i64>(conn))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
             }
             Cmd::Sync(member) => {
                 let Some(inner) = member.breaker.upgrade() else {
