@@ -230,6 +230,11 @@ impl CircuitBreaker {
             Ok((admission, None)) => admission,
             acquired => self.admit_slow(acquired)?,
         };
+        // Folded away on the closed path, where the admission is known.
+        #[cfg(feature = "redis")]
+        if let Admission::Probe { generation, ticket } = admission {
+            self.fleet_lease(admission, generation, ticket)?;
+        }
         self.within_rate_limit(admission)?;
         Ok(Permit::admitted(self, admission))
     }
@@ -257,19 +262,6 @@ impl CircuitBreaker {
         match acquired {
             Ok((admission, transition)) => {
                 self.emit_transition(transition);
-                #[cfg(feature = "redis")]
-                if let Admission::Probe { generation, ticket } = admission {
-                    if let Some(member) = self.inner.core.fleet.get() {
-                        if !member.lease_probe(generation, ticket) {
-                            // Another replica holds the fleet's probe slots.
-                            self.inner.core.release(admission);
-                            self.count(Count::RejectedHalfOpen);
-                            let reason = FallbackReason::HalfOpenFull;
-                            events::emit(&self.inner.name, EventKind::Rejected { reason });
-                            return Err(reason);
-                        }
-                    }
-                }
                 Ok(admission)
             }
             Err((reason, transition)) => {
@@ -278,6 +270,31 @@ impl CircuitBreaker {
                 Err(reason)
             }
         }
+    }
+
+    /// A probe asks the fleet for its lease; refused, it is given back and
+    /// the call rejected as half-open and full.
+    #[cfg(feature = "redis")]
+    #[cold]
+    #[inline(never)]
+    fn fleet_lease(
+        &self,
+        admission: Admission,
+        generation: u32,
+        ticket: u32,
+    ) -> Result<(), FallbackReason> {
+        let Some(member) = self.inner.core.fleet.get() else {
+            return Ok(());
+        };
+        if member.lease_probe(generation, ticket) {
+            return Ok(());
+        }
+        // Another replica holds the fleet's probe slots.
+        self.inner.core.release(admission);
+        self.count(Count::RejectedHalfOpen);
+        let reason = FallbackReason::HalfOpenFull;
+        events::emit(&self.inner.name, EventKind::Rejected { reason });
+        Err(reason)
     }
 
     #[cold]
