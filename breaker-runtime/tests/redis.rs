@@ -277,7 +277,10 @@ fn force_open_on_one_replica_reaches_the_others_and_reset_closes_them() {
             assert!(
                 start.elapsed() < Duration::from_secs(1),
                 "reset did not arrive: {:?}, hash {}",
-                breakers.iter().map(|b| b.detailed_state()).collect::<Vec<_>>(),
+                breakers
+                    .iter()
+                    .map(|b| b.detailed_state())
+                    .collect::<Vec<_>>(),
                 server.cli(&["HGETALL", "force:pay"]).replace('\n', " ")
             );
             std::thread::sleep(Duration::from_millis(1));

@@ -848,6 +848,16 @@ impl Worker {
                 cause,
                 until_ms,
             } => {
+                // Stale: the replica has moved on since (it took on a newer
+                // state from the fleet, or made a later transition, queued
+                // behind this one). Writing it would undo the newer state.
+                if member
+                    .breaker
+                    .upgrade()
+                    .is_none_or(|inner| inner.core.state() != to)
+                {
+                    return true;
+                }
                 let manual = cause == TransitionCause::Manual;
                 let mut call = scripts.transition.key(&member.key);
                 call.arg(&link.channel)
