@@ -326,6 +326,10 @@ fn a_success_clears_the_fleets_count() {
     wait_for("the count to clear", Duration::from_secs(1), || {
         server.cli(&["HGET", "clear:llm", "fails"]) == "0"
     });
+    // a learns of the success on b: its own count goes back to zero.
+    wait_for("a to hear of it", Duration::from_secs(1), || {
+        a.get_metrics().consecutive_failures == 0
+    });
     fail(&a);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(a.state(), CircuitState::Closed, "1 failure after a success");

@@ -359,6 +359,7 @@ impl RedisFleet {
             fleet_failures: AtomicU32::new(0),
             last_ver: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            pending: AtomicU32::new(0),
             threshold: config.failure_threshold,
             recovery_ms: millis(config.recovery_timeout),
             max_probes: config.half_open_max_calls,
@@ -462,6 +463,9 @@ pub(crate) struct Member {
     last_ver: AtomicU64,
     /// A transition could not be written: merge it back on reconnection.
     dirty: AtomicBool,
+    /// Transitions queued and not yet written: a resync then neither
+    /// rebuilds nor merges from the local state, which they will write.
+    pending: AtomicU32,
     threshold: u32,
     recovery_ms: u64,
     max_probes: u32,
@@ -524,6 +528,7 @@ impl Member {
             },
             None => return,
         };
+        self.pending.fetch_add(1, Ordering::Relaxed);
         let tx = self.link.tx.clone();
         let _ = tx.send(Cmd::Transition {
             member: self,
@@ -848,17 +853,20 @@ impl Worker {
                 cause,
                 until_ms,
             } => {
+                member.pending.fetch_sub(1, Ordering::Relaxed);
+                let manual = cause == TransitionCause::Manual;
                 // Stale: the replica has moved on since (it took on a newer
                 // state from the fleet, or made a later transition, queued
-                // behind this one). Writing it would undo the newer state.
-                if member
-                    .breaker
-                    .upgrade()
-                    .is_none_or(|inner| inner.core.state() != to)
+                // behind this one), and writing it would undo the newer
+                // state. An operator's command is written whatever.
+                if !manual
+                    && member
+                        .breaker
+                        .upgrade()
+                        .is_none_or(|inner| inner.core.state() != to)
                 {
                     return true;
                 }
-                let manual = cause == TransitionCause::Manual;
                 let mut call = scripts.transition.key(&member.key);
                 call.arg(&link.channel)
                     .arg(&*member.name)
@@ -919,6 +927,9 @@ impl Worker {
                     link.members.lock().remove(&member.name);
                     return true;
                 };
+                if member.pending.load(Ordering::Relaxed) != 0 {
+                    return true;
+                }
                 let state = inner.core.state();
                 let until_ms = match inner.core.open_until() {
                     Some(until) => wall_ms()
@@ -966,6 +977,7 @@ impl Worker {
 
 fn mark_dirty(cmd: &Cmd) {
     if let Cmd::Transition { member, .. } = cmd {
+        member.pending.fetch_sub(1, Ordering::Relaxed);
         member.dirty.store(true, Ordering::Relaxed);
     }
     if let Cmd::Lease { reply, .. } = cmd {
