@@ -237,6 +237,11 @@ impl CircuitBreaker {
             Ok((admission, None)) => admission,
             acquired => self.admit_slow(acquired)?,
         };
+        // Folded away on the closed path, where the admission is known.
+        #[cfg(feature = "redis")]
+        if let Admission::Probe { generation, ticket } = admission {
+            self.fleet_lease(admission, generation, ticket)?;
+        }
         self.within_rate_limit(admission)?;
         Ok(Permit::admitted(self, admission))
     }
@@ -274,6 +279,31 @@ impl CircuitBreaker {
         }
     }
 
+    /// A probe asks the fleet for its lease; refused, it is given back and
+    /// the call rejected as half-open and full.
+    #[cfg(feature = "redis")]
+    #[cold]
+    #[inline(never)]
+    fn fleet_lease(
+        &self,
+        admission: Admission,
+        generation: u32,
+        ticket: u32,
+    ) -> Result<(), FallbackReason> {
+        let Some(member) = self.inner.core.fleet.get() else {
+            return Ok(());
+        };
+        if member.lease_probe(generation, ticket) {
+            return Ok(());
+        }
+        // Another replica holds the fleet's probe slots.
+        self.inner.core.release(admission);
+        self.count(Count::RejectedHalfOpen);
+        let reason = FallbackReason::HalfOpenFull;
+        events::emit(&self.inner.name, EventKind::Rejected { reason });
+        Err(reason)
+    }
+
     /// Counts and reports a call the local rate limit refused: shared by
     /// every call site, off the hot path.
     #[cold]
@@ -304,6 +334,18 @@ impl CircuitBreaker {
 
     #[cold]
     pub(crate) fn emit_transition(&self, transition: Option<Transition>) {
+        #[cfg(feature = "redis")]
+        if let Some(member) = transition.and_then(|_| self.inner.core.fleet.get()) {
+            let transition = transition.expect("checked");
+            member.note_transition(transition.to, transition.cause);
+        }
+        self.emit_events(transition);
+    }
+
+    /// The events of a transition, whether made here or taken on from the
+    /// fleet.
+    #[cold]
+    pub(crate) fn emit_events(&self, transition: Option<Transition>) {
         if let Some(Transition {
             from,
             to,

@@ -320,6 +320,10 @@ pub(crate) struct Core {
     max_retry_nanos: u64,
     backoff: Option<(f64, u64)>,
     failure_rate: Option<(f64, u32)>,
+    /// The fleet this breaker shares its state with, once shared: told of
+    /// failures and of cleared failure counts, from cold paths only.
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: crate::shared::FleetSlot,
 }
 
 impl Core {
@@ -361,6 +365,8 @@ impl Core {
             failure_rate: config
                 .failure_rate_threshold
                 .map(|rate| (rate, config.minimum_calls)),
+            #[cfg(feature = "redis")]
+            fleet: crate::shared::FleetSlot::default(),
         }
     }
 
@@ -610,9 +616,24 @@ impl Core {
         if let Admission::Probe { generation, ticket } = admission {
             let mut slow = self.slow.lock();
             let word = self.load();
-            return slow.settle_probe(word, generation, ticket) == ProbeStatus::Late;
+            let status = slow.settle_probe(word, generation, ticket);
+            #[cfg(feature = "redis")]
+            if status == ProbeStatus::Current {
+                self.probe_settled(generation, ticket);
+            }
+            return status == ProbeStatus::Late;
         }
         false
+    }
+
+    /// Gives a probe's fleet-wide lease back when the probe ended without
+    /// a transition (which clears every lease itself).
+    #[cfg(feature = "redis")]
+    #[cold]
+    fn probe_settled(&self, generation: u32, ticket: u32) {
+        if let Some(member) = self.fleet.get() {
+            member.note_probe_done(generation, ticket);
+        }
     }
 
     #[cold]
@@ -627,6 +648,10 @@ impl Core {
         }
         if word.fails() != 0 {
             self.store(Word::new(MODE_CLOSED, generation, 0));
+            #[cfg(feature = "redis")]
+            if let Some(member) = self.fleet.get() {
+                member.note_success();
+            }
         }
     }
 
@@ -644,6 +669,8 @@ impl Core {
         }
         slow.probe_successes += 1;
         if slow.probe_successes < self.success_threshold {
+            #[cfg(feature = "redis")]
+            self.probe_settled(generation, ticket);
             return None;
         }
         let now = self.clock.now();
@@ -713,6 +740,10 @@ impl Core {
                     Some(TransitionCause::RetryAfter)
                 } else {
                     self.store(Word::new(MODE_CLOSED, word.generation(), fails));
+                    #[cfg(feature = "redis")]
+                    if let Some(member) = self.fleet.get() {
+                        member.note_failure();
+                    }
                     None
                 }
             }
@@ -812,6 +843,70 @@ impl Core {
             return None;
         }
         Some(self.transition(&mut slow, word, to, TransitionCause::Manual, now))
+    }
+
+    /// The open period's end (clock nanoseconds) while open.
+    #[cfg(feature = "redis")]
+    pub(crate) fn open_until(&self) -> Option<u64> {
+        let _slow = self.slow.lock();
+        (self.load().mode() == MODE_OPEN).then(|| self.open_until.load(Ordering::Relaxed))
+    }
+
+    /// Takes on a state another replica wrote: `until` is the end of an
+    /// open period on this breaker's clock. An automatic state never
+    /// overrides a forced one here, and an open period is only extended.
+    /// The transition, if any, is for events only: it is not shared again.
+    #[cfg(feature = "redis")]
+    pub(crate) fn adopt(
+        &self,
+        to: DetailedState,
+        until: u64,
+        cause: TransitionCause,
+    ) -> Option<Transition> {
+        let mut slow = self.slow.lock();
+        let word = self.load();
+        let now = self.clock.now();
+        let local = word.detailed();
+        match to {
+            DetailedState::Open => match local {
+                DetailedState::Closed | DetailedState::HalfOpen => {
+                    let transition = self.transition(&mut slow, word, to, cause, now);
+                    // The fleet's period, not this replica's backoff.
+                    self.open_until.store(until, Ordering::Relaxed);
+                    Some(transition)
+                }
+                DetailedState::Open => {
+                    self.extend_open(until);
+                    None
+                }
+                _ => None,
+            },
+            DetailedState::ForcedOpen | DetailedState::ForcedClosed | DetailedState::Closed
+                if local != to =>
+            {
+                if to == DetailedState::Closed {
+                    slow.trips_in_a_row = 0;
+                }
+                Some(self.transition(&mut slow, word, to, cause, now))
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes on the fleet's consecutive-failure count while closed: a
+    /// higher count than this replica's, or zero once a success anywhere
+    /// cleared it. Never reaches the threshold here: the fleet trips.
+    #[cfg(feature = "redis")]
+    pub(crate) fn adopt_failures(&self, fleet: u32) {
+        let _slow = self.slow.lock();
+        let word = self.load();
+        if word.mode() != MODE_CLOSED {
+            return;
+        }
+        let fleet = fleet.min(self.failure_threshold.saturating_sub(1));
+        if fleet == 0 || fleet > word.fails() {
+            self.store(Word::new(MODE_CLOSED, word.generation(), fleet));
+        }
     }
 
     pub(crate) fn snapshot(&self) -> StateSnapshot {

@@ -73,6 +73,18 @@ pub enum EventKind {
         /// Every problem, one per line.
         problems: String,
     },
+    /// The Redis server this breaker shares its state through stopped
+    /// answering: the breaker decides on its local state until it is back
+    /// (feature `redis`).
+    FleetDisconnected {
+        /// The server, without its password.
+        store: String,
+    },
+    /// The Redis server answers again; the breaker's state is merged back.
+    FleetConnected {
+        /// The server, without its password.
+        store: String,
+    },
 }
 
 type Listener = Arc<Subscribed>;
@@ -201,6 +213,14 @@ fn emit_to_all(breaker: &str, kind: EventKind) {
             problems,
             "circuit breaker run-time configuration rejected; using the attribute's values"
         ),
+        EventKind::FleetDisconnected { store } => tracing::warn!(
+            breaker,
+            store,
+            "circuit breaker lost its Redis fleet; deciding on local state"
+        ),
+        EventKind::FleetConnected { store } => {
+            tracing::info!(breaker, store, "circuit breaker reached its Redis fleet")
+        }
     }
     // Relaxed: a listener subscribed concurrently with this event may miss it.
     if ANY_LISTENER.load(Ordering::Relaxed) {

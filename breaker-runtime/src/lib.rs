@@ -96,6 +96,8 @@ mod pool;
 pub mod prometheus;
 mod rate_limit;
 mod registry;
+#[cfg(feature = "redis")]
+mod shared;
 mod state;
 mod sync;
 mod telemetry;
@@ -143,4 +145,9 @@ pub use pool::{
     fail_deadline_worker_starts as __fail_deadline_worker_starts,
 };
 pub use registry::{BreakerStatus, Registry, RegistryStatus, registry};
+#[cfg(feature = "redis")]
+pub use shared::{
+    FleetError, FleetStatus, PREFIX_VAR as REDIS_PREFIX_VAR, RedactedUrl, RedisFleet,
+    RedisFleetBuilder, URL_VAR as REDIS_URL_VAR,
+};
 pub use state::{CircuitState, DetailedState};

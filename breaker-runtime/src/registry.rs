@@ -34,6 +34,9 @@ pub struct Registry {
     clocks: RwLock<BTreeMap<Box<str>, ClockPreset>>,
     /// Keyed families, by name (see [`Registry::family`]).
     families: RwLock<BTreeMap<Box<str>, FamilyEntry>>,
+    /// The Redis fleet every breaker registered here is shared through.
+    #[cfg(feature = "redis")]
+    fleet: std::sync::OnceLock<crate::shared::RedisFleet>,
 }
 
 /// The clock a breaker or family is built on ([`Registry::use_clock`]).
@@ -107,7 +110,23 @@ impl Resolved {
     }
 }
 
-static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
+static REGISTRY: LazyLock<Registry> = LazyLock::new(global_registry);
+
+/// The global registry, shared through the Redis server `BREAKER_REDIS_URL`
+/// names, if it is set (feature `redis`). A URL that does not parse is
+/// reported as a `tracing` error and the breakers stay local.
+fn global_registry() -> Registry {
+    let registry = Registry::default();
+    #[cfg(feature = "redis")]
+    match crate::shared::RedisFleet::from_env() {
+        Some(Ok(fleet)) => {
+            registry.share_through(&fleet);
+        }
+        Some(Err(error)) => tracing::error!(%error, "breakers are not shared"),
+        None => {}
+    }
+    registry
+}
 
 /// How many times a breaker has been put in place of another
 /// ([`Registry::replace`]). While it is 0, as in a service that never
@@ -298,6 +317,7 @@ impl Registry {
         let rejected = resolved.rejection();
         entries.insert(name.into(), Entry::new(breaker.clone(), resolved));
         drop(entries);
+        self.share_new(&breaker);
         if let Some(rejected) = rejected {
             events::emit(name, rejected);
         }
@@ -460,6 +480,8 @@ impl Registry {
             errors: Vec::new(),
         };
         entries.insert(breaker.name().into(), Entry::new(breaker.clone(), resolved));
+        drop(entries);
+        self.share_new(&breaker);
         Ok(breaker)
     }
 
@@ -606,6 +628,7 @@ impl Registry {
                 errors: Vec::new(),
             },
         };
+        self.share_new(&breaker);
         let old = entries.insert(breaker.name().into(), Entry::new(breaker, resolved));
         // Relaxed: a site that sees the new count takes the registry's
         // lock to find the breaker, which orders the insert before it; a
@@ -706,6 +729,34 @@ impl Registry {
         }
         names.sort_unstable();
         names
+    }
+
+    /// Shares a newly registered breaker through the registry's fleet.
+    #[inline]
+    fn share_new(&self, _breaker: &CircuitBreaker) {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = self.fleet.get() {
+            fleet.share(_breaker);
+        }
+    }
+
+    /// Shares every breaker, and every one registered from now on, through
+    /// `fleet`; `false` if another fleet was set first.
+    #[cfg(feature = "redis")]
+    pub(crate) fn share_through(&self, fleet: &crate::shared::RedisFleet) -> bool {
+        if self.fleet.set(fleet.clone()).is_err() {
+            return false;
+        }
+        let breakers: Vec<CircuitBreaker> = self
+            .entries
+            .read()
+            .values()
+            .map(|e| e.breaker.clone())
+            .collect();
+        for breaker in &breakers {
+            fleet.share(breaker);
+        }
+        true
     }
 
     /// A snapshot of every breaker, sorted by name. A family's members
@@ -833,6 +884,10 @@ pub struct BreakerStatus {
     /// For a member of a keyed family, its key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<Arc<str>>,
+    /// Whether the breaker is shared through Redis, whether that server
+    /// answers, and the fleet's failure count (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub fleet: Option<crate::shared::FleetStatus>,
 }
 
 fn messages<S: serde::Serializer>(errors: &[OverrideError], s: S) -> Result<S::Ok, S::Error> {
@@ -861,6 +916,8 @@ impl BreakerStatus {
             config_errors: Vec::new(),
             family: None,
             key: None,
+            #[cfg(feature = "redis")]
+            fleet: breaker.inner.core.fleet.get().map(|m| m.status()),
         }
     }
 }
@@ -940,6 +997,19 @@ impl fmt::Display for RegistryStatus {
                         .map(|(key, source)| format!("{key} from {source}"))
                         .collect();
                     notes.push(format!("config: {}", overridden.join(", ")));
+                }
+                #[cfg(feature = "redis")]
+                if let Some(fleet) = &b.fleet {
+                    notes.push(format!(
+                        "fleet {} {}, {} failures",
+                        fleet.store,
+                        if fleet.connected {
+                            "connected"
+                        } else {
+                            "DISCONNECTED"
+                        },
+                        fleet.fleet_failures
+                    ));
                 }
                 [
                     if b.family.is_some() {

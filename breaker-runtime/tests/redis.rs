@@ -1,0 +1,650 @@
+//! Breakers shared through a real Redis server (feature `redis`).
+//!
+//! Each test starts its own `redis-server` on a free loopback port with a
+//! temporary directory and kills it when done. A replica is a registry with
+//! a fleet of its own (its own connection and origin); the first test runs
+//! replicas as separate processes of this test binary.
+#![cfg(feature = "redis")]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use breaker_runtime::{
+    BreakerError, BreakerStatus, CircuitBreaker, CircuitBreakerConfig, CircuitState, EventKind,
+    RedisFleet, Registry, circuit_breaker, registry,
+};
+
+/// A `redis-server` of this test's own, killed on drop.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("breaker-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `redis-cli` against this server: its output, trimmed.
+    fn cli(&self, args: &[&str]) -> String {
+        if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            return String::new();
+        }
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A replica: a registry sharing through a fleet of its own.
+fn replica(server: &Server, prefix: &str) -> (Registry, RedisFleet) {
+    let registry = Registry::new();
+    let fleet = RedisFleet::builder(server.url())
+        .prefix(prefix)
+        .resync_interval(Duration::from_millis(200))
+        .lease_wait(Duration::from_millis(100))
+        .build()
+        .expect("a fleet");
+    assert!(fleet.share_registry(&registry));
+    wait_for("the fleet to connect", Duration::from_secs(5), || {
+        fleet.is_connected()
+    });
+    (registry, fleet)
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "waited {within:?} for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn config(threshold: u32) -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder()
+        .failure_threshold(threshold)
+        .recovery_timeout(Duration::from_secs(60))
+        .build()
+        .expect("valid")
+}
+
+fn fail(breaker: &CircuitBreaker) {
+    let _ = breaker.call(|| Err::<(), _>("down".to_owned()));
+}
+
+fn wall_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+// ---- the multi-process case -------------------------------------------
+
+const CHILD: &str = "BREAKER_REDIS_TEST_CHILD";
+const THRESHOLD: u32 = 5;
+
+#[derive(Debug)]
+struct AppError;
+impl From<BreakerError> for AppError {
+    fn from(_: BreakerError) -> Self {
+        AppError
+    }
+}
+
+static BODIES: AtomicU32 = AtomicU32::new(0);
+
+#[circuit_breaker(name = "fleet-failing", failure_threshold = 5, recovery_timeout = 60.0)]
+fn failing_dependency() -> Result<(), AppError> {
+    BODIES.fetch_add(1, Ordering::SeqCst);
+    Err(AppError)
+}
+
+/// The child role: not a test of its own (it returns at once unless this
+/// binary was started as a child). Calls the failing function every 10 ms
+/// from the agreed start time for 1.5 s, and prints how often its body ran.
+#[test]
+fn fleet_child() {
+    let Ok(start_at) = std::env::var(CHILD) else {
+        return;
+    };
+    let start_at: u64 = start_at.parse().unwrap();
+    if std::env::var("BREAKER_REDIS_URL").is_ok() {
+        // Any breaker of the registry tells whether its fleet is up.
+        let probe = registry()
+            .get_or_register("fleet-warmup", CircuitBreakerConfig::default())
+            .unwrap();
+        wait_for("the child's fleet", Duration::from_secs(5), || {
+            BreakerStatus::of(&probe)
+                .fleet
+                .is_some_and(|fleet| fleet.connected)
+        });
+    }
+    while wall_ms() < start_at {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let end = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < end {
+        let _ = failing_dependency();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("bodies={}", BODIES.load(Ordering::SeqCst));
+}
+
+/// Runs 4 children, shared through `url` or not; the bodies they ran.
+fn run_fleet(url: Option<&str>, prefix: &str) -> u32 {
+    let exe = std::env::current_exe().unwrap();
+    let start_at = wall_ms() + 1500;
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let mut command = Command::new(&exe);
+            command
+                .args(["--exact", "fleet_child", "--nocapture", "--test-threads=1"])
+                .env(CHILD, start_at.to_string())
+                .env("BREAKER_REDIS_PREFIX", prefix)
+                .env_remove("BREAKER_REDIS_URL")
+                .stdout(Stdio::piped());
+            if let Some(url) = url {
+                command.env("BREAKER_REDIS_URL", url);
+            }
+            command.spawn().unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines()
+                .find_map(|l| l.split_once("bodies=").map(|(_, n)| n))
+                .unwrap_or_else(|| panic!("no count in {text}"))
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn four_processes_trip_together_and_alone_each_trips_on_its_own() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let server = Server::start();
+    let shared = run_fleet(Some(&server.url()), "multi");
+    let alone = run_fleet(None, "multi");
+    eprintln!("bodies run: shared {shared}, unshared {alone}");
+    assert!(
+        shared <= THRESHOLD + 4,
+        "shared: the fleet ran the failing body {shared} times"
+    );
+    assert!(shared >= THRESHOLD, "the fleet tripped before {THRESHOLD}");
+    assert_eq!(alone, 4 * THRESHOLD, "unshared: each process trips alone");
+}
+
+// ---- replicas in one process --------------------------------------------
+
+#[test]
+fn force_open_on_one_replica_reaches_the_others_and_reset_closes_them() {
+    let server = Server::start();
+    let replicas: Vec<_> = (0..3).map(|_| replica(&server, "force")).collect();
+    let breakers: Vec<_> = replicas
+        .iter()
+        .map(|(r, _)| r.get_or_register("pay", config(5)).unwrap())
+        .collect();
+    breakers[0].force_open();
+    for b in &breakers[1..] {
+        let took = wait_for("force_open to arrive", Duration::from_millis(100), || {
+            b.call(|| Ok::<_, String>(())).is_err()
+        });
+        eprintln!("force_open arrived in {took:?}");
+    }
+    breakers[2].reset();
+    for b in &breakers[..2] {
+        let start = Instant::now();
+        while b.state() != CircuitState::Closed {
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "reset did not arrive: {:?}, hash {}",
+                breakers
+                    .iter()
+                    .map(|b| b.detailed_state())
+                    .collect::<Vec<_>>(),
+                server.cli(&["HGETALL", "force:pay"]).replace('\n', " ")
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn failures_count_across_the_fleet() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "count");
+    let (b, _fb) = replica(&server, "count");
+    let a = a.get_or_register("llm", config(4)).unwrap();
+    let b = b.get_or_register("llm", config(4)).unwrap();
+    // Two failures on each replica: four across the fleet.
+    for _ in 0..2 {
+        fail(&a);
+        fail(&b);
+    }
+    for breaker in [&a, &b] {
+        wait_for("the fleet to trip", Duration::from_secs(1), || {
+            breaker.state() == CircuitState::Open
+        });
+    }
+    let status = BreakerStatus::of(&a).fleet.expect("shared");
+    assert!(status.connected);
+    assert_eq!(status.key, "count:llm");
+}
+
+#[test]
+fn a_success_clears_the_fleets_count() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "clear");
+    let (b, _fb) = replica(&server, "clear");
+    let a = a.get_or_register("llm", config(3)).unwrap();
+    let b = b.get_or_register("llm", config(3)).unwrap();
+    fail(&a);
+    fail(&a);
+    wait_for("the count to reach b", Duration::from_secs(1), || {
+        BreakerStatus::of(&b).fleet.unwrap().fleet_failures == 2
+    });
+    assert_eq!(b.call(|| Ok::<_, String>(())), Ok(()));
+    wait_for("the count to clear", Duration::from_secs(1), || {
+        server.cli(&["HGET", "clear:llm", "fails"]) == "0"
+    });
+    // a learns of the success on b: its own count goes back to zero.
+    wait_for("a to hear of it", Duration::from_secs(1), || {
+        a.get_metrics().consecutive_failures == 0
+    });
+    fail(&a);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.state(), CircuitState::Closed, "1 failure after a success");
+}
+
+#[test]
+fn probes_are_limited_across_the_fleet() {
+    let server = Server::start();
+    let quick = CircuitBreakerConfig::builder()
+        .failure_threshold(1)
+        .recovery_timeout(Duration::from_millis(300))
+        .half_open_max_calls(1)
+        .success_threshold(1)
+        .timeout_duration(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (a, _fa) = replica(&server, "probe");
+    let (b, _fb) = replica(&server, "probe");
+    let a = a.get_or_register("llm", quick.clone()).unwrap();
+    let b = b.get_or_register("llm", quick).unwrap();
+    fail(&a);
+    wait_for("b to open", Duration::from_secs(1), || {
+        b.state() == CircuitState::Open
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let probe = a.try_acquire().expect("a probes");
+    assert!(probe.is_probe());
+    let refused = b.try_acquire();
+    assert!(refused.is_err(), "a second probe across the fleet");
+    drop(refused);
+    probe.record(breaker_runtime::Outcome::Success);
+    wait_for("b to close", Duration::from_secs(1), || {
+        b.state() == CircuitState::Closed
+    });
+}
+
+#[test]
+fn a_probe_gives_its_lease_back_when_it_ends() {
+    let server = Server::start();
+    let two_successes = CircuitBreakerConfig::builder()
+        .failure_threshold(1)
+        .recovery_timeout(Duration::from_millis(300))
+        .half_open_max_calls(1)
+        .success_threshold(2)
+        .timeout_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (a, _fa) = replica(&server, "lease");
+    let (b, _fb) = replica(&server, "lease");
+    let a = a.get_or_register("llm", two_successes.clone()).unwrap();
+    let b = b.get_or_register("llm", two_successes).unwrap();
+    fail(&a);
+    wait_for("b to open", Duration::from_secs(1), || {
+        b.state() == CircuitState::Open
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let probe = a.try_acquire().expect("a probes");
+    assert!(probe.is_probe());
+    assert!(b.try_acquire().is_err(), "a holds the only slot");
+    assert!(
+        b.try_acquire().is_err(),
+        "still, for a probe admitted without a transition"
+    );
+    // One success of two: still half-open, and the slot is free again.
+    probe.record(breaker_runtime::Outcome::Success);
+    wait_for("b to get the slot", Duration::from_secs(1), || {
+        match b.try_acquire() {
+            Ok(permit) => {
+                assert!(permit.is_probe());
+                permit.record(breaker_runtime::Outcome::Success);
+                true
+            }
+            Err(_) => false,
+        }
+    });
+}
+
+#[test]
+fn keys_have_a_ttl_and_a_flushed_server_is_rebuilt() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "ttl");
+    let open = a.get_or_register("open", config(1)).unwrap();
+    let counted = a.get_or_register("counted", config(5)).unwrap();
+    fail(&open);
+    fail(&counted);
+    let (b, _fb) = replica(&server, "ttl");
+    let forced = a.get_or_register("forced", config(5)).unwrap();
+    let forced_b = b.get_or_register("forced", config(5)).unwrap();
+    // Three writes before the flush, so versions count past the rebuild's.
+    forced.force_open();
+    forced.reset();
+    forced.force_open();
+    wait_for("b to be forced open", Duration::from_secs(1), || {
+        forced_b.state() == CircuitState::Open && forced.state() == CircuitState::Open
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let keys = server.cli(&["KEYS", "ttl:*"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for key in &keys {
+        let ttl: i64 = server.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+    assert_eq!(server.cli(&["FLUSHALL"]), "OK");
+    wait_for("the resync to rebuild", Duration::from_secs(3), || {
+        server.cli(&["HGET", "ttl:forced", "state"]) == "forced_open"
+            && server.cli(&["HGET", "ttl:open", "state"]) == "open"
+    });
+    let ttl: i64 = server.cli(&["PTTL", "ttl:forced"]).parse().unwrap();
+    assert!(ttl > 0);
+    // After the rebuild, a reset still reaches the replica that saw the
+    // versions before the flush.
+    forced.reset();
+    wait_for("the reset to reach b", Duration::from_secs(1), || {
+        forced_b.state() == CircuitState::Closed
+    });
+}
+
+/// Calls through `breaker` every 5 ms for `run`, a third of them failing,
+/// while `during` runs once after `after`; the slowest call.
+fn slowest_call_while(
+    breaker: &CircuitBreaker,
+    run: Duration,
+    after: Duration,
+    during: impl FnOnce(),
+) -> Duration {
+    let start = Instant::now();
+    let mut during = Some(during);
+    let mut slowest = Duration::ZERO;
+    let mut i = 0u32;
+    while start.elapsed() < run {
+        if start.elapsed() >= after {
+            if let Some(f) = during.take() {
+                f();
+            }
+        }
+        i += 1;
+        let t = Instant::now();
+        let _ = breaker.call(|| {
+            if i % 3 == 0 {
+                Err("x".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    slowest
+}
+
+#[test]
+fn redis_killed_then_restarted_calls_do_not_stall_and_the_fleet_resyncs() {
+    let mut server = Server::start();
+    let (a, fa) = replica(&server, "kill");
+    let (b, _fb) = replica(&server, "kill");
+    let seen = std::sync::Arc::new(parking_lot_free::Seen::default());
+    let sink = seen.clone();
+    let _subscription = breaker_runtime::subscribe(move |event| {
+        if event.breaker == "killed-llm" {
+            if let EventKind::FleetDisconnected { store } = &event.kind {
+                sink.push(store.clone());
+            }
+        }
+    });
+    let a = a.get_or_register("killed-llm", config(1000)).unwrap();
+    let b = b.get_or_register("killed-llm", config(1000)).unwrap();
+    let slowest = slowest_call_while(
+        &a,
+        Duration::from_millis(800),
+        Duration::from_millis(200),
+        || server.kill9(),
+    );
+    assert!(
+        slowest < Duration::from_millis(50),
+        "a call took {slowest:?}"
+    );
+    wait_for(
+        "the fleet to see Redis gone",
+        Duration::from_secs(2),
+        || !fa.is_connected(),
+    );
+    assert!(!BreakerStatus::of(&a).fleet.unwrap().connected);
+    assert!(
+        seen.all().iter().any(|store| store == &server.url()),
+        "a disconnection event names the server"
+    );
+    // Opened while Redis is away: kept open, and merged back.
+    a.force_open();
+    server.spawn();
+    wait_for(
+        "b to learn of the open circuit",
+        Duration::from_secs(5),
+        || b.state() == CircuitState::Open,
+    );
+}
+
+#[test]
+fn a_frozen_redis_does_not_stall_calls() {
+    let server = Server::start();
+    // The default lease wait: the one place a call waits for Redis.
+    let registry = Registry::new();
+    let fleet = RedisFleet::builder(server.url())
+        .prefix("frozen")
+        .build()
+        .unwrap();
+    fleet.share_registry(&registry);
+    wait_for("the fleet", Duration::from_secs(5), || fleet.is_connected());
+    // Trips at once and probes every 30 ms, each probe asking for a lease.
+    let flapping = CircuitBreakerConfig::builder()
+        .failure_threshold(1)
+        .recovery_timeout(Duration::from_millis(30))
+        .half_open_max_calls(1)
+        .success_threshold(1)
+        .build()
+        .unwrap();
+    let a = registry.get_or_register("llm", flapping).unwrap();
+    let slowest = slowest_call_while(
+        &a,
+        Duration::from_millis(1000),
+        Duration::from_millis(200),
+        || server.signal("-STOP"),
+    );
+    server.signal("-CONT");
+    assert!(
+        slowest < Duration::from_millis(50),
+        "a call took {slowest:?}"
+    );
+    assert!(a.get_metrics().transitions > 4, "the breaker flapped");
+}
+
+#[test]
+fn a_password_never_shows() {
+    let url = "redis://:hunter2@127.0.0.1:1/0";
+    let fleet = RedisFleet::builder(url).build().unwrap();
+    let breaker = CircuitBreaker::new("secret", CircuitBreakerConfig::default()).unwrap();
+    let seen = std::sync::Arc::new(parking_lot_free::Seen::default());
+    let sink = seen.clone();
+    let _subscription = breaker_runtime::subscribe(move |event| {
+        if let EventKind::FleetDisconnected { store } = &event.kind {
+            sink.push(store.clone());
+        }
+    });
+    fleet.share(&breaker);
+    fail(&breaker);
+    let status = BreakerStatus::of(&breaker);
+    let json = serde_json::to_string(&status).unwrap();
+    assert!(json.contains("redis://:***@127.0.0.1:1/0"), "{json}");
+    for text in [json, format!("{fleet:?}"), format!("{status:?}")] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    let bad = RedisFleet::builder("redis://:hunter2@")
+        .build()
+        .unwrap_err();
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+    assert!(!format!("{bad:?}").contains("hunter2"), "{bad:?}");
+    for store in seen.all() {
+        assert!(!store.contains("hunter2"));
+    }
+}
+
+mod parking_lot_free {
+    #[derive(Default)]
+    pub struct Seen(std::sync::Mutex<Vec<String>>);
+    impl Seen {
+        pub fn push(&self, s: String) {
+            self.0.lock().unwrap().push(s);
+        }
+        pub fn all(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+}
+
+#[test]
+fn an_open_made_while_cut_off_is_merged_back_over_a_later_closed() {
+    let server = Server::start();
+    // A user of its own for replica A, whose rights the test can take away
+    // while the server keeps running for everyone else.
+    let user = ["ACL", "SETUSER", "cut", "on", ">pw", "~*", "&*", "+@all"];
+    assert_eq!(server.cli(&user), "OK");
+    let a = Registry::new();
+    let fa = RedisFleet::builder(format!("redis://cut:pw@127.0.0.1:{}/0", server.port))
+        .prefix("merge")
+        .resync_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    fa.share_registry(&a);
+    wait_for("a to connect", Duration::from_secs(5), || fa.is_connected());
+    let (b, _fb) = replica(&server, "merge");
+    let a = a.get_or_register("llm", config(1)).unwrap();
+    let b = b.get_or_register("llm", config(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(server.cli(&["ACL", "SETUSER", "cut", "-@all"]), "OK");
+    wait_for("a to lose Redis", Duration::from_secs(3), || {
+        !fa.is_connected()
+    });
+    fail(&a);
+    assert_eq!(a.state(), CircuitState::Open);
+    // Meanwhile the hash says closed, at a later version than a has seen.
+    server.cli(&[
+        "HSET",
+        "merge:llm",
+        "state",
+        "closed",
+        "ver",
+        "99999999999999",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.state(), CircuitState::Closed, "a could not write");
+
+    assert_eq!(server.cli(&["ACL", "SETUSER", "cut", "+@all"]), "OK");
+    wait_for("a's open to be merged back", Duration::from_secs(5), || {
+        b.state() == CircuitState::Open
+    });
+    assert_eq!(a.state(), CircuitState::Open, "open anywhere stays open");
+}
