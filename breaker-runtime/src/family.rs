@@ -713,31 +713,40 @@ impl Family {
     /// the family's name and then for its own; when that has problems,
     /// the family's configuration, and the problems are emitted as an
     /// event (the same policy as a breaker's).
-    fn member_config(&self, member_name: &str) -> CircuitBreakerConfig {
+    ///
+    /// The event is returned, not emitted: members are made under the
+    /// family's mutex, and a listener may ask the family anything.
+    fn member_config(&self, member_name: &str) -> (CircuitBreakerConfig, Option<EventKind>) {
         let inner = &*self.inner;
         let Some(run_time) = &inner.run_time else {
-            return inner.config.clone();
+            return (inner.config.clone(), None);
         };
         match run_time
             .overrides
             .effective_for(&[&inner.name, member_name], &run_time.base)
         {
-            Ok((config, _)) => config,
-            Err(problems) => {
-                events::emit(
-                    member_name,
-                    EventKind::ConfigOverrideRejected {
-                        problems: problems.to_string(),
-                    },
-                );
-                inner.config.clone()
-            }
+            Ok((config, _)) => (config, None),
+            Err(problems) => (
+                inner.config.clone(),
+                Some(EventKind::ConfigOverrideRejected {
+                    problems: problems.to_string(),
+                }),
+            ),
         }
     }
 
-    fn new_member(&self, key: &str) -> Result<CircuitBreaker, BreakerError> {
+    /// A new member for `key`, and the event to emit once the family's
+    /// mutex is released, if any.
+    fn new_member(
+        &self,
+        key: &str,
+        emit: &mut Option<Pending>,
+    ) -> Result<CircuitBreaker, BreakerError> {
         let member_name = format!("{}[{key}]", self.inner.name);
-        let config = self.member_config(&member_name);
+        let (config, event) = self.member_config(&member_name);
+        if let Some(event) = event {
+            *emit = Some((member_name.clone(), event));
+        }
         CircuitBreaker::builder(member_name.clone())
             .config(config)
             .clock_handle(self.inner.clock.clone())
@@ -749,10 +758,26 @@ impl Family {
     }
 
     /// Adds a member for a key the table did not have, sweeping first if
-    /// the family is full.
+    /// the family is full; emits the member's configuration event, if any,
+    /// after the family's mutex is released.
     #[cold]
     #[inline(never)]
     fn insert(&self, hash: u64, key: &str) -> Result<CircuitBreaker, BreakerError> {
+        let mut pending = None;
+        let added = self.insert_locking(hash, key, &mut pending);
+        if let Some((member_name, event)) = pending {
+            events::emit(&member_name, event);
+        }
+        added
+    }
+
+    /// [`insert`](Self::insert)'s work, under the family's mutex.
+    fn insert_locking(
+        &self,
+        hash: u64,
+        key: &str,
+        pending: &mut Option<Pending>,
+    ) -> Result<CircuitBreaker, BreakerError> {
         let inner = &*self.inner;
         let mut writer = inner.writer.lock();
         let shard = self.shard(hash);
@@ -776,7 +801,7 @@ impl Family {
                 });
             }
         }
-        let breaker = self.new_member(key)?;
+        let breaker = self.new_member(key, pending)?;
         let key: Arc<str> = Arc::from(key);
         let mut table = Table::clone(&shard.load());
         table.0.insert_unique(
@@ -923,6 +948,10 @@ impl Drop for Member {
         }
     }
 }
+
+/// An event to emit once the family's mutex is released: the breaker's
+/// name and the event.
+type Pending = (String, EventKind);
 
 /// Every shard's table at one moment.
 #[derive(Default)]

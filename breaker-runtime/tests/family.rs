@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use breaker_runtime::{
-    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, DetailedState, Family,
-    ManualClock, Registry,
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, DetailedState, EventKind,
+    Family, ManualClock, Registry, subscribe,
 };
 
 const IDLE: Duration = Duration::from_secs(10);
@@ -415,4 +415,80 @@ fn calls_count_exactly_while_another_thread_adds_and_evicts_keys() {
         "the writer churned the tables {written} times"
     );
     assert!(hosts.len() <= 64);
+}
+
+/// Runs `f` on a thread and says whether it finished within 5 s (a
+/// deadlock does not).
+fn finishes(f: impl FnOnce() + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(5)).is_ok()
+}
+
+#[test]
+fn an_event_listener_may_read_the_registry_while_a_family_is_made() {
+    static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::new);
+    // An override out of range: the family is made with the attribute's
+    // configuration, and the problem is emitted as an event.
+    let _ = REGISTRY.load_config_toml(
+        "listener.toml",
+        "[listener-reads-registry]\nfailure_threshold = 0\n",
+    );
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = std::sync::Mutex::new(seen_tx);
+    let subscription = subscribe(move |event| {
+        if event.breaker == "listener-reads-registry"
+            && matches!(event.kind, EventKind::ConfigOverrideRejected { .. })
+        {
+            let found = REGISTRY.get_family("listener-reads-registry").is_some();
+            let _ = seen_tx.lock().unwrap().send(found);
+        }
+    });
+    let done = finishes(|| {
+        REGISTRY
+            .family("listener-reads-registry", CircuitBreakerConfig::default())
+            .unwrap();
+    });
+    subscription.unsubscribe();
+    assert!(
+        done,
+        "Registry::family deadlocked in its own event listener"
+    );
+    assert_eq!(seen_rx.try_recv(), Ok(true), "the listener saw the family");
+}
+
+#[test]
+fn an_event_listener_may_ask_the_family_while_a_member_is_made() {
+    static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::new);
+    let _ = REGISTRY.load_config_toml(
+        "listener.toml",
+        "[\"listener-asks-family[k]\"]\nfailure_threshold = 0\n",
+    );
+    let family = REGISTRY
+        .family("listener-asks-family", CircuitBreakerConfig::default())
+        .unwrap();
+    let seen = family.clone();
+    let (len_tx, len_rx) = std::sync::mpsc::channel();
+    let len_tx = std::sync::Mutex::new(len_tx);
+    let subscription = subscribe(move |event| {
+        if event.breaker == "listener-asks-family[k]"
+            && matches!(event.kind, EventKind::ConfigOverrideRejected { .. })
+        {
+            let other = seen.breaker("other").is_ok();
+            let _ = len_tx.lock().unwrap().send((seen.len(), other));
+        }
+    });
+    let done = finishes(move || {
+        family.breaker("k").unwrap();
+    });
+    subscription.unsubscribe();
+    assert!(done, "Family::insert deadlocked in its own event listener");
+    assert_eq!(
+        len_rx.try_recv(),
+        Ok((2, true)),
+        "the listener ran after `k` was added, and could add `other`"
+    );
 }
