@@ -934,6 +934,14 @@ impl std::ops::Deref for Member {
             // SAFETY: the pointer is into the table the guard holds (see
             // `Held::Table`).
             Held::Table { breaker, .. } => unsafe { breaker.as_ref() },
+            // SAFETY: the pointer is into a snapshot this thread's cache
+            // holds. While this member lives, the cache counts it
+            // (`depth > 0`), and a snapshot is freed only when `depth` is
+            // 0: one replaced meanwhile waits in `retired`, and a cache
+            // dropped at thread exit (before a member kept in another
+            // thread-local) leaks its snapshots instead of freeing them
+            // (see `ThreadCache`'s `Drop`). `Member` is `!Send`, so it is
+            // dropped on the thread whose cache counted it.
             Held::Cached { breaker } => unsafe { breaker.as_ref() },
             Held::Owned(breaker) => breaker,
         }
@@ -974,13 +982,32 @@ const CACHED_FAMILIES: usize = 4;
 /// Members are `!Send`, so they are dropped on the thread that counted
 /// them. A thread keeps at most [`CACHED_FAMILIES`] snapshots: tables the
 /// families have since replaced stay alive until the thread next calls
-/// that family, or exits.
+/// that family, or exits. A thread that exits while a member is still in
+/// use (one kept in another thread-local) leaks its snapshots rather than
+/// free them under that member.
 #[derive(Default)]
 struct ThreadCache {
     slots: [Option<Slot>; CACHED_FAMILIES],
     next: usize,
     depth: usize,
     retired: Vec<Arc<Snapshot>>,
+}
+
+impl Drop for ThreadCache {
+    /// At thread exit. A [`Member`] kept in another thread-local may
+    /// outlive the cache (thread-locals are destroyed in an order safe
+    /// code chooses) and still points into its snapshots: while any is
+    /// counted, they are leaked rather than freed. Only a thread that
+    /// exits holding a member leaks, once, at most [`CACHED_FAMILIES`]
+    /// snapshots and those retired.
+    fn drop(&mut self) {
+        if self.depth > 0 {
+            for slot in self.slots.iter_mut().filter_map(Option::take) {
+                std::mem::forget(slot.snapshot);
+            }
+            std::mem::forget(std::mem::take(&mut self.retired));
+        }
+    }
 }
 
 /// One family's snapshot in a thread's cache.
