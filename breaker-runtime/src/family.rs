@@ -41,9 +41,21 @@
 //!   between, so a circuit that tripped while it was being evicted stays.
 //!   An open, half-open or forced circuit is never evicted: flooding new
 //!   keys cannot reset a tripped one.
-//! * A call that was already running on a member when it was evicted
-//!   finishes on it and is counted there; the next call for that key gets a
-//!   fresh breaker.
+//! * "No call seen" means no call *finished* (or was refused): the call
+//!   path writes nothing for the family, so a call still running on an
+//!   idle member is invisible to a sweep, and the member can be evicted
+//!   under it. An evicted member therefore goes to a holding area, not
+//!   away: the running call finishes on it and is counted there, and if it
+//!   trips the circuit, the key's next call gets that tripped breaker back
+//!   (as does [`Family::get`]). The area holds at most `max_keys` breakers,
+//!   so a family keeps at most `2 × max_keys` breakers in all. Each stays
+//!   at least `idle_after`; one still closed and idle then is let go, one
+//!   a call tripped is kept until its key is called again or its room is
+//!   needed for a newer eviction.
+//! * The limit: a call that runs longer than its member's holding period
+//!   (at least `idle_after` after the eviction) and then trips the circuit
+//!   trips a breaker the family may have let go; the key's next call may
+//!   then get a fresh, closed breaker.
 
 use std::collections::HashMap;
 use std::fmt::{self, Display, Write as _};
@@ -261,6 +273,17 @@ struct Writer {
     /// it last changed.
     seen: HashMap<Arc<str>, Seen>,
     last_sweep: Option<u64>,
+    /// Members evicted lately, by key: at most `max_keys`, each kept for
+    /// at least `idle_after` (see [`Family::sweep_locked`]). A call that
+    /// was running on one when it was evicted lands on it, and the key's
+    /// next call gets it back instead of a fresh breaker.
+    held: HashMap<Arc<str>, Evicted>,
+}
+
+/// A member in the holding area, and when it was evicted.
+struct Evicted {
+    entry: Entry,
+    at: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -488,14 +511,43 @@ impl Family {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// The member for `key`, if there is one now (none is created).
+    /// The breaker a call for `key` would use now, if it has one (none is
+    /// created): its member, or one evicted within the holding period,
+    /// which the key's next call reinstates (see [`with`](Self::with)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::{Family, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// let hosts = Family::builder("family-get-doc")
+    ///     .idle_after(Duration::from_secs(10))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// let a = hosts.breaker("a")?;
+    /// assert!(hosts.get("a").unwrap().ptr_eq(&a));
+    /// assert!(hosts.get("b").is_none(), "`get` creates nothing");
+    ///
+    /// clock.advance(Duration::from_secs(10));
+    /// assert_eq!(hosts.sweep(), 1);
+    /// assert!(hosts.get("a").unwrap().ptr_eq(&a), "held after its eviction");
+    /// assert!(hosts.breaker("a")?.ptr_eq(&a), "and reinstated");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get<K: Display + ?Sized>(&self, key: &K) -> Option<CircuitBreaker> {
         let text = KeyText::new(key);
         let hash = self.hash(text.as_str());
-        self.shard(hash)
-            .load()
-            .find(hash, text.as_str())
-            .map(|member| member.breaker.clone())
+        if let Some(member) = self.shard(hash).load().find(hash, text.as_str()) {
+            return Some(member.breaker.clone());
+        }
+        let writer = self.inner.writer.lock();
+        if let Some(member) = self.shard(hash).load().find(hash, text.as_str()) {
+            return Some(member.breaker.clone());
+        }
+        writer
+            .held
+            .get(text.as_str())
+            .map(|held| held.entry.breaker.clone())
     }
 
     /// Lends the member for `key` to `call`, creating it if it is new.
@@ -505,10 +557,13 @@ impl Family {
     /// the call path of an unkeyed breaker plus one hash and one table read.
     ///
     /// # Errors
-    /// [`BreakerError::FamilyFull`] for a new key when every member is
-    /// busy, open, half-open, forced or recently failed (`call` is not
-    /// run), or [`BreakerError::InvalidConfig`] should a member's
-    /// configuration be invalid.
+    /// [`BreakerError::FamilyFull`] for a new key when no member can be
+    /// evicted: every one is open, half-open, forced, recently failed, or
+    /// has had a call finish within `idle_after` (`call` is not run); or
+    /// [`BreakerError::InvalidConfig`] should a member's configuration be
+    /// invalid. A member whose only call is still running counts as idle:
+    /// it can be evicted under that call, and is held so that its key gets
+    /// it back (see the module notes).
     ///
     /// ```
     /// use breaker_runtime::{BreakerError, CircuitBreakerConfig, Family};
@@ -785,6 +840,11 @@ impl Family {
             return Ok(member.breaker.clone());
         }
         let now = inner.clock.now();
+        // A member evicted within the holding period comes back as it was
+        // (same key, same configuration): a circuit a call tripped after
+        // its eviction stays tripped. Taken out first, so that the sweep
+        // below has room to hold another.
+        let reinstated = writer.held.remove(key);
         if writer.len >= inner.max_keys {
             let interval = duration_nanos(inner.idle_after) / 4;
             let due = writer
@@ -794,6 +854,9 @@ impl Family {
                 self.sweep_locked(&mut writer, now);
             }
             if writer.len >= inner.max_keys {
+                if let Some(held) = reinstated {
+                    writer.held.insert(Arc::clone(&held.entry.key), held);
+                }
                 inner.refused_keys.fetch_add(1, Ordering::Relaxed);
                 return Err(BreakerError::FamilyFull {
                     family: inner.name.to_string(),
@@ -801,36 +864,41 @@ impl Family {
                 });
             }
         }
-        let breaker = self.new_member(key, pending)?;
-        let key: Arc<str> = Arc::from(key);
-        let mut table = Table::clone(&shard.load());
-        table.0.insert_unique(
-            hash,
-            Entry {
+        let entry = match reinstated {
+            Some(held) => held.entry,
+            None => Entry {
                 hash,
-                key: Arc::clone(&key),
-                breaker: breaker.clone(),
+                key: Arc::from(key),
+                breaker: self.new_member(key, pending)?,
             },
-            |m| m.hash,
-        );
+        };
+        let (key, breaker) = (Arc::clone(&entry.key), entry.breaker.clone());
+        let calls = lifetime_calls(&breaker.get_metrics());
+        let mut table = Table::clone(&shard.load());
+        table.0.insert_unique(hash, entry, |m| m.hash);
         shard.store(Arc::new(table));
         self.publish();
         writer.len += 1;
-        writer.seen.insert(
-            key,
-            Seen {
-                calls: 0,
-                since: now,
-            },
-        );
+        writer.seen.insert(key, Seen { calls, since: now });
         Ok(breaker)
     }
 
-    /// Evicts the idle members (see the module notes) and returns how many.
+    /// Evicts the idle members (see the module notes) into the holding
+    /// area and returns how many.
+    ///
+    /// The holding area keeps at most `max_keys` breakers, each for at
+    /// least `idle_after`: one held that long and still idle is let go; one
+    /// that a call tripped after its eviction is kept until its key is
+    /// called again, or until its room is needed. When the area is full of
+    /// breakers held for less than `idle_after`, the sweep evicts fewer.
     fn sweep_locked(&self, writer: &mut Writer, now: u64) -> usize {
         let inner = &*self.inner;
         writer.last_sweep = Some(now);
         let idle_after = duration_nanos(inner.idle_after);
+        writer.held.retain(|_, held| {
+            now.saturating_sub(held.at) < idle_after
+                || !evictable(&held.entry.breaker.get_metrics(), inner.idle_after)
+        });
         let mut evicted = 0;
         for shard in &inner.shards {
             let table = shard.load_full();
@@ -850,6 +918,25 @@ impl Family {
                     && evictable(&metrics, inner.idle_after)
                 {
                     leaving.push((member.clone(), calls));
+                }
+            }
+            // Room to hold them: the breakers held longest go first, once
+            // held for `idle_after`; members beyond the room stay.
+            while writer.held.len() + leaving.len() > inner.max_keys {
+                let oldest = writer
+                    .held
+                    .iter()
+                    .filter(|(_, held)| now.saturating_sub(held.at) >= idle_after)
+                    .min_by_key(|(_, held)| held.at)
+                    .map(|(key, _)| Arc::clone(key));
+                match oldest {
+                    Some(key) => {
+                        writer.held.remove(&key);
+                    }
+                    None => {
+                        leaving.truncate(inner.max_keys.saturating_sub(writer.held.len()));
+                        break;
+                    }
                 }
             }
             if leaving.is_empty() {
@@ -872,6 +959,13 @@ impl Family {
                     back.push(member);
                 } else {
                     writer.seen.remove(&member.key);
+                    writer.held.insert(
+                        Arc::clone(&member.key),
+                        Evicted {
+                            entry: member,
+                            at: now,
+                        },
+                    );
                     evicted += 1;
                 }
             }
