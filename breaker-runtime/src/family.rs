@@ -443,6 +443,23 @@ impl FamilyBuilder {
 }
 
 impl Family {
+    /// The longest key a family takes, in bytes of its text. A new key
+    /// longer than this is refused with [`BreakerError::KeyTooLong`]: a
+    /// key becomes a breaker's name and a metric label, and a request
+    /// must not choose a megabyte of either.
+    ///
+    /// ```
+    /// use breaker_runtime::{BreakerError, CircuitBreakerConfig, Family};
+    ///
+    /// let hosts = Family::new("family-key-len-doc", CircuitBreakerConfig::default())?;
+    /// assert_eq!(Family::MAX_KEY_BYTES, 256);
+    /// hosts.breaker(&"h".repeat(256))?;
+    /// let refused = hosts.breaker(&"h".repeat(257)).unwrap_err();
+    /// assert!(matches!(refused, BreakerError::KeyTooLong { len: 257, max: 256, .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const MAX_KEY_BYTES: usize = 256;
+
     /// A family named `name` whose members get `config`, with the default
     /// bound and idleness, on the system clock. It is not registered; see
     /// [`Registry::family`](crate::Registry::family) for shared ones.
@@ -560,6 +577,8 @@ impl Family {
     /// [`BreakerError::FamilyFull`] for a new key when no member can be
     /// evicted: every one is open, half-open, forced, recently failed, or
     /// has had a call finish within `idle_after` (`call` is not run); or
+    /// [`BreakerError::KeyTooLong`] for a new key longer than
+    /// [`MAX_KEY_BYTES`](Self::MAX_KEY_BYTES); or
     /// [`BreakerError::InvalidConfig`] should a member's configuration be
     /// invalid. A member whose only call is still running counts as idle:
     /// it can be evicted under that call, and is held so that its key gets
@@ -834,6 +853,13 @@ impl Family {
         pending: &mut Option<Pending>,
     ) -> Result<CircuitBreaker, BreakerError> {
         let inner = &*self.inner;
+        if key.len() > Self::MAX_KEY_BYTES {
+            return Err(BreakerError::KeyTooLong {
+                family: inner.name.to_string(),
+                len: key.len(),
+                max: Self::MAX_KEY_BYTES,
+            });
+        }
         let mut writer = inner.writer.lock();
         let shard = self.shard(hash);
         if let Some(member) = shard.load().find(hash, key) {

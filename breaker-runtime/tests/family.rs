@@ -580,3 +580,35 @@ fn a_held_breaker_that_tripped_is_kept_past_idle_after_until_its_room_is_needed(
     assert!(hosts.get("a").is_none(), "let go for `b`");
     assert!(hosts.get("b").is_some(), "held");
 }
+
+#[test]
+fn a_key_longer_than_256_bytes_is_refused_and_gets_no_breaker() {
+    let clock = ManualClock::new();
+    let hosts = family("long-keys", 10, &clock);
+    let longest = "k".repeat(Family::MAX_KEY_BYTES);
+    hosts.breaker(&longest).unwrap();
+
+    let megabyte = "k".repeat(1 << 20);
+    let refused = hosts
+        .with(&megabyte, |_| unreachable!("not run"))
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        BreakerError::KeyTooLong {
+            family: "long-keys".into(),
+            len: 1 << 20,
+            max: 256
+        }
+    );
+    assert_eq!(refused.breaker_name(), "long-keys");
+    let message = refused.to_string();
+    assert!(message.contains("at most 256 bytes"), "{message}");
+    assert!(message.len() < 200, "the key is not in the message");
+    // Through `Display` too, one byte over.
+    let refused = hosts.breaker(&format_args!("{longest}!")).unwrap_err();
+    assert!(matches!(refused, BreakerError::KeyTooLong { len: 257, .. }));
+
+    assert_eq!(hosts.keys(), [longest]);
+    assert!(hosts.get(&megabyte).is_none());
+    assert_eq!(hosts.refused_keys(), 0, "not a full family");
+}
