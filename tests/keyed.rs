@@ -206,6 +206,32 @@ fn a_new_key_in_a_full_family_is_refused_and_served_by_the_fallback() {
     );
 }
 
+#[circuit_breaker(name = "keyed-long", key = model, fallback = full_fallback)]
+fn ask_long(model: &str) -> Result<String, LlmError> {
+    Ok(format!("{model} answers"))
+}
+
+#[circuit_breaker(name = "keyed-long-bare", key = model)]
+fn ask_long_bare(model: &str) -> Result<String, LlmError> {
+    Ok(format!("{model} answers"))
+}
+
+#[test]
+fn a_key_longer_than_the_limit_is_refused_and_served_by_the_fallback() {
+    let long = "m".repeat(Family::MAX_KEY_BYTES + 1);
+    assert_eq!(ask_long(&long).unwrap(), format!("fallback for {long}"));
+    assert_eq!(
+        ask_long_bare(&long),
+        Err(LlmError::Breaker(BreakerError::KeyTooLong {
+            family: "keyed-long-bare".into(),
+            len: Family::MAX_KEY_BYTES + 1,
+            max: Family::MAX_KEY_BYTES,
+        }))
+    );
+    assert!(registry().get_family("keyed-long").unwrap().is_empty());
+    assert_eq!(ask_long("m").unwrap(), "m answers");
+}
+
 static CACHED_FAIL: AtomicUsize = AtomicUsize::new(0);
 
 #[circuit_breaker(name = "keyed-cached", failure_threshold = 1, key = model, fallback = cached)]

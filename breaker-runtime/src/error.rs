@@ -289,6 +289,21 @@ pub enum BreakerError {
         /// Its `max_keys`.
         limit: usize,
     },
+    /// A keyed [`Family`](crate::Family) refused a new key whose text is
+    /// longer than [`Family::MAX_KEY_BYTES`](crate::Family::MAX_KEY_BYTES):
+    /// it would become a breaker's name and a metric label. The call was
+    /// not made; a fallback answers it.
+    #[error(
+        "circuit breaker family `{family}` refused a key of {len} bytes: a key is at most {max} bytes; the call was not made"
+    )]
+    KeyTooLong {
+        /// The family's name.
+        family: String,
+        /// The key's length in bytes (the key itself is not kept).
+        len: usize,
+        /// The most bytes a key may have.
+        max: usize,
+    },
     /// The breaker could not be created from its configuration.
     #[error("circuit breaker `{name}` has an invalid configuration: {source}")]
     InvalidConfig {
@@ -313,7 +328,7 @@ impl BreakerError {
             | Self::BulkheadFull { name, .. }
             | Self::WorkerUnavailable { name, .. }
             | Self::InvalidConfig { name, .. } => name,
-            Self::FamilyFull { family, .. } => family,
+            Self::FamilyFull { family, .. } | Self::KeyTooLong { family, .. } => family,
         }
     }
 

@@ -41,9 +41,21 @@
 //!   between, so a circuit that tripped while it was being evicted stays.
 //!   An open, half-open or forced circuit is never evicted: flooding new
 //!   keys cannot reset a tripped one.
-//! * A call that was already running on a member when it was evicted
-//!   finishes on it and is counted there; the next call for that key gets a
-//!   fresh breaker.
+//! * "No call seen" means no call *finished* (or was refused): the call
+//!   path writes nothing for the family, so a call still running on an
+//!   idle member is invisible to a sweep, and the member can be evicted
+//!   under it. An evicted member therefore goes to a holding area, not
+//!   away: the running call finishes on it and is counted there, and if it
+//!   trips the circuit, the key's next call gets that tripped breaker back
+//!   (as does [`Family::get`]). The area holds at most `max_keys` breakers,
+//!   so a family keeps at most `2 × max_keys` breakers in all. Each stays
+//!   at least `idle_after`; one still closed and idle then is let go, one
+//!   a call tripped is kept until its key is called again or its room is
+//!   needed for a newer eviction.
+//! * The limit: a call that runs longer than its member's holding period
+//!   (at least `idle_after` after the eviction) and then trips the circuit
+//!   trips a breaker the family may have let go; the key's next call may
+//!   then get a fresh, closed breaker.
 
 use std::collections::HashMap;
 use std::fmt::{self, Display, Write as _};
@@ -261,6 +273,17 @@ struct Writer {
     /// it last changed.
     seen: HashMap<Arc<str>, Seen>,
     last_sweep: Option<u64>,
+    /// Members evicted lately, by key: at most `max_keys`, each kept for
+    /// at least `idle_after` (see [`Family::sweep_locked`]). A call that
+    /// was running on one when it was evicted lands on it, and the key's
+    /// next call gets it back instead of a fresh breaker.
+    held: HashMap<Arc<str>, Evicted>,
+}
+
+/// A member in the holding area, and when it was evicted.
+struct Evicted {
+    entry: Entry,
+    at: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -420,6 +443,23 @@ impl FamilyBuilder {
 }
 
 impl Family {
+    /// The longest key a family takes, in bytes of its text. A new key
+    /// longer than this is refused with [`BreakerError::KeyTooLong`]: a
+    /// key becomes a breaker's name and a metric label, and a request
+    /// must not choose a megabyte of either.
+    ///
+    /// ```
+    /// use breaker_runtime::{BreakerError, CircuitBreakerConfig, Family};
+    ///
+    /// let hosts = Family::new("family-key-len-doc", CircuitBreakerConfig::default())?;
+    /// assert_eq!(Family::MAX_KEY_BYTES, 256);
+    /// hosts.breaker(&"h".repeat(256))?;
+    /// let refused = hosts.breaker(&"h".repeat(257)).unwrap_err();
+    /// assert!(matches!(refused, BreakerError::KeyTooLong { len: 257, max: 256, .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const MAX_KEY_BYTES: usize = 256;
+
     /// A family named `name` whose members get `config`, with the default
     /// bound and idleness, on the system clock. It is not registered; see
     /// [`Registry::family`](crate::Registry::family) for shared ones.
@@ -488,14 +528,43 @@ impl Family {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// The member for `key`, if there is one now (none is created).
+    /// The breaker a call for `key` would use now, if it has one (none is
+    /// created): its member, or one evicted within the holding period,
+    /// which the key's next call reinstates (see [`with`](Self::with)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::{Family, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// let hosts = Family::builder("family-get-doc")
+    ///     .idle_after(Duration::from_secs(10))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// let a = hosts.breaker("a")?;
+    /// assert!(hosts.get("a").unwrap().ptr_eq(&a));
+    /// assert!(hosts.get("b").is_none(), "`get` creates nothing");
+    ///
+    /// clock.advance(Duration::from_secs(10));
+    /// assert_eq!(hosts.sweep(), 1);
+    /// assert!(hosts.get("a").unwrap().ptr_eq(&a), "held after its eviction");
+    /// assert!(hosts.breaker("a")?.ptr_eq(&a), "and reinstated");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get<K: Display + ?Sized>(&self, key: &K) -> Option<CircuitBreaker> {
         let text = KeyText::new(key);
         let hash = self.hash(text.as_str());
-        self.shard(hash)
-            .load()
-            .find(hash, text.as_str())
-            .map(|member| member.breaker.clone())
+        if let Some(member) = self.shard(hash).load().find(hash, text.as_str()) {
+            return Some(member.breaker.clone());
+        }
+        let writer = self.inner.writer.lock();
+        if let Some(member) = self.shard(hash).load().find(hash, text.as_str()) {
+            return Some(member.breaker.clone());
+        }
+        writer
+            .held
+            .get(text.as_str())
+            .map(|held| held.entry.breaker.clone())
     }
 
     /// Lends the member for `key` to `call`, creating it if it is new.
@@ -505,10 +574,15 @@ impl Family {
     /// the call path of an unkeyed breaker plus one hash and one table read.
     ///
     /// # Errors
-    /// [`BreakerError::FamilyFull`] for a new key when every member is
-    /// busy, open, half-open, forced or recently failed (`call` is not
-    /// run), or [`BreakerError::InvalidConfig`] should a member's
-    /// configuration be invalid.
+    /// [`BreakerError::FamilyFull`] for a new key when no member can be
+    /// evicted: every one is open, half-open, forced, recently failed, or
+    /// has had a call finish within `idle_after` (`call` is not run); or
+    /// [`BreakerError::KeyTooLong`] for a new key longer than
+    /// [`MAX_KEY_BYTES`](Self::MAX_KEY_BYTES); or
+    /// [`BreakerError::InvalidConfig`] should a member's configuration be
+    /// invalid. A member whose only call is still running counts as idle:
+    /// it can be evicted under that call, and is held so that its key gets
+    /// it back (see the module notes).
     ///
     /// ```
     /// use breaker_runtime::{BreakerError, CircuitBreakerConfig, Family};
@@ -713,31 +787,40 @@ impl Family {
     /// the family's name and then for its own; when that has problems,
     /// the family's configuration, and the problems are emitted as an
     /// event (the same policy as a breaker's).
-    fn member_config(&self, member_name: &str) -> CircuitBreakerConfig {
+    ///
+    /// The event is returned, not emitted: members are made under the
+    /// family's mutex, and a listener may ask the family anything.
+    fn member_config(&self, member_name: &str) -> (CircuitBreakerConfig, Option<EventKind>) {
         let inner = &*self.inner;
         let Some(run_time) = &inner.run_time else {
-            return inner.config.clone();
+            return (inner.config.clone(), None);
         };
         match run_time
             .overrides
             .effective_for(&[&inner.name, member_name], &run_time.base)
         {
-            Ok((config, _)) => config,
-            Err(problems) => {
-                events::emit(
-                    member_name,
-                    EventKind::ConfigOverrideRejected {
-                        problems: problems.to_string(),
-                    },
-                );
-                inner.config.clone()
-            }
+            Ok((config, _)) => (config, None),
+            Err(problems) => (
+                inner.config.clone(),
+                Some(EventKind::ConfigOverrideRejected {
+                    problems: problems.to_string(),
+                }),
+            ),
         }
     }
 
-    fn new_member(&self, key: &str) -> Result<CircuitBreaker, BreakerError> {
+    /// A new member for `key`, and the event to emit once the family's
+    /// mutex is released, if any.
+    fn new_member(
+        &self,
+        key: &str,
+        emit: &mut Option<Pending>,
+    ) -> Result<CircuitBreaker, BreakerError> {
         let member_name = format!("{}[{key}]", self.inner.name);
-        let config = self.member_config(&member_name);
+        let (config, event) = self.member_config(&member_name);
+        if let Some(event) = event {
+            *emit = Some((member_name.clone(), event));
+        }
         CircuitBreaker::builder(member_name.clone())
             .config(config)
             .clock_handle(self.inner.clock.clone())
@@ -749,17 +832,45 @@ impl Family {
     }
 
     /// Adds a member for a key the table did not have, sweeping first if
-    /// the family is full.
+    /// the family is full; emits the member's configuration event, if any,
+    /// after the family's mutex is released.
     #[cold]
     #[inline(never)]
     fn insert(&self, hash: u64, key: &str) -> Result<CircuitBreaker, BreakerError> {
+        let mut pending = None;
+        let added = self.insert_locking(hash, key, &mut pending);
+        if let Some((member_name, event)) = pending {
+            events::emit(&member_name, event);
+        }
+        added
+    }
+
+    /// [`insert`](Self::insert)'s work, under the family's mutex.
+    fn insert_locking(
+        &self,
+        hash: u64,
+        key: &str,
+        pending: &mut Option<Pending>,
+    ) -> Result<CircuitBreaker, BreakerError> {
         let inner = &*self.inner;
+        if key.len() > Self::MAX_KEY_BYTES {
+            return Err(BreakerError::KeyTooLong {
+                family: inner.name.to_string(),
+                len: key.len(),
+                max: Self::MAX_KEY_BYTES,
+            });
+        }
         let mut writer = inner.writer.lock();
         let shard = self.shard(hash);
         if let Some(member) = shard.load().find(hash, key) {
             return Ok(member.breaker.clone());
         }
         let now = inner.clock.now();
+        // A member evicted within the holding period comes back as it was
+        // (same key, same configuration): a circuit a call tripped after
+        // its eviction stays tripped. Taken out first, so that the sweep
+        // below has room to hold another.
+        let reinstated = writer.held.remove(key);
         if writer.len >= inner.max_keys {
             let interval = duration_nanos(inner.idle_after) / 4;
             let due = writer
@@ -769,6 +880,9 @@ impl Family {
                 self.sweep_locked(&mut writer, now);
             }
             if writer.len >= inner.max_keys {
+                if let Some(held) = reinstated {
+                    writer.held.insert(Arc::clone(&held.entry.key), held);
+                }
                 inner.refused_keys.fetch_add(1, Ordering::Relaxed);
                 return Err(BreakerError::FamilyFull {
                     family: inner.name.to_string(),
@@ -776,36 +890,41 @@ impl Family {
                 });
             }
         }
-        let breaker = self.new_member(key)?;
-        let key: Arc<str> = Arc::from(key);
-        let mut table = Table::clone(&shard.load());
-        table.0.insert_unique(
-            hash,
-            Entry {
+        let entry = match reinstated {
+            Some(held) => held.entry,
+            None => Entry {
                 hash,
-                key: Arc::clone(&key),
-                breaker: breaker.clone(),
+                key: Arc::from(key),
+                breaker: self.new_member(key, pending)?,
             },
-            |m| m.hash,
-        );
+        };
+        let (key, breaker) = (Arc::clone(&entry.key), entry.breaker.clone());
+        let calls = lifetime_calls(&breaker.get_metrics());
+        let mut table = Table::clone(&shard.load());
+        table.0.insert_unique(hash, entry, |m| m.hash);
         shard.store(Arc::new(table));
         self.publish();
         writer.len += 1;
-        writer.seen.insert(
-            key,
-            Seen {
-                calls: 0,
-                since: now,
-            },
-        );
+        writer.seen.insert(key, Seen { calls, since: now });
         Ok(breaker)
     }
 
-    /// Evicts the idle members (see the module notes) and returns how many.
+    /// Evicts the idle members (see the module notes) into the holding
+    /// area and returns how many.
+    ///
+    /// The holding area keeps at most `max_keys` breakers, each for at
+    /// least `idle_after`: one held that long and still idle is let go; one
+    /// that a call tripped after its eviction is kept until its key is
+    /// called again, or until its room is needed. When the area is full of
+    /// breakers held for less than `idle_after`, the sweep evicts fewer.
     fn sweep_locked(&self, writer: &mut Writer, now: u64) -> usize {
         let inner = &*self.inner;
         writer.last_sweep = Some(now);
         let idle_after = duration_nanos(inner.idle_after);
+        writer.held.retain(|_, held| {
+            now.saturating_sub(held.at) < idle_after
+                || !evictable(&held.entry.breaker.get_metrics(), inner.idle_after)
+        });
         let mut evicted = 0;
         for shard in &inner.shards {
             let table = shard.load_full();
@@ -825,6 +944,25 @@ impl Family {
                     && evictable(&metrics, inner.idle_after)
                 {
                     leaving.push((member.clone(), calls));
+                }
+            }
+            // Room to hold them: the breakers held longest go first, once
+            // held for `idle_after`; members beyond the room stay.
+            while writer.held.len() + leaving.len() > inner.max_keys {
+                let oldest = writer
+                    .held
+                    .iter()
+                    .filter(|(_, held)| now.saturating_sub(held.at) >= idle_after)
+                    .min_by_key(|(_, held)| held.at)
+                    .map(|(key, _)| Arc::clone(key));
+                match oldest {
+                    Some(key) => {
+                        writer.held.remove(&key);
+                    }
+                    None => {
+                        leaving.truncate(inner.max_keys.saturating_sub(writer.held.len()));
+                        break;
+                    }
                 }
             }
             if leaving.is_empty() {
@@ -847,6 +985,13 @@ impl Family {
                     back.push(member);
                 } else {
                     writer.seen.remove(&member.key);
+                    writer.held.insert(
+                        Arc::clone(&member.key),
+                        Evicted {
+                            entry: member,
+                            at: now,
+                        },
+                    );
                     evicted += 1;
                 }
             }
@@ -909,6 +1054,14 @@ impl std::ops::Deref for Member {
             // SAFETY: the pointer is into the table the guard holds (see
             // `Held::Table`).
             Held::Table { breaker, .. } => unsafe { breaker.as_ref() },
+            // SAFETY: the pointer is into a snapshot this thread's cache
+            // holds. While this member lives, the cache counts it
+            // (`depth > 0`), and a snapshot is freed only when `depth` is
+            // 0: one replaced meanwhile waits in `retired`, and a cache
+            // dropped at thread exit (before a member kept in another
+            // thread-local) leaks its snapshots instead of freeing them
+            // (see `ThreadCache`'s `Drop`). `Member` is `!Send`, so it is
+            // dropped on the thread whose cache counted it.
             Held::Cached { breaker } => unsafe { breaker.as_ref() },
             Held::Owned(breaker) => breaker,
         }
@@ -923,6 +1076,10 @@ impl Drop for Member {
         }
     }
 }
+
+/// An event to emit once the family's mutex is released: the breaker's
+/// name and the event.
+type Pending = (String, EventKind);
 
 /// Every shard's table at one moment.
 #[derive(Default)]
@@ -945,13 +1102,32 @@ const CACHED_FAMILIES: usize = 4;
 /// Members are `!Send`, so they are dropped on the thread that counted
 /// them. A thread keeps at most [`CACHED_FAMILIES`] snapshots: tables the
 /// families have since replaced stay alive until the thread next calls
-/// that family, or exits.
+/// that family, or exits. A thread that exits while a member is still in
+/// use (one kept in another thread-local) leaks its snapshots rather than
+/// free them under that member.
 #[derive(Default)]
 struct ThreadCache {
     slots: [Option<Slot>; CACHED_FAMILIES],
     next: usize,
     depth: usize,
     retired: Vec<Arc<Snapshot>>,
+}
+
+impl Drop for ThreadCache {
+    /// At thread exit. A [`Member`] kept in another thread-local may
+    /// outlive the cache (thread-locals are destroyed in an order safe
+    /// code chooses) and still points into its snapshots: while any is
+    /// counted, they are leaked rather than freed. Only a thread that
+    /// exits holding a member leaks, once, at most [`CACHED_FAMILIES`]
+    /// snapshots and those retired.
+    fn drop(&mut self) {
+        if self.depth > 0 {
+            for slot in self.slots.iter_mut().filter_map(Option::take) {
+                std::mem::forget(slot.snapshot);
+            }
+            std::mem::forget(std::mem::take(&mut self.retired));
+        }
+    }
 }
 
 /// One family's snapshot in a thread's cache.

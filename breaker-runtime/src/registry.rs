@@ -215,6 +215,9 @@ impl Registry {
                 return Ok(entry.family.clone());
             }
         }
+        // Events go out after the lock is released: a listener may read
+        // the registry.
+        let mut emitted = Vec::new();
         let mut families = self.families.write();
         let entry = match families.entry(name.into()) {
             std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -226,18 +229,20 @@ impl Registry {
                     Some(ClockPreset(clock)) => builder.clock_handle(clock),
                     None => builder,
                 };
-                if let Some(rejected) = resolved.rejection() {
-                    events::emit(name, rejected);
-                }
-                entry.insert(FamilyEntry::new(builder.build()?))
+                let family = builder.build()?;
+                emitted.extend(resolved.rejection());
+                entry.insert(FamilyEntry::new(family))
             }
         };
         let family = entry.family.clone();
         if family.config() != &config && !entry.conflicts.contains(&config) {
             let requested = format!("{config:?}");
             entry.conflicts.push(config);
-            drop(families);
-            events::emit(name, EventKind::ConfigConflict { requested });
+            emitted.push(EventKind::ConfigConflict { requested });
+        }
+        drop(families);
+        for kind in emitted {
+            events::emit(name, kind);
         }
         Ok(family)
     }

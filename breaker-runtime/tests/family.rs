@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use breaker_runtime::{
-    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, DetailedState, Family,
-    ManualClock, Registry,
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, DetailedState, EventKind,
+    Family, ManualClock, Registry, subscribe,
 };
 
 const IDLE: Duration = Duration::from_secs(10);
@@ -88,6 +88,15 @@ fn a_flood_of_100_000_keys_stays_within_1_000_and_never_evicts_a_tripped_circuit
     );
     assert_eq!(hosts.evicted_keys() + hosts.len() as u64, admitted + 12);
     assert_eq!(hosts.len(), hosts.keys().len());
+    // Members and the evicted breakers held for a while: at most twice
+    // the bound in all.
+    let reachable = (0..100_000)
+        .filter(|i| hosts.get(&format!("flood-{i}")).is_some())
+        .count();
+    assert!(
+        (1_001..=2_000).contains(&reachable),
+        "{reachable} flood keys still have a breaker"
+    );
     for (i, before) in tripped.iter().enumerate() {
         let now = hosts
             .get(&format!("tripped-{i}"))
@@ -178,7 +187,8 @@ fn only_a_member_with_no_call_and_no_failure_for_idle_after_is_evicted() {
     );
     assert_eq!(hosts.evicted_keys(), 2);
 
-    // An evicted key comes back as a fresh breaker.
+    // An evicted key comes back as a fresh breaker once its old one has
+    // been let go (held for `idle_after`, idle).
     succeed(&hosts, "quiet").unwrap();
     assert_eq!(hosts.get("quiet").unwrap().get_metrics().total_calls, 1);
 }
@@ -415,4 +425,190 @@ fn calls_count_exactly_while_another_thread_adds_and_evicts_keys() {
         "the writer churned the tables {written} times"
     );
     assert!(hosts.len() <= 64);
+}
+
+/// Runs `f` on a thread and says whether it finished within 5 s (a
+/// deadlock does not).
+fn finishes(f: impl FnOnce() + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(5)).is_ok()
+}
+
+#[test]
+fn an_event_listener_may_read_the_registry_while_a_family_is_made() {
+    static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::new);
+    // An override out of range: the family is made with the attribute's
+    // configuration, and the problem is emitted as an event.
+    let _ = REGISTRY.load_config_toml(
+        "listener.toml",
+        "[listener-reads-registry]\nfailure_threshold = 0\n",
+    );
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = std::sync::Mutex::new(seen_tx);
+    let subscription = subscribe(move |event| {
+        if event.breaker == "listener-reads-registry"
+            && matches!(event.kind, EventKind::ConfigOverrideRejected { .. })
+        {
+            let found = REGISTRY.get_family("listener-reads-registry").is_some();
+            let _ = seen_tx.lock().unwrap().send(found);
+        }
+    });
+    let done = finishes(|| {
+        REGISTRY
+            .family("listener-reads-registry", CircuitBreakerConfig::default())
+            .unwrap();
+    });
+    subscription.unsubscribe();
+    assert!(
+        done,
+        "Registry::family deadlocked in its own event listener"
+    );
+    assert_eq!(seen_rx.try_recv(), Ok(true), "the listener saw the family");
+}
+
+#[test]
+fn an_event_listener_may_ask_the_family_while_a_member_is_made() {
+    static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::new);
+    let _ = REGISTRY.load_config_toml(
+        "listener.toml",
+        "[\"listener-asks-family[k]\"]\nfailure_threshold = 0\n",
+    );
+    let family = REGISTRY
+        .family("listener-asks-family", CircuitBreakerConfig::default())
+        .unwrap();
+    let seen = family.clone();
+    let (len_tx, len_rx) = std::sync::mpsc::channel();
+    let len_tx = std::sync::Mutex::new(len_tx);
+    let subscription = subscribe(move |event| {
+        if event.breaker == "listener-asks-family[k]"
+            && matches!(event.kind, EventKind::ConfigOverrideRejected { .. })
+        {
+            let other = seen.breaker("other").is_ok();
+            let _ = len_tx.lock().unwrap().send((seen.len(), other));
+        }
+    });
+    let done = finishes(move || {
+        family.breaker("k").unwrap();
+    });
+    subscription.unsubscribe();
+    assert!(done, "Family::insert deadlocked in its own event listener");
+    assert_eq!(
+        len_rx.try_recv(),
+        Ok((2, true)),
+        "the listener ran after `k` was added, and could add `other`"
+    );
+}
+
+#[test]
+fn a_circuit_tripped_by_a_call_in_flight_while_its_member_is_evicted_stays_the_keys() {
+    let clock = ManualClock::new();
+    let hosts = family("in-flight", 1, &clock);
+    succeed(&hosts, "a").unwrap();
+    hosts.sweep(); // records a's call count
+    clock.advance(IDLE);
+
+    let result = hosts
+        .with("a", |b| {
+            b.call(|| {
+                // While this call on `a` runs, a new key finds the family
+                // full and sweeps: `a` has seen no call finish for
+                // `idle_after`.
+                hosts.breaker("b").unwrap();
+                Err::<(), _>("503")
+            })
+        })
+        .unwrap();
+    assert!(result.is_err());
+    assert_eq!(hosts.evicted_keys(), 1, "`a` made room for `b`");
+    assert_eq!(hosts.keys(), ["b"]);
+
+    let tripped = hosts.get("a").expect("the evicted breaker is held");
+    assert_eq!(tripped.state(), CircuitState::Open);
+    // Once `b` goes idle, `a`'s next call gets its tripped breaker back,
+    // not a fresh closed one, and is rejected.
+    clock.advance(IDLE);
+    let rejected = hosts.with("a", |b| b.call(|| Ok::<_, ()>(()))).unwrap();
+    assert!(matches!(
+        rejected.unwrap_err().breaker_error(),
+        Some(BreakerError::Open { .. })
+    ));
+    assert!(hosts.get("a").unwrap().ptr_eq(&tripped));
+    assert_eq!(hosts.keys(), ["a"]);
+}
+
+#[test]
+fn an_evicted_breaker_is_held_for_idle_after_then_let_go() {
+    let clock = ManualClock::new();
+    let hosts = family("held", 2, &clock);
+    let a = hosts.breaker("a").unwrap();
+    clock.advance(IDLE);
+    assert_eq!(hosts.sweep(), 1);
+    assert!(hosts.get("a").unwrap().ptr_eq(&a), "held");
+
+    clock.advance(IDLE - Duration::from_nanos(1));
+    hosts.sweep();
+    assert!(hosts.get("a").unwrap().ptr_eq(&a), "held for `idle_after`");
+    clock.advance(Duration::from_nanos(1));
+    hosts.sweep();
+    assert!(hosts.get("a").is_none(), "then let go");
+    assert!(!hosts.breaker("a").unwrap().ptr_eq(&a), "a fresh one");
+}
+
+#[test]
+fn a_held_breaker_that_tripped_is_kept_past_idle_after_until_its_room_is_needed() {
+    let clock = ManualClock::new();
+    let hosts = family("held-tripped", 1, &clock);
+    let a = hosts.breaker("a").unwrap();
+    clock.advance(IDLE);
+    assert_eq!(hosts.sweep(), 1);
+    // A call that was running when `a` was evicted fails after.
+    let _ = a.call(|| Err::<(), _>("503"));
+
+    clock.advance(IDLE * 5);
+    hosts.sweep();
+    assert!(hosts.get("a").unwrap().ptr_eq(&a), "tripped: still held");
+
+    // The holding area has room for one (the bound): evicting `b` needs it.
+    hosts.breaker("b").unwrap();
+    clock.advance(IDLE);
+    hosts.breaker("c").unwrap();
+    assert_eq!(hosts.keys(), ["c"]);
+    assert!(hosts.get("a").is_none(), "let go for `b`");
+    assert!(hosts.get("b").is_some(), "held");
+}
+
+#[test]
+fn a_key_longer_than_256_bytes_is_refused_and_gets_no_breaker() {
+    let clock = ManualClock::new();
+    let hosts = family("long-keys", 10, &clock);
+    let longest = "k".repeat(Family::MAX_KEY_BYTES);
+    hosts.breaker(&longest).unwrap();
+
+    let megabyte = "k".repeat(1 << 20);
+    let refused = hosts
+        .with(&megabyte, |_| unreachable!("not run"))
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        BreakerError::KeyTooLong {
+            family: "long-keys".into(),
+            len: 1 << 20,
+            max: 256
+        }
+    );
+    assert_eq!(refused.breaker_name(), "long-keys");
+    let message = refused.to_string();
+    assert!(message.contains("at most 256 bytes"), "{message}");
+    assert!(message.len() < 200, "the key is not in the message");
+    // Through `Display` too, one byte over.
+    let refused = hosts.breaker(&format_args!("{longest}!")).unwrap_err();
+    assert!(matches!(refused, BreakerError::KeyTooLong { len: 257, .. }));
+
+    assert_eq!(hosts.keys(), [longest]);
+    assert!(hosts.get(&megabyte).is_none());
+    assert_eq!(hosts.refused_keys(), 0, "not a full family");
 }
