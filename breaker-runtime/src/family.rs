@@ -224,6 +224,10 @@ struct Inner {
     /// For a family of the registry: the run-time configuration, applied
     /// member by member (see [`Family::member_config`]).
     run_time: Option<RunTime>,
+    /// For a family of a registry that may share its breakers on Redis:
+    /// the registry's fleet, once it has one; each new member joins it.
+    #[cfg(feature = "redis")]
+    fleet: Option<Arc<std::sync::OnceLock<crate::shared::RedisFleet>>>,
     max_keys: usize,
     idle_after: Duration,
     clock: ClockHandle,
@@ -345,9 +349,21 @@ pub struct FamilyBuilder {
     idle_after: Duration,
     clock: ClockHandle,
     run_time: Option<RunTime>,
+    #[cfg(feature = "redis")]
+    fleet: Option<Arc<std::sync::OnceLock<crate::shared::RedisFleet>>>,
 }
 
 impl FamilyBuilder {
+    /// Members join the fleet in `fleet` once the registry has one.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_through(
+        mut self,
+        fleet: Arc<std::sync::OnceLock<crate::shared::RedisFleet>>,
+    ) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
     /// The clock as the registry holds it (a clock set with
     /// [`Registry::use_clock`](crate::Registry::use_clock)).
     pub(crate) fn clock_handle(mut self, clock: ClockHandle) -> Self {
@@ -426,6 +442,8 @@ impl FamilyBuilder {
                 name: Arc::from(self.name),
                 config: self.config,
                 run_time: self.run_time,
+                #[cfg(feature = "redis")]
+                fleet: self.fleet,
                 max_keys: self.max_keys,
                 idle_after: self.idle_after,
                 clock: self.clock.ready(),
@@ -480,6 +498,8 @@ impl Family {
             idle_after: DEFAULT_IDLE_AFTER,
             clock: ClockHandle::System,
             run_time: None,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 
@@ -821,14 +841,20 @@ impl Family {
         if let Some(event) = event {
             *emit = Some((member_name.clone(), event));
         }
-        CircuitBreaker::builder(member_name.clone())
+        let member = CircuitBreaker::builder(member_name.clone())
             .config(config)
             .clock_handle(self.inner.clock.clone())
             .build()
             .map_err(|source| BreakerError::InvalidConfig {
                 name: member_name,
                 source,
-            })
+            })?;
+        // Joining only queues the member for the fleet's own thread.
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = self.inner.fleet.as_ref().and_then(|fleet| fleet.get()) {
+            fleet.share(&member);
+        }
+        Ok(member)
     }
 
     /// Adds a member for a key the table did not have, sweeping first if

@@ -36,7 +36,8 @@ pub struct Registry {
     families: RwLock<BTreeMap<Box<str>, FamilyEntry>>,
     /// The Redis fleet every breaker registered here is shared through.
     #[cfg(feature = "redis")]
-    fleet: std::sync::OnceLock<crate::shared::RedisFleet>,
+    /// Shared with the families made here, whose members are shared too.
+    fleet: Arc<std::sync::OnceLock<crate::shared::RedisFleet>>,
 }
 
 /// The clock a breaker or family is built on ([`Registry::use_clock`]).
@@ -225,6 +226,8 @@ impl Registry {
                 let builder = Family::builder(name)
                     .config(config.clone())
                     .run_time(base, self.overrides());
+                #[cfg(feature = "redis")]
+                let builder = builder.shared_through(Arc::clone(&self.fleet));
                 let builder = match self.clocks.write().remove(name) {
                     Some(ClockPreset(clock)) => builder.clock_handle(clock),
                     None => builder,
@@ -752,12 +755,23 @@ impl Registry {
         if self.fleet.set(fleet.clone()).is_err() {
             return false;
         }
-        let breakers: Vec<CircuitBreaker> = self
+        let mut breakers: Vec<CircuitBreaker> = self
             .entries
             .read()
             .values()
             .map(|e| e.breaker.clone())
             .collect();
+        // A keyed family's members are shared key by key; the ones it makes
+        // from now on are shared as they are made.
+        let families: Vec<Family> = self
+            .families
+            .read()
+            .values()
+            .map(|e| e.family.clone())
+            .collect();
+        for family in families {
+            breakers.extend(family.members().into_iter().map(|(_, member)| member));
+        }
         for breaker in &breakers {
             fleet.share(breaker);
         }

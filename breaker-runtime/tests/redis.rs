@@ -648,3 +648,37 @@ fn an_open_made_while_cut_off_is_merged_back_over_a_later_closed() {
     });
     assert_eq!(a.state(), CircuitState::Open, "open anywhere stays open");
 }
+
+#[test]
+fn a_keyed_family_is_shared_key_by_key() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "keyed");
+    let (b, _fb) = replica(&server, "keyed");
+    let a = a.family("llm", config(4)).unwrap();
+    let b = b.family("llm", config(4)).unwrap();
+    let (a_model, b_model) = (a.breaker("gpt-4o").unwrap(), b.breaker("gpt-4o").unwrap());
+    let (a_other, b_other) = (a.breaker("claude").unwrap(), b.breaker("claude").unwrap());
+    // Two failures of one model on each replica: four across the fleet.
+    for _ in 0..2 {
+        fail(&a_model);
+        fail(&b_model);
+    }
+    for breaker in [&a_model, &b_model] {
+        wait_for(
+            "the model's circuit to trip fleet-wide",
+            Duration::from_secs(1),
+            || breaker.state() == CircuitState::Open,
+        );
+    }
+    for breaker in [&a_other, &b_other] {
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Closed,
+            "the other model's circuit"
+        );
+    }
+    let status = BreakerStatus::of(&a_model)
+        .fleet
+        .expect("a member is shared");
+    assert_eq!(status.key, "keyed:llm[gpt-4o]");
+}
