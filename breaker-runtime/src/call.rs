@@ -356,19 +356,16 @@ impl CircuitBreaker {
             // The GCRA step inline; counting a refusal is shared, cold code.
             if let Some(limiter) = &inner.limiter {
                 if let Err(refusal) = limiter.check() {
-                    let reason = self.closed_call_rate_limited(generation, limiter, refusal);
-                    return self.refuse_sync(reason, &options.fallback);
+                    return self.rate_limited_sync(generation, limiter, refusal, &options.fallback);
                 }
             }
             // Held across the call so a panic counts as a failure.
             let admission = Admission::Closed(generation);
             (Permit::admitted(self, admission), Some(generation))
-        } else if let Some(retry_after) = inner.core.open_wait() {
-            return self.serve_open_rejection(retry_after, &options.fallback);
         } else {
-            match self.admit_off_closed() {
+            match self.admit_sync_off_closed(&options.fallback) {
                 Ok(permit) => (permit, None),
-                Err(reason) => return self.refuse_sync(reason, &options.fallback),
+                Err(answer) => return answer,
             }
         };
         // `f` appears once, so each annotated function compiles its body
@@ -626,6 +623,21 @@ impl CircuitBreaker {
         self.locally_rate_limited(Admission::Closed(generation), retry_after)
     }
 
+    /// Answers a closed-circuit sync call the local rate limit refused:
+    /// one shared call in each annotated function.
+    #[cold]
+    #[inline(never)]
+    fn rate_limited_sync<T, E, Fb: FallbackFor<T, E>>(
+        &self,
+        generation: u32,
+        limiter: &RateLimiter,
+        refusal: Refusal,
+        fallback: &Fb,
+    ) -> Result<T, CallError<E>> {
+        let reason = self.closed_call_rate_limited(generation, limiter, refusal);
+        self.refuse_sync(reason, fallback)
+    }
+
     /// Answers a sync call refused before it ran.
     #[cold]
     #[inline(never)]
@@ -663,12 +675,21 @@ impl CircuitBreaker {
         self.resolve_sync(verdict, &options.fallback)
     }
 
-    /// [`admit`](Self::admit) for a circuit that is neither closed nor
-    /// open, out of line: rare, and not generic.
-    #[cold]
+    /// Admits a sync call when the circuit is not closed: an open circuit
+    /// answers at once (its fallback, or the rejection); a half-open one
+    /// admits a probe or refuses. Out of line, and generic over the call's
+    /// types and fallback but not its body, so that functions of one
+    /// signature share it and each keeps one call for all of it.
     #[inline(never)]
-    fn admit_off_closed(&self) -> Result<Permit<'_>, FallbackReason> {
+    fn admit_sync_off_closed<T, E, Fb: FallbackFor<T, E>>(
+        &self,
+        fallback: &Fb,
+    ) -> Result<Permit<'_>, Result<T, CallError<E>>> {
+        if let Some(retry_after) = self.inner.core.open_wait() {
+            return Err(self.serve_open_rejection(retry_after, fallback));
+        }
         self.admit()
+            .map_err(|reason| self.refuse_sync(reason, fallback))
     }
 
     /// Starts timing a sync call; [`finish_timing`](Self::finish_timing)
@@ -936,7 +957,9 @@ impl CircuitBreaker {
 
     /// Answers a call an open circuit refused with its fallback. A fallback
     /// that serves a value is counted with the rejection in one add.
-    #[inline(never)]
+    /// Inlined into [`admit_sync_off_closed`](Self::admit_sync_off_closed),
+    /// so the open path makes one call, as it did.
+    #[inline]
     fn serve_open_rejection<T, E, Fb: FallbackFor<T, E>>(
         &self,
         retry_after: Duration,
