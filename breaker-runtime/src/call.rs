@@ -362,8 +362,10 @@ impl CircuitBreaker {
             // Held across the call so a panic counts as a failure.
             let admission = Admission::Closed(generation);
             (Permit::admitted(self, admission), Some(generation))
+        } else if let Some(retry_after) = inner.core.open_wait() {
+            return self.serve_open_rejection(retry_after, &options.fallback);
         } else {
-            match self.admit_sync_off_closed(&options.fallback) {
+            match self.admit_sync_half_open(&options.fallback) {
                 Ok(permit) => (permit, None),
                 Err(answer) => return answer,
             }
@@ -675,19 +677,16 @@ impl CircuitBreaker {
         self.resolve_sync(verdict, &options.fallback)
     }
 
-    /// Admits a sync call when the circuit is not closed: an open circuit
-    /// answers at once (its fallback, or the rejection); a half-open one
-    /// admits a probe or refuses. Out of line, and generic over the call's
-    /// types and fallback but not its body, so that functions of one
-    /// signature share it and each keeps one call for all of it.
+    /// Admits a sync call when the circuit is neither closed nor open: a
+    /// probe, or a refusal answered at once. Out of line and rare, and
+    /// generic over the call's types and fallback but not its body, so
+    /// that functions of one signature share it and each keeps one call.
+    #[cold]
     #[inline(never)]
-    fn admit_sync_off_closed<T, E, Fb: FallbackFor<T, E>>(
+    fn admit_sync_half_open<T, E, Fb: FallbackFor<T, E>>(
         &self,
         fallback: &Fb,
     ) -> Result<Permit<'_>, Result<T, CallError<E>>> {
-        if let Some(retry_after) = self.inner.core.open_wait() {
-            return Err(self.serve_open_rejection(retry_after, fallback));
-        }
         self.admit()
             .map_err(|reason| self.refuse_sync(reason, fallback))
     }
@@ -957,9 +956,7 @@ impl CircuitBreaker {
 
     /// Answers a call an open circuit refused with its fallback. A fallback
     /// that serves a value is counted with the rejection in one add.
-    /// Inlined into [`admit_sync_off_closed`](Self::admit_sync_off_closed),
-    /// so the open path makes one call, as it did.
-    #[inline]
+    #[inline(never)]
     fn serve_open_rejection<T, E, Fb: FallbackFor<T, E>>(
         &self,
         retry_after: Duration,
