@@ -19,6 +19,7 @@ use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hash::Hash;
+use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -105,7 +106,27 @@ pub enum SiteBreaker {
     /// The breaker the site resolved on its first call.
     Kept(&'static CircuitBreaker),
     /// The breaker registered under the name in place of the site's own.
-    Replaced(CircuitBreaker),
+    /// Dropped out of line (see the `Drop` impl).
+    Replaced(ManuallyDrop<CircuitBreaker>),
+}
+
+impl Drop for SiteBreaker {
+    /// A kept breaker owns nothing; a replacement's handle is let go by a
+    /// shared call, so no annotated function inlines a reference count's
+    /// drop on its return and unwind paths.
+    #[inline]
+    fn drop(&mut self) {
+        if let Self::Replaced(breaker) = self {
+            drop_replaced(breaker);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_replaced(breaker: &mut ManuallyDrop<CircuitBreaker>) {
+    // SAFETY: called once, from `SiteBreaker::drop`; never used after.
+    unsafe { ManuallyDrop::drop(breaker) }
 }
 
 impl Deref for SiteBreaker {
@@ -132,7 +153,7 @@ impl CacheOwner for SiteBreaker {
     fn cache_owner(&self) -> (&CircuitBreaker, bool) {
         match self {
             Self::Kept(breaker) => (breaker, false),
-            Self::Replaced(breaker) => (breaker, true),
+            Self::Replaced(breaker) => (&**breaker, true),
         }
     }
 }
@@ -179,8 +200,19 @@ impl Site {
                 resolved.as_ref().map(SiteBreaker::Kept)
             }
             Some(_) => self.recheck(),
-            None => self.resolve(config().into_config()).map(SiteBreaker::Kept),
+            None => self.resolve_with(config),
         }
+    }
+
+    /// The first call: builds the config out of line, so the function's
+    /// own code holds only the call.
+    #[cold]
+    #[inline(never)]
+    fn resolve_with<C: ConfigValue>(
+        &'static self,
+        config: impl FnOnce() -> C,
+    ) -> Result<SiteBreaker, &'static BreakerError> {
+        self.resolve(config().into_config()).map(SiteBreaker::Kept)
     }
 
     /// After a replacement somewhere in the registry: the breaker the
@@ -200,7 +232,9 @@ impl Site {
             return Ok(SiteBreaker::Kept(kept));
         }
         match crate::registry().get(self.name) {
-            Some(current) if !current.ptr_eq(kept) => Ok(SiteBreaker::Replaced(current)),
+            Some(current) if !current.ptr_eq(kept) => {
+                Ok(SiteBreaker::Replaced(ManuallyDrop::new(current)))
+            }
             _ => {
                 self.checked.store(replacements, Ordering::Relaxed);
                 Ok(SiteBreaker::Kept(kept))
@@ -434,6 +468,20 @@ where
 {
 }
 
+/// The caller's error for a breaker failure, no fallback or a cached one:
+/// out of line, and generic only over the error type, so functions with
+/// one error type share it.
+#[cold]
+#[inline(never)]
+// The box itself is passed, so the caller moves a pointer, not the failure.
+#[allow(clippy::boxed_local)]
+fn breaker_failure<E: FromBreakerError>(failure: Box<crate::BreakerFailure<E>>) -> E {
+    match *failure {
+        crate::BreakerFailure::FallbackFailed(failed) => failed.error,
+        crate::BreakerFailure::Breaker(error) => E::from_breaker_error(error),
+    }
+}
+
 /// The call result for a site whose breaker could not be created.
 #[cold]
 pub fn unavailable<T, E>(error: &BreakerError) -> Result<T, CallError<E>> {
@@ -594,7 +642,11 @@ pub mod shape {
         where
             E: FromBreakerError,
         {
-            self.finish_mapped(result, E::from_breaker_error)
+            match result {
+                Ok(value) => Ok(value),
+                Err(CallError::Inner(error)) => Err(error),
+                Err(CallError::Breaker(failure)) => Err(super::breaker_failure(failure)),
+            }
         }
 
         /// The return value with `fallback = cached`, as [`finish`](Self::finish).

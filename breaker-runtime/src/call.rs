@@ -356,8 +356,7 @@ impl CircuitBreaker {
             // The GCRA step inline; counting a refusal is shared, cold code.
             if let Some(limiter) = &inner.limiter {
                 if let Err(refusal) = limiter.check() {
-                    let reason = self.closed_call_rate_limited(generation, limiter, refusal);
-                    return self.refuse_sync(reason, &options.fallback);
+                    return self.rate_limited_sync(generation, limiter, refusal, &options.fallback);
                 }
             }
             // Held across the call so a panic counts as a failure.
@@ -366,9 +365,9 @@ impl CircuitBreaker {
         } else if let Some(retry_after) = inner.core.open_wait() {
             return self.serve_open_rejection(retry_after, &options.fallback);
         } else {
-            match self.admit_off_closed() {
+            match self.admit_sync_half_open(&options.fallback) {
                 Ok(permit) => (permit, None),
-                Err(reason) => return self.refuse_sync(reason, &options.fallback),
+                Err(answer) => return answer,
             }
         };
         // `f` appears once, so each annotated function compiles its body
@@ -626,6 +625,21 @@ impl CircuitBreaker {
         self.locally_rate_limited(Admission::Closed(generation), retry_after)
     }
 
+    /// Answers a closed-circuit sync call the local rate limit refused:
+    /// one shared call in each annotated function.
+    #[cold]
+    #[inline(never)]
+    fn rate_limited_sync<T, E, Fb: FallbackFor<T, E>>(
+        &self,
+        generation: u32,
+        limiter: &RateLimiter,
+        refusal: Refusal,
+        fallback: &Fb,
+    ) -> Result<T, CallError<E>> {
+        let reason = self.closed_call_rate_limited(generation, limiter, refusal);
+        self.refuse_sync(reason, fallback)
+    }
+
     /// Answers a sync call refused before it ran.
     #[cold]
     #[inline(never)]
@@ -663,12 +677,18 @@ impl CircuitBreaker {
         self.resolve_sync(verdict, &options.fallback)
     }
 
-    /// [`admit`](Self::admit) for a circuit that is neither closed nor
-    /// open, out of line: rare, and not generic.
+    /// Admits a sync call when the circuit is neither closed nor open: a
+    /// probe, or a refusal answered at once. Out of line and rare, and
+    /// generic over the call's types and fallback but not its body, so
+    /// that functions of one signature share it and each keeps one call.
     #[cold]
     #[inline(never)]
-    fn admit_off_closed(&self) -> Result<Permit<'_>, FallbackReason> {
+    fn admit_sync_half_open<T, E, Fb: FallbackFor<T, E>>(
+        &self,
+        fallback: &Fb,
+    ) -> Result<Permit<'_>, Result<T, CallError<E>>> {
         self.admit()
+            .map_err(|reason| self.refuse_sync(reason, fallback))
     }
 
     /// Starts timing a sync call; [`finish_timing`](Self::finish_timing)

@@ -362,13 +362,20 @@ impl ClockHandle {
         // The ticking system clock first and inline: one load, and one
         // comparison that catches a ticker lost in a forked child (the
         // mark 0) or one that could not be restarted there (u64::MAX).
+        // Everything else is one shared call, so the many inlined copies of
+        // this read stay small.
         if let Self::Ticking = self {
-            return coarse_system_now();
+            let now = COARSE_NOW.load(std::sync::atomic::Ordering::Relaxed);
+            if now.wrapping_sub(1) < u64::MAX - 1 {
+                return now;
+            }
         }
         self.coarse_otherwise()
     }
 
-    /// [`coarse_now`](Self::coarse_now) off its one-load path.
+    /// [`coarse_now`](Self::coarse_now) off its one-load path: a clock
+    /// other than the ticking system one, or a coarse clock at a mark.
+    #[cold]
     #[inline(never)]
     fn coarse_otherwise(&self) -> u64 {
         if self.is_system() {
