@@ -423,6 +423,22 @@ async fn the_agent_demo_shows_its_llm_breaker_open_then_closed() {
     // Let the sparklines and the countdown run for a moment.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     save_screenshot(&client, "dashboard-demo.png").await;
+    // The demo's /metrics, scraped while the circuit is open, passes
+    // promtool (the Debian package prometheus, which .ci/run installs).
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let metrics = tokio::task::spawn_blocking(move || scrape(&addr, "/metrics"))
+        .await
+        .expect("the scrape finishes");
+    assert!(
+        metrics.contains(
+            r#"breaker_state{breaker="llm[sim-a]",family="llm",key="sim-a",state="open"} 1"#
+        ),
+        "{metrics}"
+    );
+    promtool_accepts(&metrics);
     eventually(
         Duration::from_secs(20),
         "the llm breaker closes again",
@@ -529,4 +545,55 @@ async fn a_thousand_breakers_stay_usable() {
     )
     .await;
     client.close().await.expect("the session ends");
+}
+
+/// A GET over plain HTTP/1.1, for a scrape: the body of a 200.
+fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the dashboard listens");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// `promtool check metrics` passes `exposition`; skipped outside CI when
+/// promtool is missing.
+fn promtool_accepts(exposition: &str) {
+    use std::io::Write;
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the promtool check: .ci/run installs the prometheus package"
+        );
+        eprintln!("SKIPPED the promtool check: promtool is not installed");
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(exposition.as_bytes())
+        .expect("promtool reads");
+    let checked = promtool.wait_with_output().expect("promtool finishes");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
