@@ -6,6 +6,8 @@
 //! `cargo test --test agent_cli`), the test builds it first, with the same
 //! cargo, target directory and profile.
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -231,23 +233,6 @@ fn piped_lines_run_as_typed_until_the_end_of_input() {
 }
 
 /// A GET on a fresh connection; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("the dashboard listens");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("sent");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("an answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn piped_with_dashboard_serves_the_agent_s_breakers_until_the_end_of_input() {
     use std::io::BufRead;
@@ -275,7 +260,7 @@ fn piped_with_dashboard_serves_the_agent_s_breakers_until_the_end_of_input() {
     // The question goes through the llm breaker, which then shows.
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        let status = http_get(&addr, "/status.json");
+        let status = support::http_get(&addr, "/status.json");
         if status.contains(r#""family":"llm""#) || Instant::now() > deadline {
             break status;
         }
@@ -285,7 +270,7 @@ fn piped_with_dashboard_serves_the_agent_s_breakers_until_the_end_of_input() {
         status.contains(r#""name":"llm[sim-a]","family":"llm","key":"sim-a""#),
         "{status}"
     );
-    let metrics = http_get(&addr, "/metrics");
+    let metrics = support::http_get(&addr, "/metrics");
     assert!(
         metrics
             .lines()
@@ -296,33 +281,7 @@ fn piped_with_dashboard_serves_the_agent_s_breakers_until_the_end_of_input() {
                 && line.contains(r#"outcome="success""#)),
         "{metrics}"
     );
-    if let Ok(mut promtool) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        promtool
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(metrics.as_bytes())
-            .expect("promtool reads");
-        let checked = promtool.wait_with_output().expect("promtool finishes");
-        assert!(
-            checked.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the promtool check: .ci/run installs the prometheus package"
-        );
-        eprintln!("SKIPPED the promtool check: promtool is not installed");
-    }
+    support::promtool_accepts(&metrics);
     drop(stdin);
     let status = child.wait().expect("the agent exits at the end of input");
     assert!(status.success(), "{status}");

@@ -6,6 +6,8 @@
 //! Screenshots land in `target/tmp/` (`dashboard.png`,
 //! `dashboard-controls.png`), for a reviewer.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -69,11 +71,24 @@ async fn browser(driver: &Driver) -> Client {
                      "--disable-dev-shm-usage", "--window-size=1400,900"],
         }),
     );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session starts")
+    // Chromium can fail to start when the machine is loaded (four tests
+    // start one each at once): try three times before calling it a failure.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities.clone())
+            .connect(&driver.url)
+            .await
+        {
+            Ok(client) => return client,
+            Err(error) if attempt < 3 => {
+                eprintln!("Chromium session attempt {attempt} failed: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("a Chromium session starts: {error}"),
+        }
+    }
 }
 
 fn screenshot_path(name: &str) -> PathBuf {
@@ -429,7 +444,7 @@ async fn the_agent_demo_shows_its_llm_breaker_open_then_closed() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let metrics = tokio::task::spawn_blocking(move || scrape(&addr, "/metrics"))
+    let metrics = tokio::task::spawn_blocking(move || support::http_get(&addr, "/metrics"))
         .await
         .expect("the scrape finishes");
     assert!(
@@ -438,7 +453,7 @@ async fn the_agent_demo_shows_its_llm_breaker_open_then_closed() {
         ),
         "{metrics}"
     );
-    promtool_accepts(&metrics);
+    support::promtool_accepts(&metrics);
     eventually(
         Duration::from_secs(20),
         "the llm breaker closes again",
@@ -545,55 +560,4 @@ async fn a_thousand_breakers_stay_usable() {
     )
     .await;
     client.close().await.expect("the session ends");
-}
-
-/// A GET over plain HTTP/1.1, for a scrape: the body of a 200.
-fn scrape(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("the dashboard listens");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("sent");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("an answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
-/// `promtool check metrics` passes `exposition`; skipped outside CI when
-/// promtool is missing.
-fn promtool_accepts(exposition: &str) {
-    use std::io::Write;
-    let Ok(mut promtool) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the promtool check: .ci/run installs the prometheus package"
-        );
-        eprintln!("SKIPPED the promtool check: promtool is not installed");
-        return;
-    };
-    promtool
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(exposition.as_bytes())
-        .expect("promtool reads");
-    let checked = promtool.wait_with_output().expect("promtool finishes");
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
 }
