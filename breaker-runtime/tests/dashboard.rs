@@ -43,9 +43,15 @@ async fn request(
         .await
         .expect("the dashboard listens");
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -118,6 +124,39 @@ async fn it_binds_loopback_by_default_and_refuses_other_addresses_unless_allowed
     assert!(allowed.local_addr().ip().is_unspecified());
     let running = serve(Dashboard::shared(registry_with_breakers())).await;
     assert!(running.local_addr().ip().is_loopback());
+}
+
+#[tokio::test]
+async fn a_loopback_dashboard_answers_only_to_local_host_names() {
+    // DNS rebinding: evil.example resolves to 127.0.0.1, and a page from it
+    // reads the dashboard through the browser. The Host header tells.
+    let running = serve(Dashboard::shared(registry_with_breakers())).await;
+    let addr = running.local_addr();
+    let port = addr.port();
+    for host in [
+        format!("localhost:{port}"),
+        format!("LocalHost.:{port}"),
+        format!("app.localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "127.0.0.1".to_owned(),
+    ] {
+        let answer = request(addr, "GET", "/status.json", &[("Host", &host)], "").await;
+        assert_eq!(answer.status, 200, "Host: {host}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("localhost.evil.example:{port}"),
+        format!("[evil]:{port}"),
+    ] {
+        for path in ["/", "/status.json", "/metrics", "/events"] {
+            let answer = request(addr, "GET", path, &[("Host", &host)], "").await;
+            assert_eq!(answer.status, 403, "Host: {host} {path}");
+            assert!(answer.body.contains("allow_remote"), "{}", answer.body);
+            assert!(!answer.body.contains("inventory"));
+        }
+    }
 }
 
 #[tokio::test]

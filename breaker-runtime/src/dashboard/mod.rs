@@ -14,7 +14,10 @@
 //! | `POST /control` | only with [`Dashboard::with_controls`]: `{"breaker": name, "action": "force_open" \| "force_closed" \| "reset"}` with `Authorization: Bearer <token>` |
 //!
 //! Security: [`Dashboard::serve`] binds only a loopback address unless
-//! [`Dashboard::allow_remote`] says otherwise; the controls do not exist
+//! [`Dashboard::allow_remote`] says otherwise, and then answers 403 to a
+//! request whose `Host` is a name other than `localhost` (DNS rebinding: a
+//! web page whose name resolves to 127.0.0.1 cannot read the dashboard
+//! from a browser on the same machine); the controls do not exist
 //! (404) unless enabled, and then answer 401 without the token; the page
 //! writes every name with `textContent`, never as HTML, under a
 //! `Content-Security-Policy` that allows only its own script.
@@ -335,7 +338,10 @@ impl Dashboard {
         let local_addr = listener
             .local_addr()
             .map_err(|source| DashboardError::Bind { addr, source })?;
-        let router = self.router();
+        let mut router = self.router();
+        if !self.allow_remote {
+            router = router.layer(axum::middleware::from_fn(local_host_only));
+        }
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, router).await {
                 tracing::error!(%error, "the breaker dashboard stopped");
@@ -366,6 +372,39 @@ impl Drop for Running {
 }
 
 type AppState = State<Arc<Shared>>;
+
+/// Lets a request through when its `Host` is `localhost` (or a name under
+/// `.localhost`) or an IP address, as a browser sends for a loopback
+/// dashboard; any other name came through somebody's DNS and gets 403. A
+/// request without `Host` (HTTP/1.0 tools) is let through.
+async fn local_host_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request.headers().get(header::HOST);
+    if host.is_none_or(|host| host.to_str().is_ok_and(is_local_host)) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        "this dashboard answers only to localhost or an IP address in Host; \
+         serve it with Dashboard::allow_remote to reach it by name\n",
+    )
+        .into_response()
+}
+
+/// `Host` header values a loopback dashboard answers to.
+fn is_local_host(host: &str) -> bool {
+    // "[::1]:9898" or "[::1]": an IPv6 literal in brackets.
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<Ipv4Addr>().is_ok()
+}
 
 fn with_type(content_type: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
