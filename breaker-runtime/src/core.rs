@@ -645,6 +645,10 @@ impl Core {
         }
         if let Some(window) = &mut slow.window {
             window.push(false);
+            #[cfg(feature = "redis")]
+            if let Some(member) = self.fleet.get() {
+                member.note_window_success();
+            }
         }
         if word.fails() != 0 {
             self.store(Word::new(MODE_CLOSED, generation, 0));
@@ -728,7 +732,9 @@ impl Core {
                 let rate_tripped = match (&mut slow.window, self.failure_rate) {
                     (Some(window), Some((threshold, minimum))) => {
                         window.push(true);
-                        window.len >= minimum as usize && window.rate() >= threshold
+                        window.len >= minimum as usize
+                            && window.rate() >= threshold
+                            && !self.fleet_decides_rate()
                     }
                     _ => false,
                 };
@@ -759,6 +765,18 @@ impl Core {
             }
         }
         Some(transition)
+    }
+
+    /// Whether a shared window across the fleet, not this one, trips the
+    /// circuit on the failure rate (while the fleet is connected).
+    #[cfg(feature = "redis")]
+    fn fleet_decides_rate(&self) -> bool {
+        self.fleet.get().is_some_and(|member| member.decides_rate())
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn fleet_decides_rate(&self) -> bool {
+        false
     }
 
     /// Keeps an open circuit open until at least `until`.

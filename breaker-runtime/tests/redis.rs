@@ -682,3 +682,147 @@ fn a_keyed_family_is_shared_key_by_key() {
         .expect("a member is shared");
     assert_eq!(status.key, "keyed:llm[gpt-4o]");
 }
+
+// ---- the failure-rate window ----------------------------------------------
+
+fn rate_config(window: u32, minimum: u32) -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder()
+        .failure_threshold(1000)
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(window)
+        .minimum_calls(minimum)
+        .recovery_timeout(Duration::from_secs(60))
+        .build()
+        .expect("valid")
+}
+
+fn succeed(breaker: &CircuitBreaker) {
+    assert_eq!(breaker.call(|| Ok::<_, String>(())), Ok(()));
+}
+
+/// Waits until the fleet's window in `key` holds `calls` outcomes and
+/// `failures` failures.
+fn wait_for_window(server: &Server, key: &str, calls: u32, failures: u32) {
+    let start = Instant::now();
+    loop {
+        let seen = server.cli(&["HMGET", key, "wl", "wf"]);
+        if seen == format!("{calls}\n{failures}") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the window in {key} holds {seen:?}, not {calls} calls with {failures} failures"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn the_failure_rate_window_counts_outcomes_across_the_fleet() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "rate");
+    let (b, _fb) = replica(&server, "rate");
+    let a = a.get_or_register("llm", rate_config(10, 10)).unwrap();
+    let b = b.get_or_register("llm", rate_config(10, 10)).unwrap();
+    for _ in 0..5 {
+        succeed(&a);
+    }
+    wait_for_window(&server, "rate:llm", 5, 0);
+    for _ in 0..4 {
+        fail(&b);
+    }
+    // Nine outcomes, four failures: under the minimum of ten, so closed.
+    wait_for_window(&server, "rate:llm", 9, 4);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.state(), CircuitState::Closed);
+    assert_eq!(b.state(), CircuitState::Closed);
+    let status = BreakerStatus::of(&b).fleet.expect("shared");
+    assert_eq!((status.window_calls, status.window_failures), (9, 4));
+    // The tenth, on a: five failures in ten across the fleet, where neither
+    // replica's own window (six calls, four calls) reaches the minimum.
+    fail(&a);
+    for breaker in [&a, &b] {
+        wait_for(
+            "the fleet to trip on its rate",
+            Duration::from_secs(1),
+            || breaker.state() == CircuitState::Open,
+        );
+    }
+    assert_eq!(server.cli(&["HGET", "rate:llm", "cause"]), "failure_rate");
+    let (local_a, local_b) = (a.get_metrics(), b.get_metrics());
+    assert_eq!((local_a.failed_calls, local_b.failed_calls), (1, 4));
+}
+
+#[test]
+fn the_fleets_window_slides_and_a_full_clean_window_takes_no_round_trip() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "slide");
+    let (b, _fb) = replica(&server, "slide");
+    let a = a.get_or_register("llm", rate_config(4, 4)).unwrap();
+    let b = b.get_or_register("llm", rate_config(4, 4)).unwrap();
+    fail(&a);
+    fail(&a);
+    wait_for_window(&server, "slide:llm", 2, 2);
+    // One success at a time, each pushed before the next: the third and
+    // fourth outcomes fill the window, and each later one pushes out the
+    // oldest, a failure, until the last four are successes.
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 3, 2);
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 4, 2);
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 4, 1);
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 4, 0);
+    wait_for("b to read the clean window", Duration::from_secs(1), || {
+        let status = BreakerStatus::of(&b).fleet.unwrap();
+        (status.window_calls, status.window_failures) == (4, 0)
+    });
+    // A full window without a failure: more successes change nothing, and
+    // none is sent (the ring's position stays where it is).
+    let position = server.cli(&["HGET", "slide:llm", "wn"]);
+    // Not a multiple of the window's size, so a push would move it.
+    for _ in 0..99 {
+        succeed(&b);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.cli(&["HGET", "slide:llm", "wn"]), position);
+    // One failure in four: under the rate of one half.
+    fail(&a);
+    wait_for_window(&server, "slide:llm", 4, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.state(), CircuitState::Closed);
+    assert_eq!(b.state(), CircuitState::Closed);
+    // Two in four, the second on the other replica: the fleet trips.
+    fail(&b);
+    for breaker in [&a, &b] {
+        wait_for(
+            "the fleet to trip on its rate",
+            Duration::from_secs(1),
+            || breaker.state() == CircuitState::Open,
+        );
+    }
+    assert_eq!(server.cli(&["HGET", "slide:llm", "cause"]), "failure_rate");
+}
+
+#[test]
+fn while_connected_the_fleets_window_decides_not_a_replicas_own() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "own");
+    let (b, _fb) = replica(&server, "own");
+    let a = a.get_or_register("llm", rate_config(10, 3)).unwrap();
+    let b = b.get_or_register("llm", rate_config(10, 3)).unwrap();
+    for _ in 0..10 {
+        succeed(&b);
+    }
+    wait_for_window(&server, "own:llm", 10, 0);
+    // a's own window: three failures in three, over its minimum. The
+    // fleet's: three in ten, under the rate.
+    for _ in 0..3 {
+        fail(&a);
+    }
+    wait_for_window(&server, "own:llm", 10, 3);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.state(), CircuitState::Closed);
+    assert_eq!(b.state(), CircuitState::Closed);
+}

@@ -6,8 +6,16 @@
 //! runtime: every Redis operation runs there, each with a timeout. The call
 //! path only sends on an unbounded channel, and only from cold paths: a
 //! counted failure while closed, a success that clears a non-zero failure
-//! count, a transition. A closed-state success with no failure counted, and
-//! a rejection while open, send nothing. The one place a call waits for
+//! count, a transition, and, for a breaker with a failure-rate window, a
+//! closed-state success (counted, and pushed in batches at most every
+//! 10 ms, or with the next failure). A closed-state success with no failure
+//! counted (and no window, or a fleet window full of successes), and a
+//! rejection while open, send nothing.
+//!
+//! The failure-rate window is the fleet's while connected: the scripts
+//! keep it in the breaker's hash and trip every replica when its rate
+//! reaches the threshold; a replica's own window only decides while cut
+//! off from Redis. The one place a call waits for
 //! Redis is a half-open probe's fleet-wide lease, for at most
 //! [`RedisFleetBuilder::lease_wait`]; without an answer in time the probe
 //! goes ahead on the local decision.
@@ -163,6 +171,11 @@ pub struct FleetStatus {
     pub connected: bool,
     /// The fleet's consecutive failures, as last read.
     pub fleet_failures: u32,
+    /// The outcomes the fleet's failure-rate window holds, as last read
+    /// (0 without a `failure_rate_threshold`).
+    pub window_calls: u32,
+    /// The failures among them.
+    pub window_failures: u32,
 }
 
 /// Builds a [`RedisFleet`].
@@ -351,6 +364,13 @@ impl RedisFleet {
         } else {
             Duration::from_secs(60)
         };
+        let window = config.failure_rate_threshold.map(|rate| FleetWindow {
+            size: config.sliding_window_size,
+            minimum: config.minimum_calls,
+            // Display prints the shortest text that parses back to the same
+            // f64, so the script compares with exactly this threshold.
+            rate: rate.to_string(),
+        });
         let member = Arc::new(Member {
             name: breaker.inner.name.clone(),
             key: format!("{}:{}", self.link.prefix, breaker.name()),
@@ -360,6 +380,11 @@ impl RedisFleet {
             last_ver: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             pending: AtomicU32::new(0),
+            window,
+            window_successes: AtomicU32::new(0),
+            outcomes_queued: AtomicBool::new(false),
+            outcomes_due_ms: AtomicU64::new(0),
+            window_seen: AtomicU64::new(0),
             threshold: config.failure_threshold,
             recovery_ms: millis(config.recovery_timeout),
             max_probes: config.half_open_max_calls,
@@ -436,6 +461,10 @@ impl FleetSlot {
     }
 }
 
+/// How often, at most, one member's closed-state successes are pushed
+/// into the fleet's failure-rate window; a failure pushes them at once.
+const OUTCOMES_EVERY: Duration = Duration::from_millis(10);
+
 /// What the fleet's thread shares with the breakers.
 struct Link {
     url: RedactedUrl,
@@ -466,10 +495,30 @@ pub(crate) struct Member {
     /// Transitions queued and not yet written: a resync then neither
     /// rebuilds nor merges from the local state, which they will write.
     pending: AtomicU32,
+    /// The breaker's failure-rate window, shared in its hash.
+    window: Option<FleetWindow>,
+    /// Closed-state successes not yet pushed into the fleet's window.
+    window_successes: AtomicU32,
+    /// An `Outcomes` command is queued: successes only add to the count.
+    outcomes_queued: AtomicBool,
+    /// When the next push of successes may go (Unix ms; Relaxed: the
+    /// fleet's thread alone reads and writes it).
+    outcomes_due_ms: AtomicU64,
+    /// The fleet's window as last read: outcomes in the high half,
+    /// failures in the low (Relaxed: a hint, like `fleet_failures`).
+    window_seen: AtomicU64,
     threshold: u32,
     recovery_ms: u64,
     max_probes: u32,
     lease_ttl_ms: u64,
+}
+
+/// A shared failure-rate window's settings, as the scripts take them.
+#[derive(Debug)]
+struct FleetWindow {
+    size: u32,
+    minimum: u32,
+    rate: String,
 }
 
 impl fmt::Debug for Member {
@@ -489,6 +538,8 @@ enum Cmd {
     },
     Failure(Arc<Member>),
     Success(Arc<Member>),
+    /// Pushes the member's pending window successes.
+    Outcomes(Arc<Member>),
     Lease {
         member: Arc<Member>,
         id: String,
@@ -507,6 +558,36 @@ impl Member {
     pub(crate) fn note_failure(self: Arc<Self>) {
         let tx = self.link.tx.clone();
         let _ = tx.send(Cmd::Failure(self));
+    }
+
+    /// A closed-state success of a breaker with a failure-rate window.
+    /// Called under the core's lock: counts, and queues one push for
+    /// however many successes arrive before the fleet's thread takes them.
+    /// Sends nothing while the fleet's window is full and holds no failure
+    /// (a success then changes nothing), nor while disconnected (the local
+    /// window decides then).
+    pub(crate) fn note_window_success(self: Arc<Self>) {
+        let Some(window) = &self.window else { return };
+        if !self.link.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let seen = self.window_seen.load(Ordering::Relaxed);
+        if seen == u64::from(window.size) << 32 {
+            return;
+        }
+        // Relaxed: the count is taken with a swap on the fleet's thread;
+        // the channel's send orders it before the command.
+        self.window_successes.fetch_add(1, Ordering::Relaxed);
+        if !self.outcomes_queued.swap(true, Ordering::Relaxed) {
+            let tx = self.link.tx.clone();
+            let _ = tx.send(Cmd::Outcomes(self));
+        }
+    }
+
+    /// Whether the fleet's window, not this replica's, decides a trip on
+    /// the failure rate: while connected. Cut off, the local window does.
+    pub(crate) fn decides_rate(&self) -> bool {
+        self.window.is_some() && self.link.connected.load(Ordering::Relaxed)
     }
 
     /// A success cleared this replica's failure count. Called under the
@@ -567,6 +648,8 @@ impl Member {
             key: self.key.clone(),
             connected: self.link.connected.load(Ordering::Relaxed),
             fleet_failures: self.fleet_failures.load(Ordering::Relaxed),
+            window_calls: (self.window_seen.load(Ordering::Relaxed) >> 32) as u32,
+            window_failures: self.window_seen.load(Ordering::Relaxed) as u32,
         }
     }
 
@@ -576,6 +659,12 @@ impl Member {
             return;
         };
         self.fleet_failures.store(hash.fails, Ordering::Relaxed);
+        let window = if hash.state == DetailedState::Closed {
+            (u64::from(hash.wlen) << 32) | u64::from(hash.wfails)
+        } else {
+            0
+        };
+        self.window_seen.store(window, Ordering::Relaxed);
         let last = self.last_ver.load(Ordering::Relaxed);
         // A write this replica asked for and the script refused: the hash
         // holds a state this replica must take on, whatever it saw before.
@@ -610,6 +699,9 @@ struct Hash {
     cause: TransitionCause,
     origin: String,
     fails: u32,
+    /// The fleet's failure-rate window: outcomes and failures held.
+    wlen: u32,
+    wfails: u32,
     /// The script refused this replica's write and kept its own state.
     kept: bool,
 }
@@ -660,9 +752,9 @@ fn parse_cause(text: &str) -> TransitionCause {
     }
 }
 
-/// `kind|ver|state|until|cause|origin|fails|name`.
+/// `kind|ver|state|until|cause|origin|fails|wl|wf|name`.
 fn parse_message(text: &str) -> Option<(String, Hash)> {
-    let mut parts = text.splitn(8, '|');
+    let mut parts = text.splitn(10, '|');
     let _kind = parts.next()?;
     let ver = parts.next()?.parse().ok()?;
     let state = parse_state(parts.next()?);
@@ -670,6 +762,8 @@ fn parse_message(text: &str) -> Option<(String, Hash)> {
     let cause = parse_cause(parts.next()?);
     let origin = parts.next()?.to_owned();
     let fails = parts.next()?.parse().ok()?;
+    let wlen = parts.next()?.parse().ok()?;
+    let wfails = parts.next()?.parse().ok()?;
     let name = parts.next()?.to_owned();
     Some((
         name,
@@ -680,14 +774,17 @@ fn parse_message(text: &str) -> Option<(String, Hash)> {
             cause,
             origin,
             fails,
+            wlen,
+            wfails,
             kept: false,
         },
     ))
 }
 
-/// A script's reply: `ver, state, until, cause, fails, outcome`.
+/// A script's reply: `ver, state, until, cause, fails, wl, wf, outcome`.
 fn parse_reply(reply: Vec<String>, origin: &str) -> Option<Hash> {
-    let [ver, state, until, cause, fails, outcome] = <[String; 6]>::try_from(reply).ok()?;
+    let [ver, state, until, cause, fails, wlen, wfails, outcome] =
+        <[String; 8]>::try_from(reply).ok()?;
     Some(Hash {
         ver: ver.parse().ok()?,
         state: parse_state(&state),
@@ -701,6 +798,8 @@ fn parse_reply(reply: Vec<String>, origin: &str) -> Option<Hash> {
             String::new()
         },
         fails: fails.parse().ok()?,
+        wlen: wlen.parse().ok()?,
+        wfails: wfails.parse().ok()?,
         kept: outcome == "kept",
     })
 }
@@ -730,6 +829,7 @@ struct Scripts {
     transition: redis::Script,
     failure: redis::Script,
     success: redis::Script,
+    outcomes: redis::Script,
     lease: redis::Script,
     sync: redis::Script,
 }
@@ -757,6 +857,7 @@ impl Worker {
             transition: redis::Script::new(&scripts::with_prelude(scripts::TRANSITION)),
             failure: redis::Script::new(&scripts::with_prelude(scripts::FAILURE)),
             success: redis::Script::new(&scripts::with_prelude(scripts::SUCCESS)),
+            outcomes: redis::Script::new(&scripts::with_prelude(scripts::OUTCOMES)),
             lease: redis::Script::new(&scripts::with_prelude(scripts::LEASE)),
             sync: redis::Script::new(&scripts::with_prelude(scripts::SYNC)),
         };
@@ -883,13 +984,49 @@ impl Worker {
                 (member, result)
             }
             Cmd::Failure(member) => {
+                // The successes before this failure go first, in one push.
+                let successes = member.window_successes.swap(0, Ordering::Relaxed);
                 let mut call = scripts.failure.key(&member.key);
                 call.arg(&link.channel)
                     .arg(&*member.name)
                     .arg(&link.origin)
                     .arg(member.threshold)
                     .arg(member.recovery_ms)
-                    .arg(ttl);
+                    .arg(ttl)
+                    .arg(successes);
+                match &member.window {
+                    Some(w) => call.arg(w.size).arg(w.minimum).arg(&w.rate),
+                    None => call.arg(0).arg(0).arg(""),
+                };
+                let result = self.run_script(conn, &call).await;
+                (member, result)
+            }
+            Cmd::Outcomes(member) => {
+                // At most one push per member every OUTCOMES_EVERY: the
+                // successes meanwhile add to it (a failure takes them at
+                // once). Still queued while it waits.
+                let due = member.outcomes_due_ms.load(Ordering::Relaxed);
+                let now = wall_ms();
+                if now < due {
+                    let tx = link.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(due - now)).await;
+                        let _ = tx.send(Cmd::Outcomes(member));
+                    });
+                    return true;
+                }
+                member
+                    .outcomes_due_ms
+                    .store(now + millis(OUTCOMES_EVERY), Ordering::Relaxed);
+                // Cleared before the count is taken: a success counted after
+                // the swap queues the next push.
+                member.outcomes_queued.store(false, Ordering::Relaxed);
+                let successes = member.window_successes.swap(0, Ordering::Relaxed);
+                let Some(window) = member.window.as_ref().filter(|_| successes > 0) else {
+                    return true;
+                };
+                let mut call = scripts.outcomes.key(&member.key);
+                call.arg(successes).arg(window.size).arg(ttl);
                 let result = self.run_script(conn, &call).await;
                 (member, result)
             }
@@ -982,6 +1119,11 @@ fn mark_dirty(cmd: &Cmd) {
     }
     if let Cmd::Lease { reply, .. } = cmd {
         let _ = reply.try_send(true);
+    }
+    if let Cmd::Outcomes(member) = cmd {
+        // Cut off, the local window decides: these successes are dropped.
+        member.outcomes_queued.store(false, Ordering::Relaxed);
+        member.window_successes.store(0, Ordering::Relaxed);
     }
 }
 
@@ -1086,7 +1228,7 @@ mod tests {
 
     #[test]
     fn a_message_keeps_a_name_with_bars() {
-        let (name, hash) = parse_message("s|7|open|123|retry_after|me|0|llm|a|b").unwrap();
+        let (name, hash) = parse_message("s|7|open|123|retry_after|me|0|4|1|llm|a|b").unwrap();
         assert_eq!(name, "llm|a|b");
         assert_eq!(hash.ver, 7);
         assert_eq!(hash.state, DetailedState::Open);
