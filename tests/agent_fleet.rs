@@ -65,10 +65,20 @@ fn agent_binary() -> PathBuf {
     let target_dir = profile_dir.parent().expect("the profile dir has a parent");
     let mut build = Command::new(env!("CARGO"));
     build
-        .args(["build", "--quiet", "--example", "agent", "--features", "redis"])
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "agent",
+            "--features",
+            "redis",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CARGO_TARGET_DIR", target_dir);
-    if profile_dir.file_name().is_some_and(|name| name == "release") {
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
         build.arg("--release");
     }
     let status = build.status().expect("cargo runs");
@@ -198,7 +208,10 @@ fn walkthrough(binary: &PathBuf, redis_url: Option<&str>) -> (String, bool) {
     one.type_line("What is AI?");
     two.type_line("What is AI?");
     for terminal in [&one, &two] {
-        terminal.wait_for("used_fallback=false  breaker=llm[sim-a]", Duration::from_secs(20));
+        terminal.wait_for(
+            "used_fallback=false  breaker=llm[sim-a]",
+            Duration::from_secs(20),
+        );
     }
     one.type_line("/fail llm 1.0");
     // `failure_threshold = 3`: the third failing question opens it.
@@ -213,7 +226,10 @@ fn walkthrough(binary: &PathBuf, redis_url: Option<&str>) -> (String, bool) {
     let opened = two.status_until("  llm[sim-a]  open", 10);
     two.type_line("What is AI?");
     let one = one.close();
-    assert!(one.contains("fallback of llm: call failed (error)"), "{one}");
+    assert!(
+        one.contains("fallback of llm: call failed (error)"),
+        "{one}"
+    );
     (two.close(), opened)
 }
 

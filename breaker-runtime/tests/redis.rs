@@ -836,3 +836,69 @@ fn while_connected_the_fleets_window_decides_not_a_replicas_own() {
     assert_eq!(a.state(), CircuitState::Closed);
     assert_eq!(b.state(), CircuitState::Closed);
 }
+
+// ---- members of a keyed family come and go ---------------------------------
+
+#[test]
+fn an_evicted_family_key_leaves_the_fleet() {
+    use breaker_runtime::{Family, ManualClock};
+    const IDLE: Duration = Duration::from_secs(60);
+    let server = Server::start();
+    // No resync in the test's time: it too forgets a dropped breaker, but
+    // only on its next pass.
+    let fleet = RedisFleet::builder(server.url())
+        .prefix("churn")
+        .resync_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    wait_for("the fleet to connect", Duration::from_secs(5), || {
+        fleet.is_connected()
+    });
+    let clock = ManualClock::new();
+    let family = Family::builder("llm")
+        .config(config(3))
+        .max_keys(10)
+        .idle_after(IDLE)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // Fifty waves of ten new keys, each shared, then evicted and let go:
+    // the fleet tracks only the breakers the family still has.
+    for wave in 0..50 {
+        // On a thread of their own: a thread's lookup cache holds the last
+        // snapshot of the family it read (evicted members included) until
+        // its next lookup, or its exit.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..10 {
+                    let breaker = family.breaker(&format!("model-{wave}-{i}")).unwrap();
+                    fleet.share(&breaker);
+                }
+            });
+        });
+        assert_eq!(fleet.shared_breakers(), 10, "wave {wave}");
+        clock.advance(IDLE);
+        assert_eq!(family.sweep(), 10, "evicted, and held");
+        clock.advance(IDLE);
+        family.sweep();
+        // The fleet's thread may hold one a moment longer, mid-resync.
+        wait_for(
+            "the let-go breakers to leave the fleet",
+            Duration::from_secs(1),
+            || fleet.shared_breakers() == 0,
+        );
+    }
+    // A key made again after it was let go is shared afresh, and a
+    // message for it reaches the new breaker.
+    let again = family.breaker("model-0-0").unwrap();
+    fleet.share(&again);
+    assert_eq!(fleet.shared_breakers(), 1);
+    let (other, _fo) = replica(&server, "churn");
+    let other = other.get_or_register("llm[model-0-0]", config(3)).unwrap();
+    other.force_open();
+    wait_for(
+        "the new breaker to hear of it",
+        Duration::from_secs(1),
+        || again.state() == CircuitState::Open,
+    );
+}

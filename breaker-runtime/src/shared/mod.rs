@@ -407,6 +407,25 @@ impl RedisFleet {
         registry.share_through(self)
     }
 
+    /// How many live breakers this fleet shares. A dropped breaker (an
+    /// evicted family key, say) is no longer counted, resynced or told of
+    /// the fleet's messages.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, RedisFleet};
+    ///
+    /// let fleet = RedisFleet::builder("redis://127.0.0.1:1/0").build()?;
+    /// let breaker = CircuitBreaker::new("counted", CircuitBreakerConfig::default()).unwrap();
+    /// fleet.share(&breaker);
+    /// assert_eq!(fleet.shared_breakers(), 1);
+    /// drop(breaker);
+    /// assert_eq!(fleet.shared_breakers(), 0);
+    /// # Ok::<(), breaker_runtime::FleetError>(())
+    /// ```
+    pub fn shared_breakers(&self) -> usize {
+        self.link.members.lock().len()
+    }
+
     /// Whether the last Redis operation succeeded.
     pub fn is_connected(&self) -> bool {
         self.link.connected.load(Ordering::Relaxed)
@@ -418,10 +437,21 @@ impl RedisFleet {
     }
 }
 
-/// Every member ever shared, so a breaker finds its own through a 4-byte
-/// index (see [`FleetSlot`]). A member outlives its breaker (it is small,
-/// and holds the breaker only weakly).
-static MEMBERS: parking_lot::RwLock<Vec<Arc<Member>>> = parking_lot::RwLock::new(Vec::new());
+/// The members of live shared breakers, so a breaker finds its own through
+/// a 4-byte index (see [`FleetSlot`]). A breaker's slot is emptied when the
+/// breaker is dropped (an evicted family key, say) and taken again by the
+/// next one shared, so the table is as long as the most breakers shared at
+/// once, not as every breaker ever shared.
+static MEMBERS: parking_lot::RwLock<Slots> = parking_lot::RwLock::new(Slots {
+    members: Vec::new(),
+    free: Vec::new(),
+});
+
+struct Slots {
+    members: Vec<Option<Arc<Member>>>,
+    /// Indices of empty slots in `members`.
+    free: Vec<usize>,
+}
 
 /// A breaker's link to its fleet: an index into [`MEMBERS`] plus one, or
 /// zero while unshared. Four bytes, which fit in the core's padding: an
@@ -439,25 +469,58 @@ impl FleetSlot {
     pub(crate) fn get(&self) -> Option<Arc<Member>> {
         // Acquire: see `is_set`.
         let index = self.0.load(Ordering::Acquire).checked_sub(1)?;
-        MEMBERS.read().get(index as usize).cloned()
+        MEMBERS.read().members.get(index as usize)?.clone()
     }
 
     /// Links `member`; `false` if the breaker was linked already.
     fn set(&self, member: Arc<Member>) -> bool {
-        let mut members = MEMBERS.write();
-        let Ok(index) = u32::try_from(members.len() + 1) else {
+        let mut slots = MEMBERS.write();
+        let index = match slots.free.last() {
+            Some(&free) => free,
+            None => slots.members.len(),
+        };
+        let Ok(linked) = u32::try_from(index + 1) else {
             return false;
         };
-        // Release: publishes the push (under the write lock) to `get`.
+        // Release: publishes the slot (written under the write lock, which
+        // `get` waits for) to `get`.
         if self
             .0
-            .compare_exchange(0, index, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(0, linked, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
             return false;
         }
-        members.push(member);
+        if index == slots.members.len() {
+            slots.members.push(Some(member));
+        } else {
+            slots.free.pop();
+            slots.members[index] = Some(member);
+        }
         true
+    }
+}
+
+impl Drop for FleetSlot {
+    /// The breaker is gone: its slot is freed, and its fleet stops tracking
+    /// it (no more resyncs or messages for it).
+    fn drop(&mut self) {
+        let Some(index) = self.0.get_mut().checked_sub(1) else {
+            return;
+        };
+        let member = {
+            let mut slots = MEMBERS.write();
+            let member = slots.members.get_mut(index as usize).and_then(Option::take);
+            if member.is_some() {
+                slots.free.push(index as usize);
+            }
+            member
+        };
+        // Outside the table's lock: the last handle on the member may drop
+        // its link, and with it the fleet.
+        if let Some(member) = member {
+            member.leave();
+        }
     }
 }
 
@@ -640,6 +703,18 @@ impl Member {
             return true;
         }
         answer.recv_timeout(self.link.lease_wait).unwrap_or(true)
+    }
+
+    /// Stops tracking this member in its fleet, unless a newer breaker of
+    /// the same name took its place there.
+    fn leave(&self) {
+        let mut members = self.link.members.lock();
+        if members
+            .get(&self.name)
+            .is_some_and(|tracked| std::ptr::eq(&**tracked, self))
+        {
+            members.remove(&self.name);
+        }
     }
 
     pub(crate) fn status(&self) -> FleetStatus {
@@ -1061,7 +1136,7 @@ impl Worker {
             }
             Cmd::Sync(member) => {
                 let Some(inner) = member.breaker.upgrade() else {
-                    link.members.lock().remove(&member.name);
+                    member.leave();
                     return true;
                 };
                 if member.pending.load(Ordering::Relaxed) != 0 {
@@ -1234,6 +1309,28 @@ mod tests {
         assert_eq!(hash.state, DetailedState::Open);
         assert_eq!(hash.cause, TransitionCause::RetryAfter);
         assert_eq!(hash.until_ms, 123);
+    }
+
+    #[test]
+    fn a_dropped_breakers_slot_is_taken_by_the_next_one_shared() {
+        let fleet = RedisFleet::builder("redis://127.0.0.1:1/0")
+            .build()
+            .unwrap();
+        for wave in 0..4 {
+            let breakers: Vec<_> = (0..50)
+                .map(|i| CircuitBreaker::new(format!("slot-{wave}-{i}"), Default::default()))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for breaker in &breakers {
+                fleet.share(breaker);
+            }
+            assert_eq!(fleet.shared_breakers(), 50);
+        }
+        assert_eq!(fleet.shared_breakers(), 0);
+        // No other test of this binary shares a breaker.
+        let slots = MEMBERS.read();
+        assert_eq!(slots.members.len(), 50, "200 shared, 50 at once");
+        assert!(slots.members.iter().all(Option::is_none));
     }
 
     #[test]
