@@ -22,28 +22,56 @@ struct Server {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// TLS only (`rediss://`), with a certificate from a CA of its own,
+    /// whose certificate is this file.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that speaks only TLS, its certificate (for `127.0.0.1`)
+    /// signed by a CA made for it with `openssl`.
+    fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let dir = std::env::temp_dir().join(format!("breaker-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let tls_ca = tls.then(|| make_certificates(&dir));
         let mut server = Self {
             child: None,
             port,
             dir,
+            tls_ca,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls_ca {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(ca) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -66,7 +94,11 @@ impl Server {
         if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             return String::new();
         }
-        let out = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if let Some(ca) = &self.tls_ca {
+            command.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let out = command
             .args(["-p", &self.port.to_string(), "--raw"])
             .args(args)
             .output()
@@ -90,6 +122,69 @@ impl Server {
             let _ = child.wait();
         }
     }
+}
+
+/// A CA and a server certificate for `127.0.0.1` signed by it, in `dir`
+/// (`ca.crt`, `server.crt`, `server.key`); the CA's certificate.
+fn make_certificates(dir: &std::path::Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=breaker test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    dir.join("ca.crt")
 }
 
 impl Drop for Server {
@@ -901,4 +996,98 @@ fn an_evicted_family_key_leaves_the_fleet() {
         Duration::from_secs(1),
         || again.state() == CircuitState::Open,
     );
+}
+
+// ---- rediss:// through rustls -------------------------------------------------
+
+fn tls_url(server: &Server) -> String {
+    format!("rediss://127.0.0.1:{}/0", server.port)
+}
+
+#[test]
+fn rediss_through_rustls_with_the_servers_ca_shares_and_without_it_stays_local() {
+    let server = Server::start_tls();
+    assert_eq!(server.cli(&["PING"]), "PONG", "the server speaks TLS");
+    let ca = std::fs::read(server.tls_ca.as_ref().unwrap()).unwrap();
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            let registry = Registry::new();
+            let fleet = RedisFleet::builder(tls_url(&server))
+                .prefix("tls")
+                .tls_root_certificates(ca.clone())
+                .build()
+                .expect("a fleet");
+            fleet.share_registry(&registry);
+            wait_for("a TLS connection", Duration::from_secs(5), || {
+                fleet.is_connected()
+            });
+            (registry, fleet)
+        })
+        .collect();
+    let a = replicas[0].0.get_or_register("llm", config(5)).unwrap();
+    let b = replicas[1].0.get_or_register("llm", config(5)).unwrap();
+    a.force_open();
+    wait_for(
+        "force_open to arrive over TLS",
+        Duration::from_secs(1),
+        || b.state() == CircuitState::Open,
+    );
+    assert_eq!(server.cli(&["HGET", "tls:llm", "state"]), "forced_open");
+
+    // The system's store does not hold this CA: the handshake fails, and
+    // the breaker decides on its own.
+    let untrusting = RedisFleet::builder(tls_url(&server))
+        .prefix("tls")
+        .build()
+        .unwrap();
+    let alone = CircuitBreaker::new("llm", config(5)).unwrap();
+    untrusting.share(&alone);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!untrusting.is_connected());
+    assert_eq!(alone.state(), CircuitState::Closed, "not told of the open");
+    assert_eq!(alone.call(|| Ok::<_, String>(1)), Ok(1));
+}
+
+const TLS_CHILD: &str = "BREAKER_REDIS_TLS_CHILD";
+
+/// The child role of the next test: not a test of its own. Reports whether
+/// `registry()`, set up from the environment alone, reached the server.
+#[test]
+fn tls_child() {
+    if std::env::var(TLS_CHILD).is_err() {
+        return;
+    }
+    let breaker = registry()
+        .get_or_register("tls-from-env", CircuitBreakerConfig::default())
+        .unwrap();
+    let start = Instant::now();
+    let connected = loop {
+        let connected = BreakerStatus::of(&breaker)
+            .fleet
+            .is_some_and(|fleet| fleet.connected);
+        if connected || start.elapsed() > Duration::from_secs(5) {
+            break connected;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    println!("connected={connected}");
+}
+
+#[test]
+fn rediss_from_the_environment_trusts_the_ca_ssl_cert_file_names() {
+    if std::env::var(TLS_CHILD).is_ok() {
+        return;
+    }
+    let server = Server::start_tls();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tls_child", "--nocapture", "--test-threads=1"])
+        .env(TLS_CHILD, "1")
+        .env("BREAKER_REDIS_URL", tls_url(&server))
+        .env("SSL_CERT_FILE", server.tls_ca.as_ref().unwrap())
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("connected=true"), "{text}");
 }

@@ -85,6 +85,16 @@ pub enum FleetError {
     /// The fleet's worker thread could not start.
     #[error("the Redis fleet's thread could not start: {0}")]
     Thread(String),
+    /// The root certificates given with
+    /// [`tls_root_certificates`](RedisFleetBuilder::tls_root_certificates)
+    /// are not PEM, or the URL is not `rediss://`.
+    #[error("`tls_root_certificates` cannot be used for {url}: {reason}")]
+    Tls {
+        /// The URL, its password replaced by `***`.
+        url: RedactedUrl,
+        /// What was wrong, with any password removed.
+        reason: String,
+    },
 }
 
 /// A Redis URL that shows its password as `***` in `Display` and `Debug`.
@@ -188,6 +198,7 @@ pub struct RedisFleetBuilder {
     lease_wait: Duration,
     op_timeout: Duration,
     key_ttl: Duration,
+    root_certificates: Option<Vec<u8>>,
 }
 
 impl RedisFleetBuilder {
@@ -212,6 +223,27 @@ impl RedisFleetBuilder {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (one or more PEM blocks) for a
+    /// `rediss://` server, instead of the system's store: a server with a
+    /// certificate from a private CA. Without it, `rediss://` trusts the
+    /// system's roots, which `SSL_CERT_FILE` may name (so a private CA works
+    /// through `BREAKER_REDIS_URL` alone too).
+    ///
+    /// ```
+    /// use breaker_runtime::{FleetError, RedisFleet};
+    ///
+    /// let error = RedisFleet::builder("rediss://:secret@cache:6380/0")
+    ///     .tls_root_certificates(b"not a certificate".to_vec())
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, FleetError::Tls { .. }), "{error}");
+    /// assert!(!error.to_string().contains("secret"));
+    /// ```
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(pem.into());
+        self
+    }
+
     /// Starts the fleet's thread. It connects in the background: until it
     /// does, shared breakers decide locally.
     ///
@@ -225,6 +257,26 @@ impl RedisFleetBuilder {
                 url: url.clone(),
                 reason: url.scrub(&e.to_string()),
             })?;
+        if let Some(pem) = &self.root_certificates {
+            check_certificates(pem).map_err(|reason| FleetError::Tls {
+                url: url.clone(),
+                reason,
+            })?;
+        }
+        let client = match self.root_certificates {
+            None => client,
+            Some(pem) => redis::Client::build_with_tls(
+                client.get_connection_info().clone(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(|e| FleetError::Tls {
+                url: url.clone(),
+                reason: url.scrub(&e.to_string()),
+            })?,
+        };
         check_range(
             "resync_interval",
             self.resync_interval,
@@ -266,6 +318,19 @@ impl RedisFleetBuilder {
             .map_err(|e| FleetError::Thread(e.to_string()))?;
         Ok(RedisFleet { link })
     }
+}
+
+/// At least one certificate, and every PEM block a certificate: redis-rs
+/// takes text with no certificate in it for an empty store.
+fn check_certificates(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates ({e})"))?;
+    if certificates.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".to_owned());
+    }
+    Ok(())
 }
 
 fn check_range(
@@ -332,6 +397,7 @@ impl RedisFleet {
             lease_wait: Duration::from_millis(5),
             op_timeout: Duration::from_millis(250),
             key_ttl: Duration::from_secs(600),
+            root_certificates: None,
         }
     }
 
