@@ -645,9 +645,13 @@ impl Core {
         }
         if let Some(window) = &mut slow.window {
             window.push(false);
+            // Unless the fleet's window is full of successes, which one
+            // more cannot change: then not even the member is looked up.
             #[cfg(feature = "redis")]
-            if let Some(member) = self.fleet.get() {
-                member.note_window_success();
+            if self.fleet.is_set() && !self.fleet.window_quiet() {
+                if let Some(member) = self.fleet.get() {
+                    member.note_window_success();
+                }
             }
         }
         if word.fails() != 0 {

@@ -519,23 +519,48 @@ struct Slots {
     free: Vec<usize>,
 }
 
-/// A breaker's link to its fleet: an index into [`MEMBERS`] plus one, or
-/// zero while unshared. Four bytes, which fit in the core's padding: an
+/// A breaker's link to its fleet: in the low 31 bits, an index into
+/// [`MEMBERS`] plus one, or zero while unshared; in the top bit,
+/// [`WINDOW_QUIET`]. Four bytes, which fit in the core's padding: an
 /// unshared breaker is no larger than without the feature.
 #[derive(Debug, Default)]
 pub(crate) struct FleetSlot(AtomicU32);
 
+/// The fleet's failure-rate window, as last read, is full and holds no
+/// failure: a closed-state success has nothing to tell it, and the breaker
+/// skips looking its member up.
+const WINDOW_QUIET: u32 = 1 << 31;
+const SLOT_INDEX: u32 = WINDOW_QUIET - 1;
+
 impl FleetSlot {
     pub(crate) fn is_set(&self) -> bool {
         // Acquire: pairs with the Release in `set`, so the member is there.
-        self.0.load(Ordering::Acquire) != 0
+        self.0.load(Ordering::Acquire) & SLOT_INDEX != 0
     }
 
     /// The member, if shared. Cold paths only: takes a read lock.
     pub(crate) fn get(&self) -> Option<Arc<Member>> {
         // Acquire: see `is_set`.
-        let index = self.0.load(Ordering::Acquire).checked_sub(1)?;
+        let index = (self.0.load(Ordering::Acquire) & SLOT_INDEX).checked_sub(1)?;
         MEMBERS.read().members.get(index as usize)?.clone()
+    }
+
+    /// Whether the fleet's window, as last read, is full of successes.
+    pub(crate) fn window_quiet(&self) -> bool {
+        // Relaxed: a hint; a stale answer sends or skips one success.
+        self.0.load(Ordering::Relaxed) & WINDOW_QUIET != 0
+    }
+
+    fn set_window_quiet(&self, quiet: bool) {
+        if self.window_quiet() == quiet {
+            return;
+        }
+        // Relaxed: as `window_quiet`; the RMW leaves the index as it is.
+        if quiet {
+            self.0.fetch_or(WINDOW_QUIET, Ordering::Relaxed);
+        } else {
+            self.0.fetch_and(!WINDOW_QUIET, Ordering::Relaxed);
+        }
     }
 
     /// Links `member`; `false` if the breaker was linked already.
@@ -545,7 +570,10 @@ impl FleetSlot {
             Some(&free) => free,
             None => slots.members.len(),
         };
-        let Ok(linked) = u32::try_from(index + 1) else {
+        let Some(linked) = u32::try_from(index + 1)
+            .ok()
+            .filter(|&linked| linked <= SLOT_INDEX)
+        else {
             return false;
         };
         // Release: publishes the slot (written under the write lock, which
@@ -571,7 +599,7 @@ impl Drop for FleetSlot {
     /// The breaker is gone: its slot is freed, and its fleet stops tracking
     /// it (no more resyncs or messages for it).
     fn drop(&mut self) {
-        let Some(index) = self.0.get_mut().checked_sub(1) else {
+        let Some(index) = (*self.0.get_mut() & SLOT_INDEX).checked_sub(1) else {
             return;
         };
         let member = {
@@ -806,6 +834,11 @@ impl Member {
             0
         };
         self.window_seen.store(window, Ordering::Relaxed);
+        inner.core.fleet.set_window_quiet(
+            self.window
+                .as_ref()
+                .is_some_and(|w| window == u64::from(w.size) << 32),
+        );
         let last = self.last_ver.load(Ordering::Relaxed);
         // A write this replica asked for and the script refused: the hash
         // holds a state this replica must take on, whatever it saw before.
