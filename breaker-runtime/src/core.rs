@@ -321,7 +321,9 @@ pub(crate) struct Core {
     backoff: Option<(f64, u64)>,
     failure_rate: Option<(f64, u32)>,
     /// The fleet this breaker shares its state with, once shared: told of
-    /// failures and of cleared failure counts, from cold paths only.
+    /// failures and of cleared failure counts, from cold paths only, and
+    /// with a failure-rate window of closed-state successes (which take
+    /// the lock already) until the fleet's window is full of successes.
     #[cfg(feature = "redis")]
     pub(crate) fleet: crate::shared::FleetSlot,
 }
