@@ -2,7 +2,10 @@
 //! closed path, and how fast a transition reaches another process.
 //!
 //! 1. The closed-state success path of a breaker shared through a connected
-//!    fleet against an unshared one, as paired rounds (target: at most 1.1).
+//!    fleet against an unshared one, as paired rounds (target: at most 1.1);
+//!    then the same for a breaker with a failure-rate window, whose
+//!    successes are pushed to the fleet's window until it is full of
+//!    successes (the round's calls run long past that).
 //! 2. Propagation: this process forces a shared breaker open and resets it,
 //!    200 times each; a second process (this binary again) reports when it
 //!    saw each transition. p50 and p99 of the delay, on the wall clock both
@@ -19,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use breaker_bench::paired;
-use breaker_runtime::{CircuitBreaker, EventKind, RedisFleet, Registry};
+use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, EventKind, RedisFleet, Registry};
 
 const CHILD: &str = "BREAKER_FLEET_BENCH_CHILD";
 const ROUNDS: usize = 200;
@@ -129,7 +132,21 @@ fn main() {
         |n| sync_loop(n, || shared.call(work)),
         |n| sync_loop(n, || local.call(work)),
     );
-    print!("{}", paired::render(&[pairing]));
+    let windowed = CircuitBreakerConfig::builder()
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    let shared_rate = registry
+        .get_or_register("closed-rate", windowed.clone())
+        .unwrap();
+    let local_rate = CircuitBreaker::new("closed-rate", windowed).unwrap();
+    let rate_pairing = paired::pair(
+        "closed success, failure-rate window, shared through Redis",
+        "unshared",
+        |n| sync_loop(n, || shared_rate.call(work)),
+        |n| sync_loop(n, || local_rate.call(work)),
+    );
+    print!("{}", paired::render(&[pairing, rate_pairing]));
 
     // 2. Propagation to another process.
     let mut other = Command::new(std::env::current_exe().unwrap())

@@ -14,6 +14,15 @@
 //! [`breaker_bench::paired`]): the ratios the targets name, from ours and the
 //! peer timed alternately, printed as a second table.
 //!
+//! Built with `--features redis`, a run without a filter then runs the
+//! `fleet` bench (it starts its own `redis-server`) and prints its figures:
+//! the closed path shared through Redis against unshared, as paired rounds,
+//! and how fast a transition reaches a second process (p50, p99):
+//!
+//! ```text
+//! cargo run -q --release -p breaker-bench --features redis -- --quick
+//! ```
+//!
 //! Criterion's own output goes to stderr; stdout carries only the table, so
 //! `... > bench.md` keeps it. Results are read from `CRITERION_HOME`, else
 //! `$CARGO_TARGET_DIR/criterion`, else the workspace target dir's `criterion`.
@@ -105,6 +114,29 @@ fn run_bench(args: &Args, paired_out: Option<&Path>) -> Result<(), String> {
     }
 }
 
+/// Runs the `fleet` bench (sharing through Redis) and stores what it
+/// printed in `out`.
+#[cfg(feature = "redis")]
+fn run_fleet_bench(out: &Path) -> Result<(), String> {
+    let mut command = Command::new(cargo());
+    command
+        .current_dir(workspace_root())
+        .args(["bench", "-p", "breaker-bench", "--features", "redis"])
+        .args(["--bench", "fleet"])
+        .stderr(Stdio::inherit());
+    if let Some(dir) = absolute_target_dir() {
+        command.env("CARGO_TARGET_DIR", dir);
+    }
+    eprintln!("running: {command:?}");
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("the fleet bench failed: {}", output.status));
+    }
+    fs::write(out, &output.stdout).map_err(|e| format!("{}: {e}", out.display()))
+}
+
 /// Where criterion stored its results, by criterion's own rules.
 fn criterion_home() -> Result<PathBuf, String> {
     if let Some(home) = env::var_os("CRITERION_HOME") {
@@ -167,14 +199,20 @@ fn run() -> Result<(), String> {
     let home = criterion_home()?;
     // Paired rounds for a whole run only; a filtered run asked for less.
     let paired_out = home.join("breaker-paired.md");
+    let fleet_out = home.join("breaker-fleet.md");
     let since = if args.table_only {
         None
     } else {
         let now = SystemTime::now();
         let _ = fs::remove_file(&paired_out);
+        let _ = fs::remove_file(&fleet_out);
         fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
         let paired = args.filters.is_empty().then_some(paired_out.as_path());
         run_bench(&args, paired)?;
+        #[cfg(feature = "redis")]
+        if args.filters.is_empty() {
+            run_fleet_bench(&fleet_out)?;
+        }
         Some(now)
     };
 
@@ -193,6 +231,16 @@ fn run() -> Result<(), String> {
     if let Ok(rounds) = fs::read_to_string(&paired_out) {
         println!("\nThe target ratios again, from paired rounds in the same process:\n");
         print!("{rounds}");
+    }
+    match fs::read_to_string(&fleet_out) {
+        Ok(fleet) => {
+            println!("\nSharing through Redis (the `fleet` bench, its own redis-server):\n");
+            print!("{fleet}");
+        }
+        Err(_) if since.is_some() && args.filters.is_empty() && !cfg!(feature = "redis") => {
+            println!("\n(Sharing through Redis is measured when built with `--features redis`.)");
+        }
+        Err(_) => {}
     }
     if since.is_some() {
         eprintln!("bench + table took {:.0?}", started.elapsed());

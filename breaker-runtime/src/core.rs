@@ -321,7 +321,9 @@ pub(crate) struct Core {
     backoff: Option<(f64, u64)>,
     failure_rate: Option<(f64, u32)>,
     /// The fleet this breaker shares its state with, once shared: told of
-    /// failures and of cleared failure counts, from cold paths only.
+    /// failures and of cleared failure counts, from cold paths only, and
+    /// with a failure-rate window of closed-state successes (which take
+    /// the lock already) until the fleet's window is full of successes.
     #[cfg(feature = "redis")]
     pub(crate) fleet: crate::shared::FleetSlot,
 }
@@ -645,6 +647,14 @@ impl Core {
         }
         if let Some(window) = &mut slow.window {
             window.push(false);
+            // Unless the fleet's window is full of successes, which one
+            // more cannot change: then not even the member is looked up.
+            #[cfg(feature = "redis")]
+            if self.fleet.is_set() && !self.fleet.window_quiet() {
+                if let Some(member) = self.fleet.get() {
+                    member.note_window_success();
+                }
+            }
         }
         if word.fails() != 0 {
             self.store(Word::new(MODE_CLOSED, generation, 0));
@@ -728,7 +738,9 @@ impl Core {
                 let rate_tripped = match (&mut slow.window, self.failure_rate) {
                     (Some(window), Some((threshold, minimum))) => {
                         window.push(true);
-                        window.len >= minimum as usize && window.rate() >= threshold
+                        window.len >= minimum as usize
+                            && window.rate() >= threshold
+                            && !self.fleet_decides_rate()
                     }
                     _ => false,
                 };
@@ -759,6 +771,18 @@ impl Core {
             }
         }
         Some(transition)
+    }
+
+    /// Whether a shared window across the fleet, not this one, trips the
+    /// circuit on the failure rate (while the fleet is connected).
+    #[cfg(feature = "redis")]
+    fn fleet_decides_rate(&self) -> bool {
+        self.fleet.get().is_some_and(|member| member.decides_rate())
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn fleet_decides_rate(&self) -> bool {
+        false
     }
 
     /// Keeps an open circuit open until at least `until`.

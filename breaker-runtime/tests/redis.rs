@@ -22,28 +22,56 @@ struct Server {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// TLS only (`rediss://`), with a certificate from a CA of its own,
+    /// whose certificate is this file.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that speaks only TLS, its certificate (for `127.0.0.1`)
+    /// signed by a CA made for it with `openssl`.
+    fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let dir = std::env::temp_dir().join(format!("breaker-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let tls_ca = tls.then(|| make_certificates(&dir));
         let mut server = Self {
             child: None,
             port,
             dir,
+            tls_ca,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls_ca {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(ca) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -66,7 +94,11 @@ impl Server {
         if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             return String::new();
         }
-        let out = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if let Some(ca) = &self.tls_ca {
+            command.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let out = command
             .args(["-p", &self.port.to_string(), "--raw"])
             .args(args)
             .output()
@@ -90,6 +122,69 @@ impl Server {
             let _ = child.wait();
         }
     }
+}
+
+/// A CA and a server certificate for `127.0.0.1` signed by it, in `dir`
+/// (`ca.crt`, `server.crt`, `server.key`); the CA's certificate.
+fn make_certificates(dir: &std::path::Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=breaker test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    dir.join("ca.crt")
 }
 
 impl Drop for Server {
@@ -448,10 +543,10 @@ fn keys_have_a_ttl_and_a_flushed_server_is_rebuilt() {
     });
 }
 
-/// Calls through `breaker` every 5 ms for `run`, a third of them failing,
-/// while `during` runs once after `after`; the slowest call.
+/// Calls through each of `breakers` every 5 ms for `run`, a third of the
+/// calls failing, while `during` runs once after `after`; the slowest call.
 fn slowest_call_while(
-    breaker: &CircuitBreaker,
+    breakers: &[&CircuitBreaker],
     run: Duration,
     after: Duration,
     during: impl FnOnce(),
@@ -467,20 +562,26 @@ fn slowest_call_while(
             }
         }
         i += 1;
-        let t = Instant::now();
-        let _ = breaker.call(|| {
-            if i % 3 == 0 {
-                Err("x".to_owned())
-            } else {
-                Ok(())
-            }
-        });
-        slowest = slowest.max(t.elapsed());
+        for breaker in breakers {
+            let t = Instant::now();
+            let _ = breaker.call(|| {
+                if i % 3 == 0 {
+                    Err("x".to_owned())
+                } else {
+                    Ok(())
+                }
+            });
+            slowest = slowest.max(t.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     slowest
 }
 
+/// Seen red by making a failure wait for the fleet to be connected again
+/// (every call slower than 50 ms after the kill). A killed server on
+/// loopback refuses at once, so a call that waits for a Redis round trip
+/// does not stall here: `a_frozen_redis_does_not_stall_calls` catches that.
 #[test]
 fn redis_killed_then_restarted_calls_do_not_stall_and_the_fleet_resyncs() {
     let mut server = Server::start();
@@ -498,7 +599,7 @@ fn redis_killed_then_restarted_calls_do_not_stall_and_the_fleet_resyncs() {
     let a = a.get_or_register("killed-llm", config(1000)).unwrap();
     let b = b.get_or_register("killed-llm", config(1000)).unwrap();
     let slowest = slowest_call_while(
-        &a,
+        &[&a],
         Duration::from_millis(800),
         Duration::from_millis(200),
         || server.kill9(),
@@ -527,6 +628,8 @@ fn redis_killed_then_restarted_calls_do_not_stall_and_the_fleet_resyncs() {
     );
 }
 
+/// Seen red by making each failure wait for a Redis round trip (a call
+/// took the 250 ms operation timeout once the server froze).
 #[test]
 fn a_frozen_redis_does_not_stall_calls() {
     let server = Server::start();
@@ -547,8 +650,10 @@ fn a_frozen_redis_does_not_stall_calls() {
         .build()
         .unwrap();
     let a = registry.get_or_register("llm", flapping).unwrap();
+    // Stays closed: each failure is counted, and sent to the fleet.
+    let counting = registry.get_or_register("counting", config(1000)).unwrap();
     let slowest = slowest_call_while(
-        &a,
+        &[&a, &counting],
         Duration::from_millis(1000),
         Duration::from_millis(200),
         || server.signal("-STOP"),
@@ -681,4 +786,308 @@ fn a_keyed_family_is_shared_key_by_key() {
         .fleet
         .expect("a member is shared");
     assert_eq!(status.key, "keyed:llm[gpt-4o]");
+}
+
+// ---- the failure-rate window ----------------------------------------------
+
+fn rate_config(window: u32, minimum: u32) -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder()
+        .failure_threshold(1000)
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(window)
+        .minimum_calls(minimum)
+        .recovery_timeout(Duration::from_secs(60))
+        .build()
+        .expect("valid")
+}
+
+fn succeed(breaker: &CircuitBreaker) {
+    assert_eq!(breaker.call(|| Ok::<_, String>(())), Ok(()));
+}
+
+/// Waits until the fleet's window in `key` holds `calls` outcomes and
+/// `failures` failures.
+fn wait_for_window(server: &Server, key: &str, calls: u32, failures: u32) {
+    let start = Instant::now();
+    loop {
+        let seen = server.cli(&["HMGET", key, "wl", "wf"]);
+        if seen == format!("{calls}\n{failures}") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the window in {key} holds {seen:?}, not {calls} calls with {failures} failures"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn the_failure_rate_window_counts_outcomes_across_the_fleet() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "rate");
+    let (b, _fb) = replica(&server, "rate");
+    let a = a.get_or_register("llm", rate_config(10, 10)).unwrap();
+    let b = b.get_or_register("llm", rate_config(10, 10)).unwrap();
+    for _ in 0..5 {
+        succeed(&a);
+    }
+    wait_for_window(&server, "rate:llm", 5, 0);
+    for _ in 0..4 {
+        fail(&b);
+    }
+    // Nine outcomes, four failures: under the minimum of ten, so closed.
+    wait_for_window(&server, "rate:llm", 9, 4);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.state(), CircuitState::Closed);
+    assert_eq!(b.state(), CircuitState::Closed);
+    let status = BreakerStatus::of(&b).fleet.expect("shared");
+    assert_eq!((status.window_calls, status.window_failures), (9, 4));
+    // The tenth, on a: five failures in ten across the fleet, where neither
+    // replica's own window (six calls, four calls) reaches the minimum.
+    fail(&a);
+    for breaker in [&a, &b] {
+        wait_for(
+            "the fleet to trip on its rate",
+            Duration::from_secs(1),
+            || breaker.state() == CircuitState::Open,
+        );
+    }
+    assert_eq!(server.cli(&["HGET", "rate:llm", "cause"]), "failure_rate");
+    let (local_a, local_b) = (a.get_metrics(), b.get_metrics());
+    assert_eq!((local_a.failed_calls, local_b.failed_calls), (1, 4));
+}
+
+#[test]
+fn the_fleets_window_slides_and_a_full_clean_window_takes_no_round_trip() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "slide");
+    let (b, _fb) = replica(&server, "slide");
+    let a = a.get_or_register("llm", rate_config(4, 4)).unwrap();
+    let b = b.get_or_register("llm", rate_config(4, 4)).unwrap();
+    fail(&a);
+    fail(&a);
+    wait_for_window(&server, "slide:llm", 2, 2);
+    // One success at a time, each pushed before the next: the third and
+    // fourth outcomes fill the window, and each later one pushes out the
+    // oldest, a failure, until the last four are successes.
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 3, 2);
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 4, 2);
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 4, 1);
+    succeed(&b);
+    wait_for_window(&server, "slide:llm", 4, 0);
+    wait_for("b to read the clean window", Duration::from_secs(1), || {
+        let status = BreakerStatus::of(&b).fleet.unwrap();
+        (status.window_calls, status.window_failures) == (4, 0)
+    });
+    // A full window without a failure: more successes change nothing, and
+    // none is sent (the ring's position stays where it is).
+    let position = server.cli(&["HGET", "slide:llm", "wn"]);
+    // Not a multiple of the window's size, so a push would move it.
+    for _ in 0..99 {
+        succeed(&b);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.cli(&["HGET", "slide:llm", "wn"]), position);
+    // One failure in four: under the rate of one half.
+    fail(&a);
+    wait_for_window(&server, "slide:llm", 4, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.state(), CircuitState::Closed);
+    assert_eq!(b.state(), CircuitState::Closed);
+    // Two in four, the second on the other replica: the fleet trips.
+    fail(&b);
+    for breaker in [&a, &b] {
+        wait_for(
+            "the fleet to trip on its rate",
+            Duration::from_secs(1),
+            || breaker.state() == CircuitState::Open,
+        );
+    }
+    assert_eq!(server.cli(&["HGET", "slide:llm", "cause"]), "failure_rate");
+}
+
+#[test]
+fn while_connected_the_fleets_window_decides_not_a_replicas_own() {
+    let server = Server::start();
+    let (a, _fa) = replica(&server, "own");
+    let (b, _fb) = replica(&server, "own");
+    let a = a.get_or_register("llm", rate_config(10, 3)).unwrap();
+    let b = b.get_or_register("llm", rate_config(10, 3)).unwrap();
+    for _ in 0..10 {
+        succeed(&b);
+    }
+    wait_for_window(&server, "own:llm", 10, 0);
+    // a's own window: three failures in three, over its minimum. The
+    // fleet's: three in ten, under the rate.
+    for _ in 0..3 {
+        fail(&a);
+    }
+    wait_for_window(&server, "own:llm", 10, 3);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.state(), CircuitState::Closed);
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+// ---- members of a keyed family come and go ---------------------------------
+
+#[test]
+fn an_evicted_family_key_leaves_the_fleet() {
+    use breaker_runtime::{Family, ManualClock};
+    const IDLE: Duration = Duration::from_secs(60);
+    let server = Server::start();
+    // No resync in the test's time: it too forgets a dropped breaker, but
+    // only on its next pass.
+    let fleet = RedisFleet::builder(server.url())
+        .prefix("churn")
+        .resync_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    wait_for("the fleet to connect", Duration::from_secs(5), || {
+        fleet.is_connected()
+    });
+    let clock = ManualClock::new();
+    let family = Family::builder("llm")
+        .config(config(3))
+        .max_keys(10)
+        .idle_after(IDLE)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // Fifty waves of ten new keys, each shared, then evicted and let go:
+    // the fleet tracks only the breakers the family still has.
+    for wave in 0..50 {
+        // On a thread of their own: a thread's lookup cache holds the last
+        // snapshot of the family it read (evicted members included) until
+        // its next lookup, or its exit.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..10 {
+                    let breaker = family.breaker(&format!("model-{wave}-{i}")).unwrap();
+                    fleet.share(&breaker);
+                }
+            });
+        });
+        assert_eq!(fleet.shared_breakers(), 10, "wave {wave}");
+        clock.advance(IDLE);
+        assert_eq!(family.sweep(), 10, "evicted, and held");
+        clock.advance(IDLE);
+        family.sweep();
+        // The fleet's thread may hold one a moment longer, mid-resync.
+        wait_for(
+            "the let-go breakers to leave the fleet",
+            Duration::from_secs(1),
+            || fleet.shared_breakers() == 0,
+        );
+    }
+    // A key made again after it was let go is shared afresh, and a
+    // message for it reaches the new breaker.
+    let again = family.breaker("model-0-0").unwrap();
+    fleet.share(&again);
+    assert_eq!(fleet.shared_breakers(), 1);
+    let (other, _fo) = replica(&server, "churn");
+    let other = other.get_or_register("llm[model-0-0]", config(3)).unwrap();
+    other.force_open();
+    wait_for(
+        "the new breaker to hear of it",
+        Duration::from_secs(1),
+        || again.state() == CircuitState::Open,
+    );
+}
+
+// ---- rediss:// through rustls -------------------------------------------------
+
+fn tls_url(server: &Server) -> String {
+    format!("rediss://127.0.0.1:{}/0", server.port)
+}
+
+#[test]
+fn rediss_through_rustls_with_the_servers_ca_shares_and_without_it_stays_local() {
+    let server = Server::start_tls();
+    assert_eq!(server.cli(&["PING"]), "PONG", "the server speaks TLS");
+    let ca = std::fs::read(server.tls_ca.as_ref().unwrap()).unwrap();
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            let registry = Registry::new();
+            let fleet = RedisFleet::builder(tls_url(&server))
+                .prefix("tls")
+                .tls_root_certificates(ca.clone())
+                .build()
+                .expect("a fleet");
+            fleet.share_registry(&registry);
+            wait_for("a TLS connection", Duration::from_secs(5), || {
+                fleet.is_connected()
+            });
+            (registry, fleet)
+        })
+        .collect();
+    let a = replicas[0].0.get_or_register("llm", config(5)).unwrap();
+    let b = replicas[1].0.get_or_register("llm", config(5)).unwrap();
+    a.force_open();
+    wait_for(
+        "force_open to arrive over TLS",
+        Duration::from_secs(1),
+        || b.state() == CircuitState::Open,
+    );
+    assert_eq!(server.cli(&["HGET", "tls:llm", "state"]), "forced_open");
+
+    // The system's store does not hold this CA: the handshake fails, and
+    // the breaker decides on its own.
+    let untrusting = RedisFleet::builder(tls_url(&server))
+        .prefix("tls")
+        .build()
+        .unwrap();
+    let alone = CircuitBreaker::new("llm", config(5)).unwrap();
+    untrusting.share(&alone);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!untrusting.is_connected());
+    assert_eq!(alone.state(), CircuitState::Closed, "not told of the open");
+    assert_eq!(alone.call(|| Ok::<_, String>(1)), Ok(1));
+}
+
+const TLS_CHILD: &str = "BREAKER_REDIS_TLS_CHILD";
+
+/// The child role of the next test: not a test of its own. Reports whether
+/// `registry()`, set up from the environment alone, reached the server.
+#[test]
+fn tls_child() {
+    if std::env::var(TLS_CHILD).is_err() {
+        return;
+    }
+    let breaker = registry()
+        .get_or_register("tls-from-env", CircuitBreakerConfig::default())
+        .unwrap();
+    let start = Instant::now();
+    let connected = loop {
+        let connected = BreakerStatus::of(&breaker)
+            .fleet
+            .is_some_and(|fleet| fleet.connected);
+        if connected || start.elapsed() > Duration::from_secs(5) {
+            break connected;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    println!("connected={connected}");
+}
+
+#[test]
+fn rediss_from_the_environment_trusts_the_ca_ssl_cert_file_names() {
+    if std::env::var(TLS_CHILD).is_ok() {
+        return;
+    }
+    let server = Server::start_tls();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tls_child", "--nocapture", "--test-threads=1"])
+        .env(TLS_CHILD, "1")
+        .env("BREAKER_REDIS_URL", tls_url(&server))
+        .env("SSL_CERT_FILE", server.tls_ca.as_ref().unwrap())
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("connected=true"), "{text}");
 }

@@ -6,8 +6,16 @@
 //! runtime: every Redis operation runs there, each with a timeout. The call
 //! path only sends on an unbounded channel, and only from cold paths: a
 //! counted failure while closed, a success that clears a non-zero failure
-//! count, a transition. A closed-state success with no failure counted, and
-//! a rejection while open, send nothing. The one place a call waits for
+//! count, a transition, and, for a breaker with a failure-rate window, a
+//! closed-state success (counted, and pushed in batches at most every
+//! 10 ms, or with the next failure). A closed-state success with no failure
+//! counted (and no window, or a fleet window full of successes), and a
+//! rejection while open, send nothing.
+//!
+//! The failure-rate window is the fleet's while connected: the scripts
+//! keep it in the breaker's hash and trip every replica when its rate
+//! reaches the threshold; a replica's own window only decides while cut
+//! off from Redis. The one place a call waits for
 //! Redis is a half-open probe's fleet-wide lease, for at most
 //! [`RedisFleetBuilder::lease_wait`]; without an answer in time the probe
 //! goes ahead on the local decision.
@@ -77,6 +85,16 @@ pub enum FleetError {
     /// The fleet's worker thread could not start.
     #[error("the Redis fleet's thread could not start: {0}")]
     Thread(String),
+    /// The root certificates given with
+    /// [`tls_root_certificates`](RedisFleetBuilder::tls_root_certificates)
+    /// are not PEM, or the URL is not `rediss://`.
+    #[error("`tls_root_certificates` cannot be used for {url}: {reason}")]
+    Tls {
+        /// The URL, its password replaced by `***`.
+        url: RedactedUrl,
+        /// What was wrong, with any password removed.
+        reason: String,
+    },
 }
 
 /// A Redis URL that shows its password as `***` in `Display` and `Debug`.
@@ -163,6 +181,11 @@ pub struct FleetStatus {
     pub connected: bool,
     /// The fleet's consecutive failures, as last read.
     pub fleet_failures: u32,
+    /// The outcomes the fleet's failure-rate window holds, as last read
+    /// (0 without a `failure_rate_threshold`).
+    pub window_calls: u32,
+    /// The failures among them.
+    pub window_failures: u32,
 }
 
 /// Builds a [`RedisFleet`].
@@ -175,6 +198,7 @@ pub struct RedisFleetBuilder {
     lease_wait: Duration,
     op_timeout: Duration,
     key_ttl: Duration,
+    root_certificates: Option<Vec<u8>>,
 }
 
 impl RedisFleetBuilder {
@@ -199,6 +223,27 @@ impl RedisFleetBuilder {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (one or more PEM blocks) for a
+    /// `rediss://` server, instead of the system's store: a server with a
+    /// certificate from a private CA. Without it, `rediss://` trusts the
+    /// system's roots, which `SSL_CERT_FILE` may name (so a private CA works
+    /// through `BREAKER_REDIS_URL` alone too).
+    ///
+    /// ```
+    /// use breaker_runtime::{FleetError, RedisFleet};
+    ///
+    /// let error = RedisFleet::builder("rediss://:secret@cache:6380/0")
+    ///     .tls_root_certificates(b"not a certificate".to_vec())
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, FleetError::Tls { .. }), "{error}");
+    /// assert!(!error.to_string().contains("secret"));
+    /// ```
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(pem.into());
+        self
+    }
+
     /// Starts the fleet's thread. It connects in the background: until it
     /// does, shared breakers decide locally.
     ///
@@ -212,6 +257,26 @@ impl RedisFleetBuilder {
                 url: url.clone(),
                 reason: url.scrub(&e.to_string()),
             })?;
+        if let Some(pem) = &self.root_certificates {
+            check_certificates(pem).map_err(|reason| FleetError::Tls {
+                url: url.clone(),
+                reason,
+            })?;
+        }
+        let client = match self.root_certificates {
+            None => client,
+            Some(pem) => redis::Client::build_with_tls(
+                client.get_connection_info().clone(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(|e| FleetError::Tls {
+                url: url.clone(),
+                reason: url.scrub(&e.to_string()),
+            })?,
+        };
         check_range(
             "resync_interval",
             self.resync_interval,
@@ -253,6 +318,19 @@ impl RedisFleetBuilder {
             .map_err(|e| FleetError::Thread(e.to_string()))?;
         Ok(RedisFleet { link })
     }
+}
+
+/// At least one certificate, and every PEM block a certificate: redis-rs
+/// takes text with no certificate in it for an empty store.
+fn check_certificates(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates ({e})"))?;
+    if certificates.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".to_owned());
+    }
+    Ok(())
 }
 
 fn check_range(
@@ -319,6 +397,7 @@ impl RedisFleet {
             lease_wait: Duration::from_millis(5),
             op_timeout: Duration::from_millis(250),
             key_ttl: Duration::from_secs(600),
+            root_certificates: None,
         }
     }
 
@@ -351,6 +430,13 @@ impl RedisFleet {
         } else {
             Duration::from_secs(60)
         };
+        let window = config.failure_rate_threshold.map(|rate| FleetWindow {
+            size: config.sliding_window_size,
+            minimum: config.minimum_calls,
+            // Display prints the shortest text that parses back to the same
+            // f64, so the script compares with exactly this threshold.
+            rate: rate.to_string(),
+        });
         let member = Arc::new(Member {
             name: breaker.inner.name.clone(),
             key: format!("{}:{}", self.link.prefix, breaker.name()),
@@ -360,6 +446,11 @@ impl RedisFleet {
             last_ver: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             pending: AtomicU32::new(0),
+            window,
+            window_successes: AtomicU32::new(0),
+            outcomes_queued: AtomicBool::new(false),
+            outcomes_due_ms: AtomicU64::new(0),
+            window_seen: AtomicU64::new(0),
             threshold: config.failure_threshold,
             recovery_ms: millis(config.recovery_timeout),
             max_probes: config.half_open_max_calls,
@@ -382,6 +473,25 @@ impl RedisFleet {
         registry.share_through(self)
     }
 
+    /// How many live breakers this fleet shares. A dropped breaker (an
+    /// evicted family key, say) is no longer counted, resynced or told of
+    /// the fleet's messages.
+    ///
+    /// ```
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, RedisFleet};
+    ///
+    /// let fleet = RedisFleet::builder("redis://127.0.0.1:1/0").build()?;
+    /// let breaker = CircuitBreaker::new("counted", CircuitBreakerConfig::default()).unwrap();
+    /// fleet.share(&breaker);
+    /// assert_eq!(fleet.shared_breakers(), 1);
+    /// drop(breaker);
+    /// assert_eq!(fleet.shared_breakers(), 0);
+    /// # Ok::<(), breaker_runtime::FleetError>(())
+    /// ```
+    pub fn shared_breakers(&self) -> usize {
+        self.link.members.lock().len()
+    }
+
     /// Whether the last Redis operation succeeded.
     pub fn is_connected(&self) -> bool {
         self.link.connected.load(Ordering::Relaxed)
@@ -393,48 +503,124 @@ impl RedisFleet {
     }
 }
 
-/// Every member ever shared, so a breaker finds its own through a 4-byte
-/// index (see [`FleetSlot`]). A member outlives its breaker (it is small,
-/// and holds the breaker only weakly).
-static MEMBERS: parking_lot::RwLock<Vec<Arc<Member>>> = parking_lot::RwLock::new(Vec::new());
+/// The members of live shared breakers, so a breaker finds its own through
+/// a 4-byte index (see [`FleetSlot`]). A breaker's slot is emptied when the
+/// breaker is dropped (an evicted family key, say) and taken again by the
+/// next one shared, so the table is as long as the most breakers shared at
+/// once, not as every breaker ever shared.
+static MEMBERS: parking_lot::RwLock<Slots> = parking_lot::RwLock::new(Slots {
+    members: Vec::new(),
+    free: Vec::new(),
+});
 
-/// A breaker's link to its fleet: an index into [`MEMBERS`] plus one, or
-/// zero while unshared. Four bytes, which fit in the core's padding: an
+struct Slots {
+    members: Vec<Option<Arc<Member>>>,
+    /// Indices of empty slots in `members`.
+    free: Vec<usize>,
+}
+
+/// A breaker's link to its fleet: in the low 31 bits, an index into
+/// [`MEMBERS`] plus one, or zero while unshared; in the top bit,
+/// [`WINDOW_QUIET`]. Four bytes, which fit in the core's padding: an
 /// unshared breaker is no larger than without the feature.
 #[derive(Debug, Default)]
 pub(crate) struct FleetSlot(AtomicU32);
 
+/// The fleet's failure-rate window, as last read, is full and holds no
+/// failure: a closed-state success has nothing to tell it, and the breaker
+/// skips looking its member up.
+const WINDOW_QUIET: u32 = 1 << 31;
+const SLOT_INDEX: u32 = WINDOW_QUIET - 1;
+
 impl FleetSlot {
     pub(crate) fn is_set(&self) -> bool {
         // Acquire: pairs with the Release in `set`, so the member is there.
-        self.0.load(Ordering::Acquire) != 0
+        self.0.load(Ordering::Acquire) & SLOT_INDEX != 0
     }
 
     /// The member, if shared. Cold paths only: takes a read lock.
     pub(crate) fn get(&self) -> Option<Arc<Member>> {
         // Acquire: see `is_set`.
-        let index = self.0.load(Ordering::Acquire).checked_sub(1)?;
-        MEMBERS.read().get(index as usize).cloned()
+        let index = (self.0.load(Ordering::Acquire) & SLOT_INDEX).checked_sub(1)?;
+        MEMBERS.read().members.get(index as usize)?.clone()
+    }
+
+    /// Whether the fleet's window, as last read, is full of successes.
+    pub(crate) fn window_quiet(&self) -> bool {
+        // Relaxed: a hint; a stale answer sends or skips one success.
+        self.0.load(Ordering::Relaxed) & WINDOW_QUIET != 0
+    }
+
+    fn set_window_quiet(&self, quiet: bool) {
+        if self.window_quiet() == quiet {
+            return;
+        }
+        // Relaxed: as `window_quiet`; the RMW leaves the index as it is.
+        if quiet {
+            self.0.fetch_or(WINDOW_QUIET, Ordering::Relaxed);
+        } else {
+            self.0.fetch_and(!WINDOW_QUIET, Ordering::Relaxed);
+        }
     }
 
     /// Links `member`; `false` if the breaker was linked already.
     fn set(&self, member: Arc<Member>) -> bool {
-        let mut members = MEMBERS.write();
-        let Ok(index) = u32::try_from(members.len() + 1) else {
+        let mut slots = MEMBERS.write();
+        let index = match slots.free.last() {
+            Some(&free) => free,
+            None => slots.members.len(),
+        };
+        let Some(linked) = u32::try_from(index + 1)
+            .ok()
+            .filter(|&linked| linked <= SLOT_INDEX)
+        else {
             return false;
         };
-        // Release: publishes the push (under the write lock) to `get`.
+        // Release: publishes the slot (written under the write lock, which
+        // `get` waits for) to `get`.
         if self
             .0
-            .compare_exchange(0, index, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(0, linked, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
             return false;
         }
-        members.push(member);
+        if index == slots.members.len() {
+            slots.members.push(Some(member));
+        } else {
+            slots.free.pop();
+            slots.members[index] = Some(member);
+        }
         true
     }
 }
+
+impl Drop for FleetSlot {
+    /// The breaker is gone: its slot is freed, and its fleet stops tracking
+    /// it (no more resyncs or messages for it).
+    fn drop(&mut self) {
+        let Some(index) = (*self.0.get_mut() & SLOT_INDEX).checked_sub(1) else {
+            return;
+        };
+        let member = {
+            let mut slots = MEMBERS.write();
+            let member = slots.members.get_mut(index as usize).and_then(Option::take);
+            if member.is_some() {
+                slots.free.push(index as usize);
+            }
+            member
+        };
+        // Outside the table's lock: the last handle on the member may drop
+        // its link, and with it the fleet.
+        if let Some(member) = member {
+            member.leave();
+        }
+    }
+}
+
+/// How often, at most, one member's closed-state successes are pushed
+/// into the fleet's failure-rate window; a failure pushes them at once.
+const OUTCOMES_EVERY: Duration = Duration::from_millis(10);
 
 /// What the fleet's thread shares with the breakers.
 struct Link {
@@ -466,10 +652,30 @@ pub(crate) struct Member {
     /// Transitions queued and not yet written: a resync then neither
     /// rebuilds nor merges from the local state, which they will write.
     pending: AtomicU32,
+    /// The breaker's failure-rate window, shared in its hash.
+    window: Option<FleetWindow>,
+    /// Closed-state successes not yet pushed into the fleet's window.
+    window_successes: AtomicU32,
+    /// An `Outcomes` command is queued: successes only add to the count.
+    outcomes_queued: AtomicBool,
+    /// When the next push of successes may go (Unix ms; Relaxed: the
+    /// fleet's thread alone reads and writes it).
+    outcomes_due_ms: AtomicU64,
+    /// The fleet's window as last read: outcomes in the high half,
+    /// failures in the low (Relaxed: a hint, like `fleet_failures`).
+    window_seen: AtomicU64,
     threshold: u32,
     recovery_ms: u64,
     max_probes: u32,
     lease_ttl_ms: u64,
+}
+
+/// A shared failure-rate window's settings, as the scripts take them.
+#[derive(Debug)]
+struct FleetWindow {
+    size: u32,
+    minimum: u32,
+    rate: String,
 }
 
 impl fmt::Debug for Member {
@@ -489,6 +695,8 @@ enum Cmd {
     },
     Failure(Arc<Member>),
     Success(Arc<Member>),
+    /// Pushes the member's pending window successes.
+    Outcomes(Arc<Member>),
     Lease {
         member: Arc<Member>,
         id: String,
@@ -507,6 +715,36 @@ impl Member {
     pub(crate) fn note_failure(self: Arc<Self>) {
         let tx = self.link.tx.clone();
         let _ = tx.send(Cmd::Failure(self));
+    }
+
+    /// A closed-state success of a breaker with a failure-rate window.
+    /// Called under the core's lock: counts, and queues one push for
+    /// however many successes arrive before the fleet's thread takes them.
+    /// Sends nothing while the fleet's window is full and holds no failure
+    /// (a success then changes nothing), nor while disconnected (the local
+    /// window decides then).
+    pub(crate) fn note_window_success(self: Arc<Self>) {
+        let Some(window) = &self.window else { return };
+        if !self.link.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let seen = self.window_seen.load(Ordering::Relaxed);
+        if seen == u64::from(window.size) << 32 {
+            return;
+        }
+        // Relaxed: the count is taken with a swap on the fleet's thread;
+        // the channel's send orders it before the command.
+        self.window_successes.fetch_add(1, Ordering::Relaxed);
+        if !self.outcomes_queued.swap(true, Ordering::Relaxed) {
+            let tx = self.link.tx.clone();
+            let _ = tx.send(Cmd::Outcomes(self));
+        }
+    }
+
+    /// Whether the fleet's window, not this replica's, decides a trip on
+    /// the failure rate: while connected. Cut off, the local window does.
+    pub(crate) fn decides_rate(&self) -> bool {
+        self.window.is_some() && self.link.connected.load(Ordering::Relaxed)
     }
 
     /// A success cleared this replica's failure count. Called under the
@@ -561,12 +799,26 @@ impl Member {
         answer.recv_timeout(self.link.lease_wait).unwrap_or(true)
     }
 
+    /// Stops tracking this member in its fleet, unless a newer breaker of
+    /// the same name took its place there.
+    fn leave(&self) {
+        let mut members = self.link.members.lock();
+        if members
+            .get(&self.name)
+            .is_some_and(|tracked| std::ptr::eq(&**tracked, self))
+        {
+            members.remove(&self.name);
+        }
+    }
+
     pub(crate) fn status(&self) -> FleetStatus {
         FleetStatus {
             store: self.link.url.clone(),
             key: self.key.clone(),
             connected: self.link.connected.load(Ordering::Relaxed),
             fleet_failures: self.fleet_failures.load(Ordering::Relaxed),
+            window_calls: (self.window_seen.load(Ordering::Relaxed) >> 32) as u32,
+            window_failures: self.window_seen.load(Ordering::Relaxed) as u32,
         }
     }
 
@@ -576,6 +828,17 @@ impl Member {
             return;
         };
         self.fleet_failures.store(hash.fails, Ordering::Relaxed);
+        let window = if hash.state == DetailedState::Closed {
+            (u64::from(hash.wlen) << 32) | u64::from(hash.wfails)
+        } else {
+            0
+        };
+        self.window_seen.store(window, Ordering::Relaxed);
+        inner.core.fleet.set_window_quiet(
+            self.window
+                .as_ref()
+                .is_some_and(|w| window == u64::from(w.size) << 32),
+        );
         let last = self.last_ver.load(Ordering::Relaxed);
         // A write this replica asked for and the script refused: the hash
         // holds a state this replica must take on, whatever it saw before.
@@ -610,6 +873,9 @@ struct Hash {
     cause: TransitionCause,
     origin: String,
     fails: u32,
+    /// The fleet's failure-rate window: outcomes and failures held.
+    wlen: u32,
+    wfails: u32,
     /// The script refused this replica's write and kept its own state.
     kept: bool,
 }
@@ -660,9 +926,9 @@ fn parse_cause(text: &str) -> TransitionCause {
     }
 }
 
-/// `kind|ver|state|until|cause|origin|fails|name`.
+/// `kind|ver|state|until|cause|origin|fails|wl|wf|name`.
 fn parse_message(text: &str) -> Option<(String, Hash)> {
-    let mut parts = text.splitn(8, '|');
+    let mut parts = text.splitn(10, '|');
     let _kind = parts.next()?;
     let ver = parts.next()?.parse().ok()?;
     let state = parse_state(parts.next()?);
@@ -670,6 +936,8 @@ fn parse_message(text: &str) -> Option<(String, Hash)> {
     let cause = parse_cause(parts.next()?);
     let origin = parts.next()?.to_owned();
     let fails = parts.next()?.parse().ok()?;
+    let wlen = parts.next()?.parse().ok()?;
+    let wfails = parts.next()?.parse().ok()?;
     let name = parts.next()?.to_owned();
     Some((
         name,
@@ -680,14 +948,17 @@ fn parse_message(text: &str) -> Option<(String, Hash)> {
             cause,
             origin,
             fails,
+            wlen,
+            wfails,
             kept: false,
         },
     ))
 }
 
-/// A script's reply: `ver, state, until, cause, fails, outcome`.
+/// A script's reply: `ver, state, until, cause, fails, wl, wf, outcome`.
 fn parse_reply(reply: Vec<String>, origin: &str) -> Option<Hash> {
-    let [ver, state, until, cause, fails, outcome] = <[String; 6]>::try_from(reply).ok()?;
+    let [ver, state, until, cause, fails, wlen, wfails, outcome] =
+        <[String; 8]>::try_from(reply).ok()?;
     Some(Hash {
         ver: ver.parse().ok()?,
         state: parse_state(&state),
@@ -701,6 +972,8 @@ fn parse_reply(reply: Vec<String>, origin: &str) -> Option<Hash> {
             String::new()
         },
         fails: fails.parse().ok()?,
+        wlen: wlen.parse().ok()?,
+        wfails: wfails.parse().ok()?,
         kept: outcome == "kept",
     })
 }
@@ -730,6 +1003,7 @@ struct Scripts {
     transition: redis::Script,
     failure: redis::Script,
     success: redis::Script,
+    outcomes: redis::Script,
     lease: redis::Script,
     sync: redis::Script,
 }
@@ -757,6 +1031,7 @@ impl Worker {
             transition: redis::Script::new(&scripts::with_prelude(scripts::TRANSITION)),
             failure: redis::Script::new(&scripts::with_prelude(scripts::FAILURE)),
             success: redis::Script::new(&scripts::with_prelude(scripts::SUCCESS)),
+            outcomes: redis::Script::new(&scripts::with_prelude(scripts::OUTCOMES)),
             lease: redis::Script::new(&scripts::with_prelude(scripts::LEASE)),
             sync: redis::Script::new(&scripts::with_prelude(scripts::SYNC)),
         };
@@ -883,13 +1158,49 @@ impl Worker {
                 (member, result)
             }
             Cmd::Failure(member) => {
+                // The successes before this failure go first, in one push.
+                let successes = member.window_successes.swap(0, Ordering::Relaxed);
                 let mut call = scripts.failure.key(&member.key);
                 call.arg(&link.channel)
                     .arg(&*member.name)
                     .arg(&link.origin)
                     .arg(member.threshold)
                     .arg(member.recovery_ms)
-                    .arg(ttl);
+                    .arg(ttl)
+                    .arg(successes);
+                match &member.window {
+                    Some(w) => call.arg(w.size).arg(w.minimum).arg(&w.rate),
+                    None => call.arg(0).arg(0).arg(""),
+                };
+                let result = self.run_script(conn, &call).await;
+                (member, result)
+            }
+            Cmd::Outcomes(member) => {
+                // At most one push per member every OUTCOMES_EVERY: the
+                // successes meanwhile add to it (a failure takes them at
+                // once). Still queued while it waits.
+                let due = member.outcomes_due_ms.load(Ordering::Relaxed);
+                let now = wall_ms();
+                if now < due {
+                    let tx = link.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(due - now)).await;
+                        let _ = tx.send(Cmd::Outcomes(member));
+                    });
+                    return true;
+                }
+                member
+                    .outcomes_due_ms
+                    .store(now + millis(OUTCOMES_EVERY), Ordering::Relaxed);
+                // Cleared before the count is taken: a success counted after
+                // the swap queues the next push.
+                member.outcomes_queued.store(false, Ordering::Relaxed);
+                let successes = member.window_successes.swap(0, Ordering::Relaxed);
+                let Some(window) = member.window.as_ref().filter(|_| successes > 0) else {
+                    return true;
+                };
+                let mut call = scripts.outcomes.key(&member.key);
+                call.arg(successes).arg(window.size).arg(ttl);
                 let result = self.run_script(conn, &call).await;
                 (member, result)
             }
@@ -924,7 +1235,7 @@ impl Worker {
             }
             Cmd::Sync(member) => {
                 let Some(inner) = member.breaker.upgrade() else {
-                    link.members.lock().remove(&member.name);
+                    member.leave();
                     return true;
                 };
                 if member.pending.load(Ordering::Relaxed) != 0 {
@@ -982,6 +1293,11 @@ fn mark_dirty(cmd: &Cmd) {
     }
     if let Cmd::Lease { reply, .. } = cmd {
         let _ = reply.try_send(true);
+    }
+    if let Cmd::Outcomes(member) = cmd {
+        // Cut off, the local window decides: these successes are dropped.
+        member.outcomes_queued.store(false, Ordering::Relaxed);
+        member.window_successes.store(0, Ordering::Relaxed);
     }
 }
 
@@ -1086,12 +1402,34 @@ mod tests {
 
     #[test]
     fn a_message_keeps_a_name_with_bars() {
-        let (name, hash) = parse_message("s|7|open|123|retry_after|me|0|llm|a|b").unwrap();
+        let (name, hash) = parse_message("s|7|open|123|retry_after|me|0|4|1|llm|a|b").unwrap();
         assert_eq!(name, "llm|a|b");
         assert_eq!(hash.ver, 7);
         assert_eq!(hash.state, DetailedState::Open);
         assert_eq!(hash.cause, TransitionCause::RetryAfter);
         assert_eq!(hash.until_ms, 123);
+    }
+
+    #[test]
+    fn a_dropped_breakers_slot_is_taken_by_the_next_one_shared() {
+        let fleet = RedisFleet::builder("redis://127.0.0.1:1/0")
+            .build()
+            .unwrap();
+        for wave in 0..4 {
+            let breakers: Vec<_> = (0..50)
+                .map(|i| CircuitBreaker::new(format!("slot-{wave}-{i}"), Default::default()))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for breaker in &breakers {
+                fleet.share(breaker);
+            }
+            assert_eq!(fleet.shared_breakers(), 50);
+        }
+        assert_eq!(fleet.shared_breakers(), 0);
+        // No other test of this binary shares a breaker.
+        let slots = MEMBERS.read();
+        assert_eq!(slots.members.len(), 50, "200 shared, 50 at once");
+        assert!(slots.members.iter().all(Option::is_none));
     }
 
     #[test]
