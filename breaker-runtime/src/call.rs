@@ -349,44 +349,84 @@ impl CircuitBreaker {
         Q: QualityFor<T>,
         C: Classify<T, E>,
     {
-        let inner = &*self.inner;
-        // Admission. A closed circuit takes no lock; an open one serves its
-        // fallback without the lock; only half-open goes through `admit`.
-        let (permit, closed) = if let Some(generation) = inner.core.closed_generation() {
-            // The GCRA step inline; counting a refusal is shared, cold code.
-            if let Some(limiter) = &inner.limiter {
-                if let Err(refusal) = limiter.check() {
-                    return self.rate_limited_sync(generation, limiter, refusal, &options.fallback);
-                }
+        // Admission and the start of the timing are one shared call, and
+        // so are the end of the timing and a closed circuit's success: each
+        // annotated function inlines only its body, the judging of its
+        // result, and the calls around them.
+        let (admission, timing) = match self.start_sync() {
+            SyncStart::Admitted(admission, timing) => (admission, timing),
+            SyncStart::Open(retry_after) => {
+                return self.serve_open_rejection(retry_after, &options.fallback);
             }
-            // Held across the call so a panic counts as a failure.
-            let admission = Admission::Closed(generation);
-            (Permit::admitted(self, admission), Some(generation))
-        } else if let Some(retry_after) = inner.core.open_wait() {
-            return self.serve_open_rejection(retry_after, &options.fallback);
-        } else {
-            match self.admit_off_closed() {
-                Ok(permit) => (permit, None),
-                Err(reason) => return self.refuse_sync(reason, &options.fallback),
-            }
+            SyncStart::Refused(reason) => return self.refuse_sync(reason, &options.fallback),
         };
+        // Held across the call so a panic counts as a failure.
+        let permit = Permit::admitted(self, admission);
         // `f` appears once, so each annotated function compiles its body
-        // once: the timing around it is not generic.
-        let timing = self.start_timing();
+        // once.
         let result = f();
-        let late = self.finish_timing(timing);
         let assessed = self.assess(&result, options);
-        if !late && assessed.outcome == Outcome::Success {
+        let success = assessed.outcome == Outcome::Success;
+        // Before the breaker counts it, as every success, late or not, is
+        // (see `judge_slow`): a fallback that panics here fails the call.
+        if success {
             if let Ok(value) = &result {
                 FallbackFor::record_success(&options.fallback, value);
             }
-            match closed {
-                Some(generation) => permit.record_closed_success(generation),
-                None => record_probe_success(permit),
-            }
-            return result.map_err(CallError::Inner);
         }
-        self.settle_sync(permit, result, assessed, late, options)
+        match self.finish_sync(admission, timing, success) {
+            SyncEnd::Recorded => {
+                permit.settled();
+                result.map_err(CallError::Inner)
+            }
+            SyncEnd::Unrecorded { late: false } if success => {
+                record_probe_success(permit);
+                result.map_err(CallError::Inner)
+            }
+            SyncEnd::Unrecorded { late } => {
+                self.settle_sync(permit, result, assessed, late, options)
+            }
+        }
+    }
+
+    /// Admits a sync call and starts its timing: one shared call in each
+    /// annotated function. A closed circuit takes no lock and runs the
+    /// rate limit's GCRA step here; an open one answers with the time to
+    /// wait; only half-open goes through `admit`. A refusal of the rate
+    /// limit is counted here.
+    #[inline(never)]
+    fn start_sync(&self) -> SyncStart {
+        let inner = &*self.inner;
+        let admission = if let Some(generation) = inner.core.closed_generation() {
+            if let Some(limiter) = &inner.limiter {
+                if let Err(refusal) = limiter.check() {
+                    let reason = self.closed_call_rate_limited(generation, limiter, refusal);
+                    return SyncStart::Refused(reason);
+                }
+            }
+            Admission::Closed(generation)
+        } else if let Some(retry_after) = inner.core.open_wait() {
+            return SyncStart::Open(retry_after);
+        } else {
+            match self.admit_off_closed() {
+                Ok(permit) => permit.into_admission(),
+                Err(reason) => return SyncStart::Refused(reason),
+            }
+        };
+        SyncStart::Admitted(admission, self.start_timing())
+    }
+
+    /// Ends the timing of a sync call admitted with `admission`; for a
+    /// `success` of a closed circuit on time, records it. One shared call
+    /// in each annotated function.
+    #[inline(never)]
+    fn finish_sync(&self, admission: Admission, timing: Timing, success: bool) -> SyncEnd {
+        let late = self.finish_timing(timing);
+        if let (true, false, Admission::Closed(generation)) = (success, late, admission) {
+            self.inner.core.record_closed_success(generation);
+            return SyncEnd::Recorded;
+        }
+        SyncEnd::Unrecorded { late }
     }
 
     /// Calls `f` on a worker thread and releases the caller at
@@ -625,21 +665,6 @@ impl CircuitBreaker {
         self.locally_rate_limited(Admission::Closed(generation), retry_after)
     }
 
-    /// Answers a closed-circuit sync call the local rate limit refused:
-    /// one shared call in each annotated function.
-    #[cold]
-    #[inline(never)]
-    fn rate_limited_sync<T, E, Fb: FallbackFor<T, E>>(
-        &self,
-        generation: u32,
-        limiter: &RateLimiter,
-        refusal: Refusal,
-        fallback: &Fb,
-    ) -> Result<T, CallError<E>> {
-        let reason = self.closed_call_rate_limited(generation, limiter, refusal);
-        self.refuse_sync(reason, fallback)
-    }
-
     /// Answers a sync call refused before it ran.
     #[cold]
     #[inline(never)]
@@ -666,14 +691,8 @@ impl CircuitBreaker {
     where
         Fb: FallbackFor<T, E>,
     {
-        let verdict = self.judge_slow(
-            permit,
-            result,
-            assessed,
-            late,
-            options,
-            FallbackFor::record_success,
-        );
+        // The caller has told the fallback of a success already.
+        let verdict = self.judge_slow(permit, result, assessed, late, options, |_, _| {});
         self.resolve_sync(verdict, &options.fallback)
     }
 
@@ -1035,6 +1054,24 @@ impl CircuitBreaker {
 #[inline(never)]
 fn record_probe_success(permit: Permit<'_>) {
     permit.record(Outcome::Success);
+}
+
+/// How a sync call starts; see [`CircuitBreaker::start_sync`].
+enum SyncStart {
+    /// Admitted, its timing started.
+    Admitted(Admission, Timing),
+    /// Refused by an open circuit, which may be probed after this long.
+    Open(Duration),
+    /// Refused for this reason, already counted if the rate limit refused.
+    Refused(FallbackReason),
+}
+
+/// How a sync call ends; see [`CircuitBreaker::finish_sync`].
+enum SyncEnd {
+    /// A closed circuit's success on time, counted.
+    Recorded,
+    /// Anything else, not counted yet; `late` if past the deadline.
+    Unrecorded { late: bool },
 }
 
 /// When a sync call started, and on which clock; see
