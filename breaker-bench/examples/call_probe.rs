@@ -10,7 +10,9 @@
 //! done   # (the second count - the first) / 100000 = instructions per call
 //! ```
 //!
-//! Cases: `direct` (a `CircuitBreaker::call`), `macro` (a
+//! Cases: `direct` (a `CircuitBreaker::call`), `open` (an open circuit's
+//! rejection answered by a fallback), `limited` (a call under a rate limit
+//! that never refuses), `macro` (a
 //! `#[circuit_breaker]` function), `keyed_direct` (`Family::member` and a
 //! call), `macro_keyed` (a `key = model` function), each for an existing
 //! key among eight. With no case (or `all`) it prints each case's best of
@@ -66,12 +68,46 @@ fn main() {
         keyed(model, 1).unwrap();
     }
     unkeyed(1).unwrap();
+    let open = breaker_runtime::CircuitBreaker::new(
+        "probe_open",
+        breaker_runtime::CircuitBreakerConfig::builder()
+            .failure_threshold(1)
+            .recovery_timeout(std::time::Duration::from_secs(24 * 3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let _ = open.call(|| Err::<u64, ()>(()));
+    let limited = breaker_runtime::CircuitBreaker::new(
+        "probe_limited",
+        breaker_runtime::CircuitBreakerConfig::builder()
+            .rate_limit_per_minute(u32::MAX)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
     let cases: Vec<Case> = vec![
         (
             "direct",
             Box::new(|n| {
                 for _ in 0..n {
                     let _ = black_box(direct.call(|| work(1)));
+                }
+            }),
+        ),
+        (
+            "open",
+            Box::new(|n| {
+                for _ in 0..n {
+                    let _ = black_box(open.call_with_fallback(|| work(1), || 0));
+                }
+            }),
+        ),
+        (
+            "limited",
+            Box::new(|n| {
+                for _ in 0..n {
+                    let _ = black_box(limited.call(|| work(1)));
                 }
             }),
         ),

@@ -353,12 +353,15 @@ impl CircuitBreaker {
         // so are the end of the timing and a closed circuit's success: each
         // annotated function inlines only its body, the judging of its
         // result, and the calls around them.
-        let (admission, timing) = match self.start_sync() {
-            SyncStart::Admitted(admission, timing) => (admission, timing),
-            SyncStart::Open(retry_after) => {
-                return self.serve_open_rejection(retry_after, &options.fallback);
-            }
-            SyncStart::Refused(reason) => return self.refuse_sync(reason, &options.fallback),
+        let mut off_closed = None;
+        let started = self.start_sync(&mut off_closed);
+        if let Some(retry_after) = started.open() {
+            return self.serve_open_rejection(retry_after, &options.fallback);
+        }
+        let admission = match off_closed {
+            None => Admission::Closed(started.generation()),
+            Some(OffClosed::Admitted(admission)) => admission,
+            Some(OffClosed::Refused(reason)) => return self.refuse_sync(reason, &options.fallback),
         };
         // Held across the call so a panic counts as a failure.
         let permit = Permit::admitted(self, admission);
@@ -374,7 +377,7 @@ impl CircuitBreaker {
                 FallbackFor::record_success(&options.fallback, value);
             }
         }
-        match self.finish_sync(admission, timing, success) {
+        match self.finish_sync(started, success) {
             SyncEnd::Recorded => {
                 permit.settled();
                 result.map_err(CallError::Inner)
@@ -393,37 +396,42 @@ impl CircuitBreaker {
     /// annotated function. A closed circuit takes no lock and runs the
     /// rate limit's GCRA step here; an open one answers with the time to
     /// wait; only half-open goes through `admit`. A refusal of the rate
-    /// limit is counted here.
+    /// limit is counted here. What a closed or open circuit says comes back
+    /// in two words; the rest in `off_closed`.
     #[inline(never)]
-    fn start_sync(&self) -> SyncStart {
+    fn start_sync(&self, off_closed: &mut Option<OffClosed>) -> Started {
         let inner = &*self.inner;
-        let admission = if let Some(generation) = inner.core.closed_generation() {
+        let head = if let Some(generation) = inner.core.closed_generation() {
             if let Some(limiter) = &inner.limiter {
                 if let Err(refusal) = limiter.check() {
                     let reason = self.closed_call_rate_limited(generation, limiter, refusal);
-                    return SyncStart::Refused(reason);
+                    *off_closed = Some(OffClosed::Refused(reason));
+                    return Started::REFUSED;
                 }
             }
-            Admission::Closed(generation)
+            u64::from(generation)
         } else if let Some(retry_after) = inner.core.open_wait() {
-            return SyncStart::Open(retry_after);
+            return Started::open_for(retry_after);
         } else {
             match self.admit_off_closed() {
-                Ok(permit) => permit.into_admission(),
-                Err(reason) => return SyncStart::Refused(reason),
+                Ok(permit) => *off_closed = Some(OffClosed::Admitted(permit.into_admission())),
+                Err(reason) => {
+                    *off_closed = Some(OffClosed::Refused(reason));
+                    return Started::REFUSED;
+                }
             }
+            Started::OFF_CLOSED
         };
-        SyncStart::Admitted(admission, self.start_timing())
+        Started::timed(head, self.start_timing())
     }
 
-    /// Ends the timing of a sync call admitted with `admission`; for a
-    /// `success` of a closed circuit on time, records it. One shared call
-    /// in each annotated function.
+    /// Ends the timing of a sync call; for a `success` of a closed circuit
+    /// on time, records it. One shared call in each annotated function.
     #[inline(never)]
-    fn finish_sync(&self, admission: Admission, timing: Timing, success: bool) -> SyncEnd {
-        let late = self.finish_timing(timing);
-        if let (true, false, Admission::Closed(generation)) = (success, late, admission) {
-            self.inner.core.record_closed_success(generation);
+    fn finish_sync(&self, started: Started, success: bool) -> SyncEnd {
+        let late = self.finish_timing(started.timing());
+        if success && !late && started.head & Started::OFF_CLOSED == 0 {
+            self.inner.core.record_closed_success(started.generation());
             return SyncEnd::Recorded;
         }
         SyncEnd::Unrecorded { late }
@@ -1056,13 +1064,81 @@ fn record_probe_success(permit: Permit<'_>) {
     permit.record(Outcome::Success);
 }
 
-/// How a sync call starts; see [`CircuitBreaker::start_sync`].
-enum SyncStart {
-    /// Admitted, its timing started.
-    Admitted(Admission, Timing),
-    /// Refused by an open circuit, which may be probed after this long.
-    Open(Duration),
-    /// Refused for this reason, already counted if the rate limit refused.
+/// How a sync call started, in two words so that it comes back in
+/// registers (see [`CircuitBreaker::start_sync`]): a struct holding the
+/// 12-byte admission, copied through memory into the permit, made the
+/// closed path twice as slow as the call itself.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    /// Bits 0..32: a closed circuit's generation. Bit 32: admitted off a
+    /// closed circuit (the admission is in `OffClosed`). Bit 33: refused
+    /// by an open circuit. Bit 34: refused otherwise (the reason is in
+    /// `OffClosed`). Bits 35..37: the timing's clock (see [`Timing`]).
+    head: u64,
+    /// The timing's start; for an open circuit, the nanoseconds to wait.
+    start: u64,
+}
+
+impl Started {
+    const GENERATION: u64 = 0xffff_ffff;
+    const OFF_CLOSED: u64 = 1 << 32;
+    const OPEN: u64 = 1 << 33;
+    const REFUSED: Self = Self {
+        head: 1 << 34,
+        start: 0,
+    };
+    const CLOCK_SHIFT: u32 = 35;
+    const PRECISE: u64 = 1 << Self::CLOCK_SHIFT;
+    const SAMPLED: u64 = 2 << Self::CLOCK_SHIFT;
+
+    #[inline(always)]
+    fn timed(head: u64, timing: Timing) -> Self {
+        let (clock, start) = match timing {
+            Timing::Coarse(start) => (0, start),
+            Timing::Precise(start) => (Self::PRECISE, start),
+            Timing::Sampled(start) => (Self::SAMPLED, start),
+        };
+        Self {
+            head: head | clock,
+            start,
+        }
+    }
+
+    #[inline(always)]
+    fn open_for(retry_after: Duration) -> Self {
+        Self {
+            head: Self::OPEN,
+            // Saturating: an open period of 584 years and more waits that long.
+            start: u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The time to wait, for a call an open circuit refused.
+    #[inline(always)]
+    fn open(self) -> Option<Duration> {
+        (self.head & Self::OPEN != 0).then(|| Duration::from_nanos(self.start))
+    }
+
+    #[inline(always)]
+    fn generation(self) -> u32 {
+        (self.head & Self::GENERATION) as u32
+    }
+
+    #[inline(always)]
+    fn timing(self) -> Timing {
+        match self.head & (3 << Self::CLOCK_SHIFT) {
+            0 => Timing::Coarse(self.start),
+            Self::PRECISE => Timing::Precise(self.start),
+            _ => Timing::Sampled(self.start),
+        }
+    }
+}
+
+/// What [`CircuitBreaker::start_sync`] reports out of line: the admission
+/// of a call a half-open or forced circuit admitted, or why a call was
+/// refused.
+enum OffClosed {
+    Admitted(Admission),
     Refused(FallbackReason),
 }
 
