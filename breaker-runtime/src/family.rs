@@ -1391,10 +1391,13 @@ impl Hot {
     /// inlined wherever it is asked for.
     #[inline(always)]
     fn get() -> Option<&'static Self> {
-        // SAFETY: `Hot` has no destructor, so the thread-local is never
-        // torn down: its storage lives as long as the thread, and the
-        // reference never leaves it (`Hot` is `!Sync`, as it holds `Cell`s,
-        // so `&Hot` is `!Send`).
+        // SAFETY: `Hot` has no destructor, so with native thread-locals
+        // (every tier-1 target) its storage lives as long as the thread.
+        // The reference never leaves the thread (`Hot` holds `Cell`s, so
+        // `&Hot` is `!Send`) and every caller drops it before returning;
+        // a target without native thread-locals tears them down at thread
+        // exit one destructor after another, between such calls, and
+        // `try_with` fails from then on.
         HOT.try_with(|hot| unsafe { &*std::ptr::from_ref(hot) })
             .ok()
     }
