@@ -15,7 +15,8 @@
 //! that never refuses), `macro` (a
 //! `#[circuit_breaker]` function), `keyed_direct` (`Family::member` and a
 //! call), `macro_keyed` (a `key = model` function), each for an existing
-//! key among eight. With no case (or `all`) it prints each case's best of
+//! key among eight, and `macro_keyed_turns` (the eight keys in turn: a hash
+//! and a probe each call). With no case (or `all`) it prints each case's best of
 //! seven timed loops, an ad-hoc figure; the paired rounds of
 //! `benches/compare.rs` are the ones the targets are judged by.
 use std::hint::black_box;
@@ -137,6 +138,16 @@ fn main() {
             Box::new(|n| {
                 for _ in 0..n {
                     let _ = black_box(keyed(black_box(MODEL), 1));
+                }
+            }),
+        ),
+        (
+            "macro_keyed_turns",
+            Box::new(|n| {
+                let keys: Vec<&str> = OTHER_MODELS.iter().copied().chain([MODEL]).collect();
+                for i in 0..n {
+                    let model = keys[i as usize % keys.len()];
+                    let _ = black_box(keyed(black_box(model), 1));
                 }
             }),
         ),
