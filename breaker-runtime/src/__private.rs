@@ -947,28 +947,18 @@ impl KeyedSite {
         }
     }
 
-    #[inline]
-    fn family(
-        &'static self,
-        config: impl FnOnce() -> CircuitBreakerConfig,
-    ) -> Result<&'static crate::Family, BreakerError> {
-        match self.family.get() {
-            Some(Ok(family)) => Ok(family),
-            Some(Err(error)) => Err(error.clone()),
-            None => self.resolve(config()),
-        }
-    }
-
+    /// The family, resolved on the first call; out of line, with the
+    /// configuration.
     #[cold]
     #[inline(never)]
-    fn resolve(
+    fn resolved_family(
         &'static self,
-        config: CircuitBreakerConfig,
-    ) -> Result<&'static crate::Family, BreakerError> {
+        config: impl FnOnce() -> CircuitBreakerConfig,
+    ) -> Result<&'static crate::Family, Box<BreakerError>> {
         let name = self.site.name;
         self.family
             .get_or_init(|| {
-                crate::registry().family(name, config).map_err(|source| {
+                crate::registry().family(name, config()).map_err(|source| {
                     BreakerError::InvalidConfig {
                         name: name.to_owned(),
                         source,
@@ -976,17 +966,23 @@ impl KeyedSite {
                 })
             })
             .as_ref()
-            .map_err(BreakerError::clone)
+            .map_err(|error| Box::new(error.clone()))
     }
 
-    /// The member for `key`, held by a sync call.
+    /// The member for `key`, held by a sync call. For a key that has one,
+    /// after the first call: one load for the family, then
+    /// [`Family::member`](crate::Family::member)'s cached lookup, inline;
+    /// the result is two words. The rest is shared, out-of-line code.
     #[inline]
     pub fn member(
         &'static self,
         config: impl FnOnce() -> CircuitBreakerConfig,
         key: &str,
-    ) -> Result<crate::Member, BreakerError> {
-        self.family(config)?.member(key)
+    ) -> Result<crate::Member, Box<BreakerError>> {
+        match self.family.get() {
+            Some(Ok(family)) => family.member_or_refused(key),
+            _ => self.resolved_family(config)?.member_or_refused(key),
+        }
     }
 
     /// For a call the family refused (`FamilyFull`): this site's cached
@@ -1011,8 +1007,14 @@ impl KeyedSite {
         &'static self,
         config: impl FnOnce() -> CircuitBreakerConfig,
         key: &str,
-    ) -> Result<CircuitBreaker, BreakerError> {
-        self.family(config)?.breaker_str(key)
+    ) -> Result<CircuitBreaker, Box<BreakerError>> {
+        let family = match self.family.get() {
+            Some(Ok(family)) => family,
+            _ => self.resolved_family(config)?,
+        };
+        family
+            .member_or_refused(key)
+            .map(|member| CircuitBreaker::clone(&member))
     }
 }
 

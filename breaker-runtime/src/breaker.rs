@@ -561,13 +561,18 @@ impl<'a> Permit<'a> {
         &self.owns_unwind
     }
 
-    /// [`record`](Self::record)`(Outcome::Success)` for a permit the caller
-    /// knows a closed circuit of `generation` admitted.
+    /// A permit whose outcome the caller has counted itself (a closed
+    /// circuit's success): dropped with nothing more to do.
     #[inline(always)]
-    pub(crate) fn record_closed_success(self, generation: u32) {
-        // Settled here, so no drop glue: the permit holds nothing to free.
-        let this = std::mem::ManuallyDrop::new(self);
-        this.breaker.inner.core.record_closed_success(generation);
+    pub(crate) fn settled(self) {
+        let _ = std::mem::ManuallyDrop::new(self);
+    }
+
+    /// The admission of a permit taken apart, to be made again with
+    /// [`admitted`](Self::admitted): nothing is counted or given back.
+    #[inline(always)]
+    pub(crate) fn into_admission(self) -> Admission {
+        std::mem::ManuallyDrop::new(self).admission
     }
 
     /// Tells the breaker how the call went.

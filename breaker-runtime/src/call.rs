@@ -349,44 +349,92 @@ impl CircuitBreaker {
         Q: QualityFor<T>,
         C: Classify<T, E>,
     {
-        let inner = &*self.inner;
-        // Admission. A closed circuit takes no lock; an open one serves its
-        // fallback without the lock; only half-open goes through `admit`.
-        let (permit, closed) = if let Some(generation) = inner.core.closed_generation() {
-            // The GCRA step inline; counting a refusal is shared, cold code.
-            if let Some(limiter) = &inner.limiter {
-                if let Err(refusal) = limiter.check() {
-                    return self.rate_limited_sync(generation, limiter, refusal, &options.fallback);
-                }
-            }
-            // Held across the call so a panic counts as a failure.
-            let admission = Admission::Closed(generation);
-            (Permit::admitted(self, admission), Some(generation))
-        } else if let Some(retry_after) = inner.core.open_wait() {
+        // Admission and the start of the timing are one shared call, and
+        // so are the end of the timing and a closed circuit's success: each
+        // annotated function inlines only its body, the judging of its
+        // result, and the calls around them.
+        let mut off_closed = None;
+        let started = self.start_sync(&mut off_closed);
+        if let Some(retry_after) = started.open() {
             return self.serve_open_rejection(retry_after, &options.fallback);
-        } else {
-            match self.admit_off_closed() {
-                Ok(permit) => (permit, None),
-                Err(reason) => return self.refuse_sync(reason, &options.fallback),
-            }
+        }
+        let admission = match off_closed {
+            None => Admission::Closed(started.generation()),
+            Some(OffClosed::Admitted(admission)) => admission,
+            Some(OffClosed::Refused(reason)) => return self.refuse_sync(reason, &options.fallback),
         };
+        // Held across the call so a panic counts as a failure.
+        let permit = Permit::admitted(self, admission);
         // `f` appears once, so each annotated function compiles its body
-        // once: the timing around it is not generic.
-        let timing = self.start_timing();
+        // once.
         let result = f();
-        let late = self.finish_timing(timing);
         let assessed = self.assess(&result, options);
-        if !late && assessed.outcome == Outcome::Success {
+        let success = assessed.outcome == Outcome::Success;
+        // Before the breaker counts it, as every success, late or not, is
+        // (see `judge_slow`): a fallback that panics here fails the call.
+        if success {
             if let Ok(value) = &result {
                 FallbackFor::record_success(&options.fallback, value);
             }
-            match closed {
-                Some(generation) => permit.record_closed_success(generation),
-                None => record_probe_success(permit),
-            }
-            return result.map_err(CallError::Inner);
         }
-        self.settle_sync(permit, result, assessed, late, options)
+        match self.finish_sync(started, success) {
+            SyncEnd::Recorded => {
+                permit.settled();
+                result.map_err(CallError::Inner)
+            }
+            SyncEnd::Unrecorded { late: false } if success => {
+                record_probe_success(permit);
+                result.map_err(CallError::Inner)
+            }
+            SyncEnd::Unrecorded { late } => {
+                self.settle_sync(permit, result, assessed, late, options)
+            }
+        }
+    }
+
+    /// Admits a sync call and starts its timing: one shared call in each
+    /// annotated function. A closed circuit takes no lock and runs the
+    /// rate limit's GCRA step here; an open one answers with the time to
+    /// wait; only half-open goes through `admit`. A refusal of the rate
+    /// limit is counted here. What a closed or open circuit says comes back
+    /// in two words; the rest in `off_closed`.
+    #[inline(never)]
+    fn start_sync(&self, off_closed: &mut Option<OffClosed>) -> Started {
+        let inner = &*self.inner;
+        let head = if let Some(generation) = inner.core.closed_generation() {
+            if let Some(limiter) = &inner.limiter {
+                if let Err(refusal) = limiter.check() {
+                    let reason = self.closed_call_rate_limited(generation, limiter, refusal);
+                    *off_closed = Some(OffClosed::Refused(reason));
+                    return Started::REFUSED;
+                }
+            }
+            u64::from(generation)
+        } else if let Some(retry_after) = inner.core.open_wait() {
+            return Started::open_for(retry_after);
+        } else {
+            match self.admit_off_closed() {
+                Ok(permit) => *off_closed = Some(OffClosed::Admitted(permit.into_admission())),
+                Err(reason) => {
+                    *off_closed = Some(OffClosed::Refused(reason));
+                    return Started::REFUSED;
+                }
+            }
+            Started::OFF_CLOSED
+        };
+        Started::timed(head, self.start_timing())
+    }
+
+    /// Ends the timing of a sync call; for a `success` of a closed circuit
+    /// on time, records it. One shared call in each annotated function.
+    #[inline(never)]
+    fn finish_sync(&self, started: Started, success: bool) -> SyncEnd {
+        let late = self.finish_timing(started.timing());
+        if success && !late && started.head & Started::OFF_CLOSED == 0 {
+            self.inner.core.record_closed_success(started.generation());
+            return SyncEnd::Recorded;
+        }
+        SyncEnd::Unrecorded { late }
     }
 
     /// Calls `f` on a worker thread and releases the caller at
@@ -625,21 +673,6 @@ impl CircuitBreaker {
         self.locally_rate_limited(Admission::Closed(generation), retry_after)
     }
 
-    /// Answers a closed-circuit sync call the local rate limit refused:
-    /// one shared call in each annotated function.
-    #[cold]
-    #[inline(never)]
-    fn rate_limited_sync<T, E, Fb: FallbackFor<T, E>>(
-        &self,
-        generation: u32,
-        limiter: &RateLimiter,
-        refusal: Refusal,
-        fallback: &Fb,
-    ) -> Result<T, CallError<E>> {
-        let reason = self.closed_call_rate_limited(generation, limiter, refusal);
-        self.refuse_sync(reason, fallback)
-    }
-
     /// Answers a sync call refused before it ran.
     #[cold]
     #[inline(never)]
@@ -666,14 +699,8 @@ impl CircuitBreaker {
     where
         Fb: FallbackFor<T, E>,
     {
-        let verdict = self.judge_slow(
-            permit,
-            result,
-            assessed,
-            late,
-            options,
-            FallbackFor::record_success,
-        );
+        // The caller has told the fallback of a success already.
+        let verdict = self.judge_slow(permit, result, assessed, late, options, |_, _| {});
         self.resolve_sync(verdict, &options.fallback)
     }
 
@@ -1035,6 +1062,92 @@ impl CircuitBreaker {
 #[inline(never)]
 fn record_probe_success(permit: Permit<'_>) {
     permit.record(Outcome::Success);
+}
+
+/// How a sync call started, in two words so that it comes back in
+/// registers (see [`CircuitBreaker::start_sync`]): a struct holding the
+/// 12-byte admission, copied through memory into the permit, made the
+/// closed path twice as slow as the call itself.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    /// Bits 0..32: a closed circuit's generation. Bit 32: admitted off a
+    /// closed circuit (the admission is in `OffClosed`). Bit 33: refused
+    /// by an open circuit. Bit 34: refused otherwise (the reason is in
+    /// `OffClosed`). Bits 35..37: the timing's clock (see [`Timing`]).
+    head: u64,
+    /// The timing's start; for an open circuit, the nanoseconds to wait.
+    start: u64,
+}
+
+impl Started {
+    const GENERATION: u64 = 0xffff_ffff;
+    const OFF_CLOSED: u64 = 1 << 32;
+    const OPEN: u64 = 1 << 33;
+    const REFUSED: Self = Self {
+        head: 1 << 34,
+        start: 0,
+    };
+    const CLOCK_SHIFT: u32 = 35;
+    const PRECISE: u64 = 1 << Self::CLOCK_SHIFT;
+    const SAMPLED: u64 = 2 << Self::CLOCK_SHIFT;
+
+    #[inline(always)]
+    fn timed(head: u64, timing: Timing) -> Self {
+        let (clock, start) = match timing {
+            Timing::Coarse(start) => (0, start),
+            Timing::Precise(start) => (Self::PRECISE, start),
+            Timing::Sampled(start) => (Self::SAMPLED, start),
+        };
+        Self {
+            head: head | clock,
+            start,
+        }
+    }
+
+    #[inline(always)]
+    fn open_for(retry_after: Duration) -> Self {
+        Self {
+            head: Self::OPEN,
+            // Saturating: an open period of 584 years and more waits that long.
+            start: u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The time to wait, for a call an open circuit refused.
+    #[inline(always)]
+    fn open(self) -> Option<Duration> {
+        (self.head & Self::OPEN != 0).then(|| Duration::from_nanos(self.start))
+    }
+
+    #[inline(always)]
+    fn generation(self) -> u32 {
+        (self.head & Self::GENERATION) as u32
+    }
+
+    #[inline(always)]
+    fn timing(self) -> Timing {
+        match self.head & (3 << Self::CLOCK_SHIFT) {
+            0 => Timing::Coarse(self.start),
+            Self::PRECISE => Timing::Precise(self.start),
+            _ => Timing::Sampled(self.start),
+        }
+    }
+}
+
+/// What [`CircuitBreaker::start_sync`] reports out of line: the admission
+/// of a call a half-open or forced circuit admitted, or why a call was
+/// refused.
+enum OffClosed {
+    Admitted(Admission),
+    Refused(FallbackReason),
+}
+
+/// How a sync call ends; see [`CircuitBreaker::finish_sync`].
+enum SyncEnd {
+    /// A closed circuit's success on time, counted.
+    Recorded,
+    /// Anything else, not counted yet; `late` if past the deadline.
+    Unrecorded { late: bool },
 }
 
 /// When a sync call started, and on which clock; see

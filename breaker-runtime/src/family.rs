@@ -15,14 +15,17 @@
 //!   share its name.
 //! * **Lookup.** The members live in [`SHARDS`] copy-on-write tables, each
 //!   behind an [`ArcSwap`]; after every write the family also publishes a
-//!   snapshot of all of them and bumps a generation counter. Each thread
-//!   caches the snapshot of the families it calls ([`ThreadCache`]): a
-//!   lookup reads the generation, and if its snapshot is current, hashes
-//!   the text (foldhash, seeded per family so that flooding keys cannot aim
-//!   at one bucket) and probes it, or only compares the key when it is the
-//!   one this thread asked for last. No lock, no allocation, no reference
-//!   count touched. A thread whose cache cannot serve (a new key, or the
-//!   thread exiting) does one `ArcSwap::load` of the key's shard.
+//!   snapshot of all of them under a new generation, taken from one counter
+//!   for all families, so a generation names one snapshot of one family.
+//!   Each thread caches the snapshots of the families it calls ([`Hot`],
+//!   [`Owned`]): a lookup reads the family's generation, finds the slot
+//!   holding it, and compares the key with the one this thread found last
+//!   there; only another key is hashed (foldhash, seeded per family so that
+//!   flooding keys cannot aim at one bucket) and probed. No lock, no
+//!   allocation, no reference count touched, nothing shared written; the
+//!   attribute's sync call inlines that much and gets a two-word result. A
+//!   thread whose cache cannot serve (a new key, or the thread exiting)
+//!   does one `ArcSwap::load` of the key's shard.
 //! * **Writes** (a new key, an eviction) take the family's mutex, copy one
 //!   shard's table and publish it. They are rare: once per key, and once
 //!   per sweep.
@@ -57,9 +60,11 @@
 //!   trips a breaker the family may have let go; the key's next call may
 //!   then get a fresh, closed breaker.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt::{self, Display, Write as _};
 use std::hash::BuildHasher;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,10 +239,12 @@ struct Inner {
     hasher: foldhash::fast::RandomState,
     shards: [ArcSwap<Table>; SHARDS],
     /// Every shard's table, republished after each write, for the threads'
-    /// caches (see [`ThreadCache`]).
+    /// caches (see [`Hot`]).
     snapshot: ArcSwap<Snapshot>,
-    /// Bumped after each new snapshot: a thread whose cached snapshot has
-    /// this generation holds the current tables (or newer ones).
+    /// The generation of the current snapshot, taken anew from
+    /// [`NEXT_GENERATION`] at each publish, so that no two snapshots of any
+    /// families share one: a thread whose cached snapshot has this
+    /// generation holds this family's current tables (or newer ones).
     generation: AtomicU64,
     /// Tells families apart in the threads' caches (never reused, unlike
     /// an address).
@@ -450,7 +457,7 @@ impl FamilyBuilder {
                 hasher: foldhash::fast::RandomState::default(),
                 shards: std::array::from_fn(|_| ArcSwap::default()),
                 snapshot: ArcSwap::default(),
-                generation: AtomicU64::new(0),
+                generation: AtomicU64::new(NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)),
                 id: NEXT_FAMILY_ID.fetch_add(1, Ordering::Relaxed),
                 writer: Mutex::default(),
                 refused_keys: AtomicU64::new(0),
@@ -654,30 +661,33 @@ impl Family {
     /// ```
     #[inline]
     pub fn member(&self, key: &str) -> Result<Member, BreakerError> {
-        if let Some(cached) = self.cached_member(key) {
-            return Ok(cached);
-        }
-        self.shared_member(self.hash(key), key)
+        self.member_or_refused(key).map_err(|refused| *refused)
     }
 
-    /// [`member`](Self::member) through the shared tables: the key is new,
-    /// or this thread's cache cannot serve it.
-    #[inline(never)]
-    fn shared_member(&self, hash: u64, key: &str) -> Result<Member, BreakerError> {
-        let table = self.shard(hash).load();
-        match table.find(hash, key) {
-            Some(member) => {
-                let breaker = NonNull::from(&member.breaker);
-                Ok(Member(Held::Table {
-                    _guard: table,
-                    breaker,
-                }))
-            }
-            None => {
-                drop(table);
-                self.insert(hash, key).map(|b| Member(Held::Owned(b)))
-            }
+    /// [`member`](Self::member), with the refusal boxed so that the result
+    /// is two words, returned in registers: the attribute's hot path.
+    #[inline(always)]
+    pub(crate) fn member_or_refused(&self, key: &str) -> Result<Member, Box<BreakerError>> {
+        match self.lend_cached(key) {
+            Some(breaker) => Ok(Member(Held::Cached(breaker))),
+            None => self.member_uncached(key),
         }
+    }
+
+    /// [`member`](Self::member) when this thread's cache does not hold the
+    /// key's entry under the family's current generation: the snapshot is
+    /// loaded into the cache, or the key is new, or the cache is gone
+    /// (thread exit). Out of line and not generic: one copy for all.
+    #[inline(never)]
+    fn member_uncached(&self, key: &str) -> Result<Member, Box<BreakerError>> {
+        if let Some(breaker) = self.lend_reloaded(key) {
+            return Ok(Member(Held::Cached(breaker)));
+        }
+        let hash = self.hash(key);
+        if let Some(member) = self.shard(hash).load().find(hash, key) {
+            return Ok(Member::owned(member.breaker.clone()));
+        }
+        self.insert(hash, key).map(Member::owned).map_err(Box::new)
     }
 
     /// The member for `key`, created if it is new: a handle to keep, for
@@ -760,45 +770,74 @@ impl Family {
         self.inner.hasher.hash_one(text)
     }
 
-    /// The shard for `hash`, from bits 32..36: hashbrown places entries by
-    /// the low bits and tags them with the top seven.
+    /// The shard for `hash` (see [`shard_index`]).
     #[inline]
     fn shard(&self, hash: u64) -> &ArcSwap<Table> {
-        &self.inner.shards[(hash >> 32) as usize % SHARDS]
+        &self.inner.shards[shard_index(hash)]
     }
 
-    /// The member for `key` from this thread's cached snapshot of the
-    /// tables, if the snapshot is current and holds the key; `None` sends
-    /// the caller to the shared tables.
-    #[inline]
-    fn cached_member(&self, key: &str) -> Option<Member> {
-        let inner = &*self.inner;
-        // Acquire: pairs with the Release bump in `publish`, so a snapshot
+    /// The breaker for `key` from this thread's cached snapshot of the
+    /// tables, lent (see [`Hot`]), if the snapshot is current and holds the
+    /// key; `None` sends the caller to [`member_uncached`](Self::member_uncached).
+    #[inline(always)]
+    fn lend_cached(&self, key: &str) -> Option<NonNull<CircuitBreaker>> {
+        // Acquire: pairs with the Release store in `publish`, so a snapshot
         // cached under this generation is at least as new as the tables it
         // counts.
-        let generation = inner.generation.load(Ordering::Acquire);
-        let breaker = ThreadCache::lend(
-            inner.id,
-            generation,
-            || inner.snapshot.load_full(),
-            key,
-            |snapshot| {
-                let hash = self.hash(key);
-                let table = snapshot.tables.get((hash >> 32) as usize % SHARDS)?;
-                table.find(hash, key).map(NonNull::from)
-            },
-        )?;
-        Some(Member(Held::Cached { breaker }))
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        Hot::get()?.lend(generation, key, |slot| self.probe(slot, key))
     }
 
-    /// Publishes every shard's current table as one snapshot, then bumps
-    /// the generation. Under the writer's mutex.
+    /// Loads the family's current snapshot into this thread's cache, then
+    /// lends the breaker for `key` from it. `None` when the snapshot was
+    /// current already (the key is new), or has no such key, or the cache
+    /// is gone (thread exit) or busy.
+    fn lend_reloaded(&self, key: &str) -> Option<NonNull<CircuitBreaker>> {
+        let inner = &*self.inner;
+        // Acquire: as in `lend_cached`.
+        let generation = inner.generation.load(Ordering::Acquire);
+        let replaced = HOT
+            .try_with(|hot| {
+                if hot
+                    .slots
+                    .iter()
+                    .any(|slot| slot.generation.get() == generation)
+                {
+                    return Err(());
+                }
+                hot.install(inner.id, generation, inner.snapshot.load_full())
+            })
+            .ok()?
+            .ok()?;
+        // Outside the cache: a breaker's drop may call a family again.
+        drop(replaced);
+        self.lend_cached(key)
+    }
+
+    /// The entry for `key` in `slot`'s snapshot, remembered as the slot's
+    /// last: a key other than the one this thread asked for last. Out of
+    /// line and not generic, so the attribute's keyed functions share it.
+    #[inline(never)]
+    fn probe(&self, slot: &HotSlot, key: &str) -> Option<NonNull<CircuitBreaker>> {
+        // SAFETY: a slot holding this family's generation points into this
+        // family's snapshot, which the thread's cache keeps alive (see `Hot`).
+        let snapshot = unsafe { &*slot.snapshot.get() };
+        let hash = self.hash(key);
+        let entry = snapshot.tables.get(shard_index(hash))?.find(hash, key)?;
+        slot.remember(entry);
+        Some(NonNull::from(&entry.breaker))
+    }
+
+    /// Publishes every shard's current table as one snapshot, under a new
+    /// generation. Under the writer's mutex.
     fn publish(&self) {
         let inner = &*self.inner;
         let tables = inner.shards.iter().map(ArcSwap::load_full).collect();
         inner.snapshot.store(Arc::new(Snapshot { tables }));
+        // Relaxed: the counter only hands out distinct values.
+        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         // Release: a reader that sees the new generation sees the snapshot.
-        inner.generation.fetch_add(1, Ordering::Release);
+        inner.generation.store(generation, Ordering::Release);
     }
 
     /// The configuration of the member named `member_name`. Every member
@@ -1058,17 +1097,18 @@ impl Family {
 pub struct Member(Held);
 
 enum Held {
-    /// Found in this thread's cached snapshot, kept alive by the cache
-    /// until this member is dropped (see [`ThreadCache`]).
-    Cached { breaker: NonNull<CircuitBreaker> },
-    /// Found in a published table, kept alive by the guard; tables are
-    /// never changed once published, so the pointer stays valid.
-    Table {
-        _guard: arc_swap::Guard<Arc<Table>>,
-        breaker: NonNull<CircuitBreaker>,
-    },
-    /// Just created.
-    Owned(CircuitBreaker),
+    /// Lent by this thread's cache: points into a snapshot the cache keeps
+    /// alive while this member lives (see [`Hot`]).
+    Cached(NonNull<CircuitBreaker>),
+    /// A handle of its own: a new key, or a thread whose cache is gone.
+    /// Dropped out of line (see the `Drop` impl).
+    Owned(ManuallyDrop<CircuitBreaker>),
+}
+
+impl Member {
+    fn owned(breaker: CircuitBreaker) -> Self {
+        Self(Held::Owned(ManuallyDrop::new(breaker)))
+    }
 }
 
 impl std::ops::Deref for Member {
@@ -1077,30 +1117,38 @@ impl std::ops::Deref for Member {
     #[inline]
     fn deref(&self) -> &CircuitBreaker {
         match &self.0 {
-            // SAFETY: the pointer is into the table the guard holds (see
-            // `Held::Table`).
-            Held::Table { breaker, .. } => unsafe { breaker.as_ref() },
             // SAFETY: the pointer is into a snapshot this thread's cache
             // holds. While this member lives, the cache counts it
             // (`depth > 0`), and a snapshot is freed only when `depth` is
             // 0: one replaced meanwhile waits in `retired`, and a cache
             // dropped at thread exit (before a member kept in another
             // thread-local) leaks its snapshots instead of freeing them
-            // (see `ThreadCache`'s `Drop`). `Member` is `!Send`, so it is
+            // (see `Owned`'s `Drop`). `Member` is `!Send`, so it is
             // dropped on the thread whose cache counted it.
-            Held::Cached { breaker } => unsafe { breaker.as_ref() },
+            Held::Cached(breaker) => unsafe { breaker.as_ref() },
             Held::Owned(breaker) => breaker,
         }
     }
 }
 
 impl Drop for Member {
-    #[inline]
+    /// A lent member is one fewer in use; an owned one lets its handle go
+    /// in a shared call, so that no annotated function inlines a reference
+    /// count's drop.
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Held::Cached { .. } = self.0 {
-            ThreadCache::leave();
+        match &mut self.0 {
+            Held::Cached(_) => Hot::leave(),
+            Held::Owned(breaker) => drop_owned(breaker),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_owned(breaker: &mut ManuallyDrop<CircuitBreaker>) {
+    // SAFETY: called once, from `Member::drop`; never used after.
+    unsafe { ManuallyDrop::drop(breaker) }
 }
 
 /// An event to emit once the family's mutex is released: the breaker's
@@ -1113,156 +1161,273 @@ struct Snapshot {
     tables: Vec<Arc<Table>>,
 }
 
+/// The source of every family's snapshot generations: one counter for all
+/// families, so that a generation names one snapshot of one family, and a
+/// thread's cache finds a family's snapshot by its generation alone. 0
+/// marks an empty slot.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
 static NEXT_FAMILY_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How many families a thread keeps a snapshot of.
 const CACHED_FAMILIES: usize = 4;
 
-/// A thread's snapshots of the families it calls, so that a lookup reads
-/// one generation counter instead of paying `ArcSwap::load`'s fenced
-/// store (about 12 ns here).
+/// A `last_len` that no key has: the slot remembers no entry.
+const NO_LAST: usize = usize::MAX;
+
+/// The part of a thread's cache of family snapshots that a lookup reads:
+/// plain cells in a thread-local with no destructor, so that reaching it
+/// is an address relative to the thread pointer, with no state to check.
+/// A lookup reads the family's generation, finds the slot holding that
+/// generation, and compares the key with the one the slot found last;
+/// only then does it hash and probe ([`Family::probe`]). No lock, no
+/// allocation, no reference count touched, nothing shared written.
 ///
-/// A snapshot in use is never dropped: while any [`Member`] found through
-/// the cache lives on this thread (`depth > 0`), a snapshot replaced by a
-/// newer one goes to `retired`, freed when the last member is dropped.
-/// Members are `!Send`, so they are dropped on the thread that counted
-/// them. A thread keeps at most [`CACHED_FAMILIES`] snapshots: tables the
-/// families have since replaced stay alive until the thread next calls
-/// that family, or exits. A thread that exits while a member is still in
-/// use (one kept in another thread-local) leaks its snapshots rather than
-/// free them under that member.
-#[derive(Default)]
-struct ThreadCache {
-    slots: [Option<Slot>; CACHED_FAMILIES],
-    next: usize,
-    depth: usize,
+/// The snapshots themselves are held by [`Owned`], slot for slot: a slot
+/// whose generation is not 0 points into the snapshot `Owned` holds at the
+/// same index. A snapshot in use is never dropped: while any [`Member`]
+/// lent by the cache lives on this thread (`depth > 0`), a snapshot
+/// replaced by a newer one goes to `Owned::retired`, freed when the last
+/// member is dropped. Members are `!Send`, so they are dropped on the
+/// thread that counted them. A thread keeps at most [`CACHED_FAMILIES`]
+/// snapshots: tables the families have since replaced stay alive until the
+/// thread next calls that family, or exits.
+struct Hot {
+    slots: [HotSlot; CACHED_FAMILIES],
+    /// The slot the next family new to this thread takes.
+    next: Cell<usize>,
+    /// Members lent by this cache and not yet dropped.
+    depth: Cell<usize>,
+    /// Whether snapshots wait in `Owned::retired` for `depth` to reach 0.
+    retired: Cell<bool>,
+}
+
+/// One family's snapshot in a thread's cache, as a lookup reads it.
+struct HotSlot {
+    /// The generation of `snapshot`; 0 when the slot is empty.
+    generation: Cell<u64>,
+    /// The family the snapshot is of (its `id`), to reuse its slot when
+    /// a newer snapshot replaces it.
+    family: Cell<u64>,
+    snapshot: Cell<*const Snapshot>,
+    /// The key of the entry this thread found last in `snapshot` (its
+    /// bytes and length, [`NO_LAST`] for none), and its breaker: a thread
+    /// that asks for one key again and again compares the key and skips
+    /// the hash and the probe.
+    last_key: Cell<*const u8>,
+    last_len: Cell<usize>,
+    last_breaker: Cell<*const CircuitBreaker>,
+}
+
+/// The snapshots a thread's cache holds, one per [`HotSlot`], and those
+/// replaced while members lent from them were in use.
+struct Owned {
+    snapshots: [Option<Arc<Snapshot>>; CACHED_FAMILIES],
     retired: Vec<Arc<Snapshot>>,
 }
 
-impl Drop for ThreadCache {
-    /// At thread exit. A [`Member`] kept in another thread-local may
-    /// outlive the cache (thread-locals are destroyed in an order safe
-    /// code chooses) and still points into its snapshots: while any is
-    /// counted, they are leaked rather than freed. Only a thread that
-    /// exits holding a member leaks, once, at most [`CACHED_FAMILIES`]
-    /// snapshots and those retired.
+thread_local! {
+    static HOT: Hot = const { Hot::new() };
+    static OWNED: RefCell<Owned> = const {
+        RefCell::new(Owned {
+            snapshots: [None, None, None, None],
+            retired: Vec::new(),
+        })
+    };
+}
+
+impl Drop for Owned {
+    /// At thread exit. The slots are emptied first, so that lookups made
+    /// later in the thread's exit go to the shared tables. A [`Member`]
+    /// kept in another thread-local may outlive this cache (thread-locals
+    /// are destroyed in an order safe code chooses) and still point into
+    /// its snapshots: while any is counted, they are leaked rather than
+    /// freed. Only a thread that exits holding a member leaks, once, at
+    /// most [`CACHED_FAMILIES`] snapshots and those retired.
     fn drop(&mut self) {
-        if self.depth > 0 {
-            for slot in self.slots.iter_mut().filter_map(Option::take) {
-                std::mem::forget(slot.snapshot);
+        let in_use = HOT
+            .try_with(|hot| {
+                for slot in &hot.slots {
+                    slot.empty();
+                }
+                hot.retired.set(false);
+                hot.depth.get() > 0
+            })
+            .unwrap_or(true);
+        if in_use {
+            for snapshot in self.snapshots.iter_mut().filter_map(Option::take) {
+                std::mem::forget(snapshot);
             }
             std::mem::forget(std::mem::take(&mut self.retired));
         }
     }
 }
 
-/// One family's snapshot in a thread's cache.
-struct Slot {
-    id: u64,
-    generation: u64,
-    snapshot: Arc<Snapshot>,
-    /// The entry this thread found last, in `snapshot`: a thread that asks
-    /// for one key again and again compares the key and skips the hash and
-    /// the probe.
-    last: Option<NonNull<Entry>>,
+impl HotSlot {
+    const fn new() -> Self {
+        Self {
+            generation: Cell::new(0),
+            family: Cell::new(0),
+            snapshot: Cell::new(std::ptr::null()),
+            last_key: Cell::new(std::ptr::null()),
+            last_len: Cell::new(NO_LAST),
+            last_breaker: Cell::new(std::ptr::null()),
+        }
+    }
+
+    /// Whether `key` is the key this slot found last.
+    #[inline(always)]
+    fn last_is(&self, key: &str) -> bool {
+        self.last_len.get() == key.len() && {
+            // SAFETY: `last_key` points at `last_len` bytes of a key in the
+            // slot's snapshot, which is alive (see `Hot`).
+            let last = unsafe { std::slice::from_raw_parts(self.last_key.get(), key.len()) };
+            same_bytes(last, key.as_bytes())
+        }
+    }
+
+    fn remember(&self, entry: &Entry) {
+        self.last_key.set(entry.key.as_ptr());
+        self.last_len.set(entry.key.len());
+        self.last_breaker.set(&entry.breaker);
+    }
+
+    fn empty(&self) {
+        self.generation.set(0);
+        self.snapshot.set(std::ptr::null());
+        self.last_len.set(NO_LAST);
+    }
 }
 
-thread_local! {
-    static THREAD_CACHE: std::cell::UnsafeCell<ThreadCache> =
-        std::cell::UnsafeCell::new(ThreadCache::default());
-}
+impl Hot {
+    const fn new() -> Self {
+        Self {
+            slots: [
+                HotSlot::new(),
+                HotSlot::new(),
+                HotSlot::new(),
+                HotSlot::new(),
+            ],
+            next: Cell::new(0),
+            depth: Cell::new(0),
+            retired: Cell::new(false),
+        }
+    }
 
-impl ThreadCache {
-    /// The breaker for `key` in the snapshot of family `id` at
-    /// `generation` or newer (loaded with `load` if the cached one is
-    /// older), found with `find` unless it is the key this thread asked
-    /// for last; counts one more member in use. `None` when the snapshot
-    /// has no such key, or the thread's cache is gone (thread exit).
-    #[inline]
+    /// The breaker for `key` in this thread's snapshot of `generation`,
+    /// counted as one more member in use: the key this slot found last, or
+    /// the one `probe` finds. `None` when no slot holds `generation`, or
+    /// the snapshot has no such key.
+    #[inline(always)]
     fn lend(
-        id: u64,
+        &self,
         generation: u64,
-        load: impl FnOnce() -> Arc<Snapshot>,
         key: &str,
-        find: impl FnOnce(&Snapshot) -> Option<NonNull<Entry>>,
+        probe: impl FnOnce(&HotSlot) -> Option<NonNull<CircuitBreaker>>,
     ) -> Option<NonNull<CircuitBreaker>> {
-        let mut stale = None;
-        let lent = THREAD_CACHE.try_with(|cache| {
-            // SAFETY: only this function and `leave` touch the cache,
-            // neither re-enters (`load` and `find` do not reach it), and
-            // neither lets a reference to it escape.
-            let cache = unsafe { &mut *cache.get() };
-            let index = match cache
-                .slots
-                .iter()
-                .position(|slot| matches!(slot, Some(slot) if slot.id == id))
-            {
+        let slot = self
+            .slots
+            .iter()
+            .find(|slot| slot.generation.get() == generation)?;
+        let breaker = if slot.last_is(key) {
+            // SAFETY: `last_breaker` is set with `last_len`, into the
+            // slot's snapshot.
+            unsafe { NonNull::new_unchecked(slot.last_breaker.get().cast_mut()) }
+        } else {
+            probe(slot)?
+        };
+        self.depth.set(self.depth.get() + 1);
+        Some(breaker)
+    }
+
+    /// Puts `snapshot`, of generation `generation` of family `family`, in
+    /// the family's slot (or the next one). The snapshot it replaces waits
+    /// in `retired` while members are in use, and is returned to be
+    /// dropped otherwise, by the caller, once no cache is borrowed: a
+    /// breaker's drop may call a family again. `Err` gives `snapshot` back
+    /// when the cache is gone or busy.
+    fn install(
+        &self,
+        family: u64,
+        generation: u64,
+        snapshot: Arc<Snapshot>,
+    ) -> Result<Option<Arc<Snapshot>>, ()> {
+        let mut snapshot = Some(snapshot);
+        let installed = OWNED.try_with(|owned| {
+            let Ok(mut owned) = owned.try_borrow_mut() else {
+                return Err(());
+            };
+            let index = match self.slots.iter().position(|s| s.family.get() == family) {
                 Some(index) => index,
                 None => {
-                    let index = cache.next;
-                    cache.next = (cache.next + 1) % CACHED_FAMILIES;
+                    let index = self.next.get();
+                    self.next.set((index + 1) % CACHED_FAMILIES);
                     index
                 }
             };
-            let slot = match &mut cache.slots[index] {
-                Some(slot) if slot.id == id && slot.generation == generation => slot,
-                other => {
-                    let old = other.replace(Slot {
-                        id,
-                        generation,
-                        snapshot: load(),
-                        last: None,
-                    });
-                    stale = old.map(|old| old.snapshot);
-                    other.as_mut().expect("just filled")
+            let slot = &self.slots[index];
+            slot.empty();
+            let snapshot = snapshot.take().ok_or(())?;
+            slot.snapshot.set(Arc::as_ptr(&snapshot));
+            let replaced = owned.snapshots[index].replace(snapshot);
+            slot.family.set(family);
+            slot.generation.set(generation);
+            match replaced {
+                Some(replaced) if self.depth.get() > 0 => {
+                    owned.retired.push(replaced);
+                    self.retired.set(true);
+                    Ok(None)
                 }
-            };
-            // SAFETY: `last` points into `slot.snapshot`, which is alive.
-            let entry = match slot.last {
-                Some(last) if same_text(&unsafe { last.as_ref() }.key, key) => last,
-                _ => {
-                    let entry = find(&slot.snapshot)?;
-                    slot.last = Some(entry);
-                    entry
-                }
-            };
-            cache.depth += 1;
-            // SAFETY: as above; the snapshot stays alive while `depth > 0`.
-            Some(NonNull::from(unsafe { &entry.as_ref().breaker }))
+                replaced => Ok(replaced),
+            }
         });
-        // A snapshot replaced while members found in it are in use waits
-        // for them; otherwise it goes now, outside the cache.
-        if let Some(stale) = stale {
-            let _ = THREAD_CACHE.try_with(|cache| {
-                // SAFETY: as above.
-                let cache = unsafe { &mut *cache.get() };
-                if cache.depth > usize::from(matches!(lent, Ok(Some(_)))) {
-                    cache.retired.push(stale);
-                    None
-                } else {
-                    Some(stale)
-                }
-            });
+        match installed {
+            Ok(Ok(replaced)) => Ok(replaced),
+            _ => Err(()),
         }
-        lent.ok().flatten()
+    }
+
+    /// This thread's cache, reached with a closure small enough to be
+    /// inlined wherever it is asked for.
+    #[inline(always)]
+    fn get() -> Option<&'static Self> {
+        // SAFETY: `Hot` has no destructor, so with native thread-locals
+        // (every tier-1 target) its storage lives as long as the thread.
+        // The reference never leaves the thread (`Hot` holds `Cell`s, so
+        // `&Hot` is `!Send`) and every caller drops it before returning;
+        // a target without native thread-locals tears them down at thread
+        // exit one destructor after another, between such calls, and
+        // `try_with` fails from then on.
+        HOT.try_with(|hot| unsafe { &*std::ptr::from_ref(hot) })
+            .ok()
     }
 
     /// One member fewer in use; the last one frees retired snapshots.
-    #[inline]
+    #[inline(always)]
     fn leave() {
-        let retired = THREAD_CACHE.try_with(|cache| {
-            // SAFETY: as in `enter`.
-            let cache = unsafe { &mut *cache.get() };
-            cache.depth -= 1;
-            if cache.depth == 0 && !cache.retired.is_empty() {
-                std::mem::take(&mut cache.retired)
-            } else {
-                Vec::new()
+        if let Some(hot) = Self::get() {
+            let depth = hot.depth.get() - 1;
+            hot.depth.set(depth);
+            if depth == 0 && hot.retired.get() {
+                hot.free_retired();
             }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_retired(&self) {
+        let retired = OWNED.try_with(|owned| {
+            owned
+                .try_borrow_mut()
+                .map(|mut owned| std::mem::take(&mut owned.retired))
         });
-        // Dropped outside the cache: a breaker's drop must not find it
-        // borrowed.
-        drop(retired);
+        if let Ok(Ok(retired)) = retired {
+            self.retired.set(false);
+            // Dropped outside the cache: a breaker's drop may call a
+            // family again.
+            drop(retired);
+        }
     }
 }
 
@@ -1279,16 +1444,22 @@ impl Table {
     }
 }
 
+/// The shard for `hash`, from bits 32..36: hashbrown places entries by
+/// the low bits and tags them with the top seven.
+#[inline]
+fn shard_index(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
+}
+
 /// `a == b`, without a call to `memcmp` for keys up to 16 bytes: that
 /// call was a fifth of a keyed call's time.
-#[inline]
-fn same_text(a: &str, b: &str) -> bool {
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     fn word<const N: usize>(text: &[u8], at: usize) -> [u8; N] {
         let mut word = [0; N];
         word.copy_from_slice(&text[at..at + N]);
         word
     }
-    let (a, b) = (a.as_bytes(), b.as_bytes());
     let n = a.len();
     if n != b.len() {
         return false;
@@ -1322,7 +1493,9 @@ fn evictable(metrics: &Metrics, idle_after: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_text;
+    fn same_text(a: &str, b: &str) -> bool {
+        super::same_bytes(a.as_bytes(), b.as_bytes())
+    }
 
     #[test]
     fn same_text_compares_every_byte_of_every_length() {

@@ -353,6 +353,61 @@ fn a_member_held_across_writes_and_nested_lookups_stays_valid() {
 }
 
 #[test]
+fn families_with_the_same_keys_never_lend_each_other_their_members() {
+    // Two families changed the same number of times: a thread's cache must
+    // still tell their snapshots apart.
+    let a = Family::new("twin-a", CircuitBreakerConfig::default()).unwrap();
+    let b = Family::new("twin-b", CircuitBreakerConfig::default()).unwrap();
+    for key in ["x", "y"] {
+        a.breaker(key).unwrap();
+        b.breaker(key).unwrap();
+    }
+    for _ in 0..3 {
+        for key in ["x", "y"] {
+            assert_eq!(a.member(key).unwrap().name(), format!("twin-a[{key}]"));
+            assert_eq!(b.member(key).unwrap().name(), format!("twin-b[{key}]"));
+        }
+    }
+}
+
+#[test]
+fn keys_asked_for_in_turn_each_get_their_own_breaker() {
+    // A thread remembers the key it asked for last; another key is looked
+    // up, not served the remembered one. Keys of one length and of one
+    // first and last byte, for the comparison's short cuts.
+    let hosts = Family::new("in-turn", CircuitBreakerConfig::default()).unwrap();
+    let keys = [
+        "a",
+        "b",
+        "ab",
+        "ba",
+        "abcd",
+        "abzd",
+        "a-long-host-name",
+        "a-lung-host-name",
+    ];
+    for key in keys {
+        hosts.breaker(key).unwrap();
+    }
+    for _ in 0..2 {
+        for key in keys {
+            for _ in 0..2 {
+                let member = hosts.member(key).unwrap();
+                assert_eq!(member.name(), format!("in-turn[{key}]"));
+                member.call(|| Ok::<_, ()>(())).unwrap();
+            }
+        }
+    }
+    for key in keys {
+        assert_eq!(
+            hosts.get(key).unwrap().get_metrics().total_calls,
+            4,
+            "{key}"
+        );
+    }
+}
+
+#[test]
 fn a_family_asked_for_with_another_config_keeps_its_own_and_reports_the_conflict() {
     let registry = Registry::new();
     let first = registry.family("conflicted", config(1)).unwrap();
