@@ -87,6 +87,8 @@ mod events;
 mod exposition;
 mod fallback;
 mod family;
+#[cfg(feature = "http")]
+pub mod http;
 mod metrics;
 #[cfg(feature = "metrics")]
 pub mod metrics_facade;
