@@ -59,6 +59,7 @@ use std::time::{Duration, SystemTime};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, StatusCode};
 
+use crate::call::Classify;
 use crate::error::{FailureType, Outcome};
 
 /// Reads a `Retry-After` value: whole seconds (`"7"`) or an HTTP date
@@ -787,6 +788,28 @@ impl GrpcClassifierBuilder {
     /// The classifier. Every code has a verdict, so this cannot fail.
     pub fn build(self) -> GrpcClassifier {
         self.classifier
+    }
+}
+
+/// Classifies an HTTP service's result: a response by its status, an
+/// error of the service as a transport failure of kind `Other`.
+impl<B, E> Classify<http::Response<B>, E> for HttpClassifier {
+    fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
+        match result {
+            Ok(response) => self.classify_response(response),
+            Err(_) => self.classify_transport(TransportFailure::Other),
+        }
+    }
+}
+
+/// Classifies a gRPC service's result: a response by its `grpc-status`,
+/// an error of the service as a failure.
+impl<B, E> Classify<http::Response<B>, E> for GrpcClassifier {
+    fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
+        match result {
+            Ok(response) => self.classify_response(response),
+            Err(_) => Outcome::Failure(FailureType::Error),
+        }
     }
 }
 

@@ -103,6 +103,8 @@ mod shared;
 mod state;
 mod sync;
 mod telemetry;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 #[doc(hidden)]
 pub mod __private;
