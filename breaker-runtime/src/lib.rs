@@ -98,6 +98,8 @@ mod pool;
 pub mod prometheus;
 mod rate_limit;
 mod registry;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 #[cfg(feature = "redis")]
 mod shared;
 mod state;

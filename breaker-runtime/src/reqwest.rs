@@ -1,0 +1,395 @@
+//! A reqwest client whose every request goes through a breaker: a
+//! [`reqwest_middleware::Middleware`] (feature `reqwest`).
+//!
+//! ```no_run
+//! use breaker_runtime::{CircuitBreakerConfig, registry};
+//! use breaker_runtime::reqwest::BreakerMiddleware;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let hosts = registry().family("api-hosts", CircuitBreakerConfig::default())?;
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(BreakerMiddleware::per_host(hosts))
+//!     .build();
+//! let response = client.get("http://127.0.0.1:8080/health").send().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Each request runs through [`CircuitBreaker::call_async_with`], the
+//! engine the attribute uses, so the breaker's `timeout_duration`, rate
+//! limit, metrics and events apply to it as to any call.
+//!
+//! # What counts
+//!
+//! * A response is judged by an [`HttpClassifier`] (the default one unless
+//!   [`BreakerMiddleware::classifier`] sets another): 5xx and 408 are
+//!   failures (408 and 504 as timeouts), 429 opens the circuit for its
+//!   `Retry-After`, any other 4xx is ignored, the rest are successes. Either way the response reaches the
+//!   caller as it came: a 500 is still `Ok(response)`.
+//! * A transport error counts too, as the classifier's
+//!   [`classify_transport`](HttpClassifier::classify_transport) says, and
+//!   reaches the caller as it came. By default a timeout of the client's
+//!   own (`reqwest::ClientBuilder::timeout`, or a connect timeout) is a
+//!   [`Timeout`](crate::FailureType::Timeout) failure; a refused or reset
+//!   connection ([`TransportFailure::Connect`]), and any other transport
+//!   error or an error from a middleware further down the chain
+//!   ([`TransportFailure::Other`]), an [`Error`](crate::FailureType::Error)
+//!   failure. A request reqwest could not build (a bad URL) is ignored: it
+//!   never left.
+//! * The breaker's own `timeout_duration` cuts the request (until its
+//!   response's head arrives; the body is read later, by the caller, and is
+//!   not timed) and is a `Timeout` failure.
+//!
+//! # The breaker's own errors
+//!
+//! A request the breaker refuses (an open circuit, its local rate limit,
+//! a full family) or cuts at its deadline is answered with
+//! `reqwest_middleware::Error::Middleware`, wrapping a [`BreakerError`].
+//! [`breaker_error`] finds it, and its [`retry_after`](BreakerError::retry_after)
+//! says when to come back; by hand, it is
+//! `anyhow_error.downcast_ref::<BreakerError>()`.
+
+use std::fmt;
+
+use ::http::Extensions;
+use ::reqwest::{Request, Response};
+use ::reqwest_middleware::{Error, Middleware, Next};
+
+use crate::http::{HttpClassifier, TransportFailure};
+use crate::{
+    BreakerError, BreakerFailure, CallError, CallOptions, CircuitBreaker, Family, KeyText, Outcome,
+    QualityFor,
+};
+
+/// Puts every request of a `reqwest_middleware` client through a breaker:
+/// one per host (the default, [`per_host`](Self::per_host)), one for every
+/// request ([`single`](Self::single)), or one per key of your own
+/// ([`keyed`](Self::keyed)). See the [module docs](self) for what counts as
+/// a failure.
+///
+/// ```
+/// use std::net::TcpListener;
+/// use breaker_runtime::reqwest::{BreakerMiddleware, breaker_error};
+/// use breaker_runtime::{BreakerError, CircuitBreakerConfig, CircuitState, Family};
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// // A port nobody listens on: every connection is refused.
+/// let closed = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+/// let config = CircuitBreakerConfig::builder().failure_threshold(2).build()?;
+/// let hosts = Family::new("reqwest-doc-hosts", config)?;
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(BreakerMiddleware::per_host(hosts.clone()))
+///     .build();
+/// let url = format!("http://{closed}/");
+///
+/// for _ in 0..2 {
+///     let refused = client.get(&url).send().await.unwrap_err();
+///     assert!(refused.is_connect(), "reqwest's own error, as it came: {refused}");
+/// }
+/// let member = hosts.get(&closed).expect("keyed by host:port");
+/// assert_eq!(member.state(), CircuitState::Open);
+///
+/// // Now the request is not made: the breaker answers.
+/// let rejected = client.get(&url).send().await.unwrap_err();
+/// let open = breaker_error(&rejected).expect("the breaker's error");
+/// assert!(matches!(open, BreakerError::Open { .. }));
+/// assert!(open.retry_after().is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BreakerMiddleware {
+    breakers: Breakers,
+    classifier: HttpClassifier,
+    quality: Option<Box<ScoreResponse>>,
+}
+
+/// A quality evaluator of responses.
+type ScoreResponse = dyn Fn(&Response) -> f64 + Send + Sync;
+
+/// Which breaker a request goes through.
+enum Breakers {
+    Single(CircuitBreaker),
+    PerHost(Family),
+    Keyed {
+        family: Family,
+        key: Box<dyn Fn(&Request) -> KeyText + Send + Sync>,
+    },
+}
+
+impl BreakerMiddleware {
+    /// One breaker per host: each request goes through `family`'s member
+    /// for its URL's `host:port` (`127.0.0.1:8080`, `api.example.com:443`;
+    /// the port is the scheme's default when the URL has none), so an
+    /// outage of one host opens its circuit and no other.
+    ///
+    /// Take the family from the registry
+    /// ([`registry().family(..)`](crate::Registry::family)) to see its
+    /// members in the status, the metrics and the dashboard.
+    ///
+    /// ```
+    /// use breaker_runtime::reqwest::BreakerMiddleware;
+    /// use breaker_runtime::{CircuitBreakerConfig, registry};
+    ///
+    /// let hosts = registry().family("per-host-doc", CircuitBreakerConfig::default())?;
+    /// let middleware = BreakerMiddleware::per_host(hosts);
+    /// let request = reqwest::Request::new(reqwest::Method::GET, "https://api.example.com/v1".parse()?);
+    /// let breaker = middleware.breaker_for(&request)?;
+    /// assert_eq!(breaker.name(), "per-host-doc[api.example.com:443]");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn per_host(family: Family) -> Self {
+        Self::with_breakers(Breakers::PerHost(family))
+    }
+
+    /// Every request through the one `breaker`, whatever its host.
+    ///
+    /// ```
+    /// use breaker_runtime::reqwest::BreakerMiddleware;
+    /// use breaker_runtime::{CircuitBreakerConfig, registry};
+    ///
+    /// let payments = registry().get_or_register("single-doc", CircuitBreakerConfig::default())?;
+    /// let middleware = BreakerMiddleware::single(payments.clone());
+    /// let request = reqwest::Request::new(reqwest::Method::POST, "http://10.0.0.7/pay".parse()?);
+    /// assert!(middleware.breaker_for(&request)?.ptr_eq(&payments));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn single(breaker: CircuitBreaker) -> Self {
+        Self::with_breakers(Breakers::Single(breaker))
+    }
+
+    /// One breaker per key that `key` gives for a request: `family`'s
+    /// member for the key's `Display` text. A key that prints within 64
+    /// bytes costs no allocation to look up.
+    ///
+    /// ```
+    /// use breaker_runtime::reqwest::BreakerMiddleware;
+    /// use breaker_runtime::{CircuitBreakerConfig, Family};
+    ///
+    /// // One breaker per API, by the URL's first path segment.
+    /// let apis = Family::new("keyed-doc", CircuitBreakerConfig::default())?;
+    /// let middleware = BreakerMiddleware::keyed(apis, |request: &reqwest::Request| {
+    ///     let mut segments = request.url().path_segments().into_iter().flatten();
+    ///     segments.next().unwrap_or_default().to_owned()
+    /// });
+    /// let request = reqwest::Request::new(reqwest::Method::GET, "http://gateway/search/q?x=1".parse()?);
+    /// assert_eq!(middleware.breaker_for(&request)?.name(), "keyed-doc[search]");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keyed<K, F>(family: Family, key: F) -> Self
+    where
+        K: fmt::Display,
+        F: Fn(&Request) -> K + Send + Sync + 'static,
+    {
+        Self::with_breakers(Breakers::Keyed {
+            family,
+            key: Box::new(move |request| KeyText::new(&key(request))),
+        })
+    }
+
+    fn with_breakers(breakers: Breakers) -> Self {
+        Self {
+            breakers,
+            classifier: HttpClassifier::new(),
+            quality: None,
+        }
+    }
+
+    /// Judges responses and transport errors with `classifier` instead of
+    /// the default [`HttpClassifier`].
+    ///
+    /// ```
+    /// use breaker_runtime::http::{HttpClassifier, Verdict};
+    /// use breaker_runtime::reqwest::BreakerMiddleware;
+    /// use breaker_runtime::{CircuitBreakerConfig, CircuitState, FailureType, Family};
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// # // A server whose every answer is a 404.
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let server = listener.local_addr()?;
+    /// # tokio::spawn(async move {
+    /// #     while let Ok((mut socket, _)) = listener.accept().await {
+    /// #         let _ = socket.read(&mut [0; 1024]).await;
+    /// #         let _ = socket.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+    /// #     }
+    /// # });
+    /// // This API answers 404 while its index rebuilds: a failure, here.
+    /// let classifier = HttpClassifier::builder()
+    ///     .status(reqwest::StatusCode::NOT_FOUND, Verdict::Failure(FailureType::Error))
+    ///     .build()?;
+    /// let config = CircuitBreakerConfig::builder().failure_threshold(1).build()?;
+    /// let hosts = Family::new("classifier-doc", config)?;
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(BreakerMiddleware::per_host(hosts.clone()).classifier(classifier))
+    ///     .build();
+    ///
+    /// let response = client.get(format!("http://{server}/items/7")).send().await?;
+    /// assert_eq!(response.status(), 404, "the response still reaches the caller");
+    /// assert_eq!(hosts.get(&server).unwrap().state(), CircuitState::Open);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn classifier(mut self, classifier: HttpClassifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// Scores each response the classifier calls a success with
+    /// `quality`, in `[0, 1]`: one below the breaker's `quality_threshold`
+    /// (or NaN, or outside `[0, 1]`) is a
+    /// [`QualityThreshold`](crate::FailureType::QualityThreshold) failure,
+    /// and the caller gets [`BreakerError::LowQuality`] in its place, as
+    /// from any call through the breaker with no fallback.
+    ///
+    /// ```
+    /// use breaker_runtime::reqwest::{BreakerMiddleware, breaker_error};
+    /// use breaker_runtime::{BreakerError, CircuitBreakerConfig, Family};
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// # // A server whose every answer is a 200 marked stale.
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let server = listener.local_addr()?;
+    /// # tokio::spawn(async move {
+    /// #     while let Ok((mut socket, _)) = listener.accept().await {
+    /// #         let _ = socket.read(&mut [0; 1024]).await;
+    /// #         let _ = socket.write_all(b"HTTP/1.1 200 OK\r\nx-stale: 1\r\ncontent-length: 0\r\n\r\n").await;
+    /// #     }
+    /// # });
+    /// let hosts = Family::new("quality-doc", CircuitBreakerConfig::default())?;
+    /// // A cache that answers stale says so in a header: not good enough.
+    /// let middleware = BreakerMiddleware::per_host(hosts.clone()).quality(|response| {
+    ///     if response.headers().contains_key("x-stale") { 0.2 } else { 1.0 }
+    /// });
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(middleware)
+    ///     .build();
+    ///
+    /// let error = client.get(format!("http://{server}/")).send().await.unwrap_err();
+    /// let low = breaker_error(&error).expect("the breaker's error");
+    /// assert!(matches!(low, BreakerError::LowQuality { score, .. } if *score == 0.2));
+    /// let member = hosts.get(&server).unwrap();
+    /// assert_eq!(member.get_metrics().failures_by_type.quality_threshold, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn quality(mut self, quality: impl Fn(&Response) -> f64 + Send + Sync + 'static) -> Self {
+        self.quality = Some(Box::new(quality));
+        self
+    }
+
+    /// The breaker `request` goes through, created if its key is new.
+    ///
+    /// # Errors
+    /// The family's refusal of a new key ([`BreakerError::FamilyFull`],
+    /// [`BreakerError::KeyTooLong`]), which the middleware answers the
+    /// request with, without making it.
+    pub fn breaker_for(&self, request: &Request) -> Result<CircuitBreaker, BreakerError> {
+        match &self.breakers {
+            Breakers::Single(breaker) => Ok(breaker.clone()),
+            Breakers::PerHost(family) => family.breaker_text(&host_key(request)),
+            Breakers::Keyed { family, key } => family.breaker_text(&key(request)),
+        }
+    }
+
+    /// How a finished request counts.
+    fn outcome(&self, result: &Result<Response, Error>) -> Outcome {
+        let failure = match result {
+            Ok(response) => {
+                return self
+                    .classifier
+                    .classify(response.status(), response.headers());
+            }
+            // Never sent: the caller's mistake, not the host's.
+            Err(Error::Reqwest(error)) if error.is_builder() => return Outcome::Ignored,
+            // A connect timeout is both: the timeout decides.
+            Err(Error::Reqwest(error)) if error.is_timeout() => TransportFailure::Timeout,
+            Err(Error::Reqwest(error)) if error.is_connect() => TransportFailure::Connect,
+            Err(_) => TransportFailure::Other,
+        };
+        self.classifier.classify_transport(failure)
+    }
+}
+
+/// The middleware's quality evaluator, if it has one.
+struct Score<'a>(Option<&'a ScoreResponse>);
+
+impl QualityFor<Response> for Score<'_> {
+    fn score(&self, response: &Response) -> Option<f64> {
+        self.0.map(|score| score(response))
+    }
+}
+
+/// `host:port` of the request's URL, on the stack.
+fn host_key(request: &Request) -> KeyText {
+    let url = request.url();
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or_default();
+    KeyText::new(&format_args!("{host}:{port}"))
+}
+
+#[async_trait::async_trait]
+impl Middleware for BreakerMiddleware {
+    async fn handle(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let breaker = self.breaker_for(&request).map_err(Error::middleware)?;
+        let options = CallOptions::new()
+            .classify(|result: &Result<Response, Error>| self.outcome(result))
+            .quality(Score(self.quality.as_deref()));
+        // Made only once admitted: a refused request builds nothing.
+        let send = async move { next.run(request, extensions).await };
+        match breaker.call_async_with(&options, send).await {
+            Ok(response) => Ok(response),
+            Err(CallError::Inner(error)) => Err(error),
+            Err(CallError::Breaker(failure)) => Err(match *failure {
+                BreakerFailure::Breaker(error) => Error::middleware(error),
+                // No fallback is set, so none can fail; its error is the
+                // request's own all the same.
+                BreakerFailure::FallbackFailed(failed) => failed.error,
+            }),
+        }
+    }
+}
+
+/// The [`BreakerError`] in a `reqwest_middleware` error, if the breaker
+/// answered the request: it was refused (open circuit, local rate limit,
+/// full family) or cut at the breaker's deadline. `None` for reqwest's own
+/// errors and other middlewares'.
+///
+/// ```
+/// use std::time::Duration;
+/// use breaker_runtime::BreakerError;
+/// use breaker_runtime::reqwest::breaker_error;
+///
+/// let open = BreakerError::Open { name: "api".into(), retry_after: Duration::from_secs(7) };
+/// let error = reqwest_middleware::Error::middleware(open.clone());
+/// assert_eq!(breaker_error(&error), Some(&open));
+/// assert_eq!(breaker_error(&error).and_then(BreakerError::retry_after), Some(Duration::from_secs(7)));
+///
+/// let other = reqwest_middleware::Error::middleware(std::io::Error::other("not ours"));
+/// assert_eq!(breaker_error(&other), None);
+/// ```
+pub fn breaker_error(error: &Error) -> Option<&BreakerError> {
+    match error {
+        Error::Middleware(error) => error.downcast_ref::<BreakerError>(),
+        Error::Reqwest(_) => None,
+    }
+}
+
+impl fmt::Debug for BreakerMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("BreakerMiddleware");
+        match &self.breakers {
+            Breakers::Single(breaker) => debug.field("breaker", breaker),
+            Breakers::PerHost(family) => debug.field("per_host", family),
+            Breakers::Keyed { family, .. } => debug.field("keyed", family),
+        };
+        debug.field("classifier", &self.classifier).finish()
+    }
+}

@@ -1,0 +1,547 @@
+//! The reqwest middleware against real servers on 127.0.0.1: each test
+//! starts its own upstream on a free port, scripts its faults, and counts
+//! exactly the requests that reached it. Breakers run on a `ManualClock`
+//! wherever their clock decides (open periods, `Retry-After`); the
+//! timeouts are real, short, and bounded generously.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::response::{IntoResponse, Response};
+use breaker_runtime::reqwest::{BreakerMiddleware, breaker_error};
+use breaker_runtime::{
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, Family, ManualClock, Registry,
+};
+use parking_lot::Mutex;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// What the upstream answers every request with, until told otherwise.
+#[derive(Debug, Clone)]
+enum Reply {
+    Status(u16),
+    /// 429 with this `Retry-After` value.
+    RateLimited(String),
+    /// 200 with `x-stale: 1`.
+    Stale,
+    /// Never answers.
+    Hang,
+}
+
+/// A server on 127.0.0.1 answering every path with its current [`Reply`].
+/// Dropping it stops it.
+struct Upstream {
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+struct Shared {
+    reply: Mutex<Reply>,
+    hits: AtomicU64,
+}
+
+impl Upstream {
+    async fn start(reply: Reply) -> Self {
+        let shared = Arc::new(Shared {
+            reply: Mutex::new(reply),
+            hits: AtomicU64::new(0),
+        });
+        let router = Router::new()
+            .fallback(answer)
+            .with_state(Arc::clone(&shared));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self {
+            address,
+            shared,
+            server,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/v1/thing", self.address)
+    }
+
+    /// The member key the middleware gives this server: `host:port`.
+    fn key(&self) -> String {
+        self.address.to_string()
+    }
+
+    fn answer(&self, reply: Reply) {
+        *self.shared.reply.lock() = reply;
+    }
+
+    fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn answer(State(shared): State<Arc<Shared>>) -> Response {
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let reply = shared.reply.lock().clone();
+    match reply {
+        Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Reply::RateLimited(retry_after) => {
+            (StatusCode::TOO_MANY_REQUESTS, [(RETRY_AFTER, retry_after)]).into_response()
+        }
+        Reply::Stale => (StatusCode::OK, [("x-stale", "1")]).into_response(),
+        Reply::Hang => std::future::pending().await,
+    }
+}
+
+/// A family on `clock` with `config`, and a client that goes through it.
+fn client_for(
+    name: &str,
+    config: CircuitBreakerConfig,
+    clock: &ManualClock,
+) -> (ClientWithMiddleware, Family) {
+    let family = Family::builder(name)
+        .config(config)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BreakerMiddleware::per_host(family.clone()))
+        .build();
+    (client, family)
+}
+
+fn config() -> breaker_runtime::CircuitBreakerConfigBuilder {
+    CircuitBreakerConfig::builder()
+        .failure_threshold(3)
+        .success_threshold(1)
+        .half_open_max_calls(1)
+        .recovery_timeout(RECOVERY)
+}
+
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Sends a GET to `url` and returns the breaker's error for it, failing
+/// the test if the request got anything else.
+async fn refused(client: &ClientWithMiddleware, url: &str) -> BreakerError {
+    let error = client.get(url).send().await.unwrap_err();
+    breaker_error(&error)
+        .unwrap_or_else(|| panic!("not the breaker's error: {error:?}"))
+        .clone()
+}
+
+async fn status(client: &ClientWithMiddleware, url: &str) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_500_burst_opens_the_hosts_circuit_and_later_requests_fail_fast() {
+    let upstream = Upstream::start(Reply::Status(500)).await;
+    let clock = ManualClock::new();
+    let (client, hosts) = client_for("burst", config().build().unwrap(), &clock);
+
+    for _ in 0..3 {
+        assert_eq!(
+            status(&client, &upstream.url()).await,
+            500,
+            "the 500 reaches the caller"
+        );
+    }
+    let member = hosts.get(&upstream.key()).expect("keyed by host:port");
+    assert_eq!(member.name(), format!("burst[{}]", upstream.key()));
+    assert_eq!(member.state(), CircuitState::Open);
+    assert_eq!(member.get_metrics().failures_by_type.error, 3);
+
+    upstream.answer(Reply::Status(200));
+    for _ in 0..5 {
+        let open = refused(&client, &upstream.url()).await;
+        assert!(matches!(open, BreakerError::Open { .. }), "{open:?}");
+        assert_eq!(
+            open.retry_after(),
+            Some(RECOVERY),
+            "the manual clock stood still"
+        );
+    }
+    assert_eq!(upstream.hits(), 3, "no refused request reached the server");
+    assert_eq!(member.get_metrics().rejected_calls, 5);
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_seconds_opens_for_that_long() {
+    let upstream = Upstream::start(Reply::RateLimited("120".into())).await;
+    // Opened by the client's registry, on a manual clock set before the
+    // family's first use, as the attribute's families are.
+    let registry = Registry::new();
+    let clock = ManualClock::new();
+    assert!(registry.use_clock("rate-limited", clock.clone()));
+    let hosts = registry
+        .family("rate-limited", config().build().unwrap())
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BreakerMiddleware::per_host(hosts.clone()))
+        .build();
+
+    assert_eq!(status(&client, &upstream.url()).await, 429);
+    let member = hosts.get(&upstream.key()).unwrap();
+    assert_eq!(
+        member.state(),
+        CircuitState::Open,
+        "one 429 opens, threshold or not"
+    );
+    assert_eq!(member.get_metrics().failures_by_type.rate_limit, 1);
+    let open = refused(&client, &upstream.url()).await;
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(120)));
+
+    upstream.answer(Reply::Status(200));
+    clock.advance(Duration::from_secs(119));
+    let open = refused(&client, &upstream.url()).await;
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(1)));
+    assert_eq!(upstream.hits(), 1);
+
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        status(&client, &upstream.url()).await,
+        200,
+        "the probe goes through"
+    );
+    assert_eq!(member.state(), CircuitState::Closed);
+    assert_eq!(upstream.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_429_with_an_http_date_opens_until_that_date() {
+    // HTTP-dates have whole seconds: the wait is 119 to 120 s from now.
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+    let upstream = Upstream::start(Reply::RateLimited(date)).await;
+    let clock = ManualClock::new();
+    let (client, hosts) = client_for("rate-limited-date", config().build().unwrap(), &clock);
+
+    assert_eq!(status(&client, &upstream.url()).await, 429);
+    let open = refused(&client, &upstream.url()).await;
+    let wait = open.retry_after().unwrap();
+    assert!(
+        (Duration::from_secs(117)..=Duration::from_secs(120)).contains(&wait),
+        "{wait:?}"
+    );
+
+    upstream.answer(Reply::Status(200));
+    clock.advance(Duration::from_secs(116));
+    refused(&client, &upstream.url()).await;
+    assert_eq!(upstream.hits(), 1);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    assert_eq!(
+        hosts.get(&upstream.key()).unwrap().state(),
+        CircuitState::Closed
+    );
+    assert_eq!(upstream.hits(), 2);
+}
+
+/// Generous: a test that fails should fail, not hang.
+const BOUND: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_hang_cut_by_the_clients_timeout_counts_as_a_timeout() {
+    let upstream = Upstream::start(Reply::Hang).await;
+    let family = Family::new(
+        "client-timeout",
+        config().failure_threshold(1).build().unwrap(),
+    )
+    .unwrap();
+    let reqwest = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest)
+        .with(BreakerMiddleware::per_host(family.clone()))
+        .build();
+
+    let error = tokio::time::timeout(BOUND, client.get(upstream.url()).send())
+        .await
+        .expect("the client's timeout cuts it")
+        .unwrap_err();
+    assert!(
+        error.is_timeout(),
+        "reqwest's own error, as it came: {error:?}"
+    );
+    let member = family.get(&upstream.key()).unwrap();
+    assert_eq!(member.get_metrics().failures_by_type.timeout, 1);
+    assert_eq!(member.state(), CircuitState::Open);
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_hang_cut_by_the_breakers_timeout_counts_as_a_timeout() {
+    let upstream = Upstream::start(Reply::Hang).await;
+    let config = config()
+        .failure_threshold(1)
+        .timeout_duration(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let family = Family::new("breaker-timeout", config).unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BreakerMiddleware::per_host(family.clone()))
+        .build();
+
+    let error = tokio::time::timeout(BOUND, client.get(upstream.url()).send())
+        .await
+        .expect("the breaker's timeout cuts it")
+        .unwrap_err();
+    let timeout = breaker_error(&error).expect("the breaker's error");
+    assert!(
+        matches!(timeout, BreakerError::Timeout { after, .. } if *after == Duration::from_millis(200)),
+        "{timeout:?}"
+    );
+    let member = family.get(&upstream.key()).unwrap();
+    assert_eq!(member.get_metrics().failures_by_type.timeout, 1);
+    assert_eq!(member.state(), CircuitState::Open);
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_an_error_failure() {
+    // Bound then let go: nobody listens there.
+    let closed = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let clock = ManualClock::new();
+    let (client, hosts) = client_for("refused", config().build().unwrap(), &clock);
+    let url = format!("http://{closed}/");
+
+    for _ in 0..3 {
+        let error = client.get(&url).send().await.unwrap_err();
+        assert!(
+            error.is_connect(),
+            "reqwest's own error, as it came: {error:?}"
+        );
+    }
+    let member = hosts.get(&closed).unwrap();
+    assert_eq!(member.get_metrics().failures_by_type.error, 3);
+    assert_eq!(member.state(), CircuitState::Open);
+    assert!(matches!(
+        refused(&client, &url).await,
+        BreakerError::Open { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_slow_recovery_goes_through_half_open_back_to_closed() {
+    let upstream = Upstream::start(Reply::Status(503)).await;
+    let clock = ManualClock::new();
+    let config = config().success_threshold(2).build().unwrap();
+    let (client, hosts) = client_for("slow-recovery", config, &clock);
+
+    for _ in 0..3 {
+        assert_eq!(status(&client, &upstream.url()).await, 503);
+    }
+    let member = hosts.get(&upstream.key()).unwrap();
+    assert_eq!(member.state(), CircuitState::Open);
+
+    // Still down at the first probe: open again, for another period.
+    clock.advance(RECOVERY);
+    assert_eq!(status(&client, &upstream.url()).await, 503);
+    assert_eq!(member.state(), CircuitState::Open);
+    refused(&client, &upstream.url()).await;
+    assert_eq!(upstream.hits(), 4);
+
+    // Back: two good probes close it.
+    upstream.answer(Reply::Status(200));
+    clock.advance(RECOVERY);
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    assert_eq!(member.state(), CircuitState::HalfOpen);
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    assert_eq!(member.state(), CircuitState::Closed);
+    assert_eq!(upstream.hits(), 6);
+}
+
+#[tokio::test]
+async fn a_failing_host_leaves_another_hosts_circuit_closed() {
+    let failing = Upstream::start(Reply::Status(500)).await;
+    let healthy = Upstream::start(Reply::Status(200)).await;
+    let clock = ManualClock::new();
+    let (client, hosts) = client_for("two-hosts", config().build().unwrap(), &clock);
+
+    for _ in 0..3 {
+        assert_eq!(status(&client, &failing.url()).await, 500);
+        assert_eq!(status(&client, &healthy.url()).await, 200);
+    }
+    refused(&client, &failing.url()).await;
+    for _ in 0..3 {
+        assert_eq!(status(&client, &healthy.url()).await, 200);
+    }
+    assert_eq!(
+        hosts.get(&failing.key()).unwrap().state(),
+        CircuitState::Open
+    );
+    assert_eq!(
+        hosts.get(&healthy.key()).unwrap().state(),
+        CircuitState::Closed
+    );
+    assert_eq!((failing.hits(), healthy.hits()), (3, 6));
+}
+
+#[tokio::test]
+async fn other_4xx_answers_are_ignored() {
+    let upstream = Upstream::start(Reply::Status(404)).await;
+    let clock = ManualClock::new();
+    let (client, hosts) = client_for("not-found", config().build().unwrap(), &clock);
+
+    for _ in 0..5 {
+        assert_eq!(status(&client, &upstream.url()).await, 404);
+    }
+    let metrics = hosts.get(&upstream.key()).unwrap().get_metrics();
+    assert_eq!((metrics.ignored_calls, metrics.failed_calls), (5, 0));
+    assert_eq!(upstream.hits(), 5);
+}
+
+#[tokio::test]
+async fn a_retry_after_past_the_cap_opens_for_max_retry_after() {
+    let upstream = Upstream::start(Reply::RateLimited("86400".into())).await;
+    let clock = ManualClock::new();
+    let config = config()
+        .max_retry_after(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let (client, _) = client_for("capped", config, &clock);
+
+    assert_eq!(status(&client, &upstream.url()).await, 429);
+    let open = refused(&client, &upstream.url()).await;
+    assert_eq!(
+        open.retry_after(),
+        Some(Duration::from_secs(600)),
+        "a day, capped"
+    );
+    upstream.answer(Reply::Status(200));
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    assert_eq!(upstream.hits(), 2);
+}
+
+#[tokio::test]
+async fn the_breakers_rate_limit_refuses_without_reaching_the_host() {
+    let upstream = Upstream::start(Reply::Status(200)).await;
+    let clock = ManualClock::new();
+    let config = config()
+        .rate_limit_per_minute(2)
+        .rate_limit_burst(2)
+        .build()
+        .unwrap();
+    let (client, hosts) = client_for("paced", config, &clock);
+
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    let paced = refused(&client, &upstream.url()).await;
+    assert!(
+        matches!(paced, BreakerError::LocalRateLimit { .. }),
+        "{paced:?}"
+    );
+    assert_eq!(paced.retry_after(), Some(Duration::from_secs(30)));
+    assert_eq!(upstream.hits(), 2);
+
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    let member = hosts.get(&upstream.key()).unwrap();
+    assert_eq!(member.state(), CircuitState::Closed, "pacing is no failure");
+    assert_eq!(member.get_metrics().local_rate_limited_calls, 1);
+    assert_eq!(upstream.hits(), 3);
+}
+
+#[tokio::test]
+async fn a_low_quality_response_is_a_failure() {
+    let upstream = Upstream::start(Reply::Stale).await;
+    let clock = ManualClock::new();
+    let family = Family::builder("stale")
+        .config(config().build().unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let middleware = BreakerMiddleware::per_host(family.clone()).quality(|response| {
+        if response.headers().contains_key("x-stale") {
+            0.2
+        } else {
+            1.0
+        }
+    });
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+
+    for _ in 0..3 {
+        let low = refused(&client, &upstream.url()).await;
+        assert!(
+            matches!(low, BreakerError::LowQuality { score, .. } if score == 0.2),
+            "{low:?}"
+        );
+    }
+    let member = family.get(&upstream.key()).unwrap();
+    assert_eq!(member.get_metrics().failures_by_type.quality_threshold, 3);
+    assert_eq!(member.state(), CircuitState::Open);
+    upstream.answer(Reply::Status(200));
+    clock.advance(RECOVERY);
+    assert_eq!(
+        status(&client, &upstream.url()).await,
+        200,
+        "a fresh answer scores 1"
+    );
+    assert_eq!(member.state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn one_named_breaker_guards_every_host() {
+    let first = Upstream::start(Reply::Status(500)).await;
+    let second = Upstream::start(Reply::Status(200)).await;
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder("one-for-all")
+        .config(config().build().unwrap())
+        .clock(clock)
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BreakerMiddleware::single(breaker.clone()))
+        .build();
+
+    for _ in 0..3 {
+        assert_eq!(status(&client, &first.url()).await, 500);
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let open = refused(&client, &second.url()).await;
+    assert_eq!(open.breaker_name(), "one-for-all");
+    assert_eq!((first.hits(), second.hits()), (3, 0));
+}
+
+#[tokio::test]
+async fn a_full_family_refuses_a_new_host_without_calling_it() {
+    let first = Upstream::start(Reply::Status(500)).await;
+    let second = Upstream::start(Reply::Status(200)).await;
+    let family = Family::builder("full")
+        .config(config().build().unwrap())
+        .max_keys(1)
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BreakerMiddleware::per_host(family.clone()))
+        .build();
+
+    // The only member is failing, so it cannot make room.
+    assert_eq!(status(&client, &first.url()).await, 500);
+    let full = refused(&client, &second.url()).await;
+    assert!(
+        matches!(full, BreakerError::FamilyFull { limit: 1, .. }),
+        "{full:?}"
+    );
+    assert_eq!(second.hits(), 0);
+    assert_eq!(family.keys(), [first.key()]);
+}
