@@ -23,8 +23,9 @@
 //! * A response is judged by an [`HttpClassifier`] (the default one unless
 //!   [`BreakerMiddleware::classifier`] sets another): 5xx and 408 are
 //!   failures (408 and 504 as timeouts), 429 opens the circuit for its
-//!   `Retry-After`, any other 4xx is ignored, the rest are successes. Either way the response reaches the
-//!   caller as it came: a 500 is still `Ok(response)`.
+//!   `Retry-After`, any other 4xx is ignored, the rest are successes.
+//!   Either way the response reaches the caller as it came: a 500 is still
+//!   `Ok(response)`.
 //! * A transport error counts too, as the classifier's
 //!   [`classify_transport`](HttpClassifier::classify_transport) says, and
 //!   reaches the caller as it came. By default a timeout of the client's
@@ -38,6 +39,9 @@
 //! * The breaker's own `timeout_duration` cuts the request (until its
 //!   response's head arrives; the body is read later, by the caller, and is
 //!   not timed) and is a `Timeout` failure.
+//! * A request its caller gives up on (a `select!` or a timeout of the
+//!   caller's that drops the future) counts neither way, as a cancelled
+//!   call, and gives back the half-open probe slot it held.
 //!
 //! # The breaker's own errors
 //!
@@ -390,6 +394,9 @@ impl fmt::Debug for BreakerMiddleware {
             Breakers::PerHost(family) => debug.field("per_host", family),
             Breakers::Keyed { family, .. } => debug.field("keyed", family),
         };
-        debug.field("classifier", &self.classifier).finish()
+        debug
+            .field("classifier", &self.classifier)
+            .field("quality", &self.quality.is_some())
+            .finish()
     }
 }

@@ -545,3 +545,58 @@ async fn a_full_family_refuses_a_new_host_without_calling_it() {
     assert_eq!(second.hits(), 0);
     assert_eq!(family.keys(), [first.key()]);
 }
+
+#[tokio::test]
+async fn a_request_reqwest_cannot_send_is_ignored() {
+    let family = Family::new("unsendable", config().failure_threshold(1).build().unwrap()).unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BreakerMiddleware::per_host(family.clone()))
+        .build();
+
+    // reqwest refuses the scheme before any connection: the caller's mistake.
+    let error = client.get("ftp://127.0.0.1/file").send().await.unwrap_err();
+    assert!(
+        error.is_builder(),
+        "reqwest's own error, as it came: {error:?}"
+    );
+    let member = family.get("127.0.0.1:21").expect("ftp's default port");
+    let metrics = member.get_metrics();
+    assert_eq!((metrics.ignored_calls, metrics.failed_calls), (1, 0));
+    assert_eq!(member.state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn a_request_its_caller_drops_is_cancelled_and_frees_its_probe_slot() {
+    let upstream = Upstream::start(Reply::Status(500)).await;
+    let clock = ManualClock::new();
+    let (client, hosts) = client_for("dropped", config().build().unwrap(), &clock);
+    for _ in 0..3 {
+        assert_eq!(status(&client, &upstream.url()).await, 500);
+    }
+    let member = hosts.get(&upstream.key()).unwrap();
+    clock.advance(RECOVERY);
+
+    // The one probe slot goes to a request that hangs, and its caller gives up.
+    upstream.answer(Reply::Hang);
+    {
+        let mut probe = std::pin::pin!(client.get(upstream.url()).send());
+        let reached = async {
+            while upstream.hits() < 4 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::select! {
+            answered = &mut probe => panic!("the hang answered: {answered:?}"),
+            waited = tokio::time::timeout(BOUND, reached) => waited.expect("the probe reached the server"),
+        }
+    } // dropped here, hanging
+    let metrics = member.get_metrics();
+    assert_eq!((metrics.cancelled_calls, metrics.failed_calls), (1, 3));
+    assert_eq!(member.state(), CircuitState::HalfOpen);
+
+    // The slot is free again: the next probe goes through and closes it.
+    upstream.answer(Reply::Status(200));
+    assert_eq!(status(&client, &upstream.url()).await, 200);
+    assert_eq!(member.state(), CircuitState::Closed);
+    assert_eq!(upstream.hits(), 5);
+}
