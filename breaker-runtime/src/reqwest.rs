@@ -60,8 +60,8 @@ use ::reqwest_middleware::{Error, Middleware, Next};
 
 use crate::http::{HttpClassifier, TransportFailure};
 use crate::{
-    BreakerError, BreakerFailure, CallError, CallOptions, CircuitBreaker, Family, KeyText, Outcome,
-    QualityFor,
+    AsyncFallbackFor, BreakerError, BreakerFailure, CallError, CallOptions, CircuitBreaker,
+    FallbackReason, Family, KeyText, Outcome, QualityFor,
 };
 
 /// Puts every request of a `reqwest_middleware` client through a breaker:
@@ -105,10 +105,14 @@ pub struct BreakerMiddleware {
     breakers: Breakers,
     classifier: HttpClassifier,
     quality: Option<Box<ScoreResponse>>,
+    fallback: Option<Box<ServeResponse>>,
 }
 
 /// A quality evaluator of responses.
 type ScoreResponse = dyn Fn(&Response) -> f64 + Send + Sync;
+
+/// A fallback that answers in the host's place.
+type ServeResponse = dyn Fn(&FallbackReason) -> Option<Response> + Send + Sync;
 
 /// Which breaker a request goes through.
 enum Breakers {
@@ -195,6 +199,7 @@ impl BreakerMiddleware {
             breakers,
             classifier: HttpClassifier::new(),
             quality: None,
+            fallback: None,
         }
     }
 
@@ -284,6 +289,53 @@ impl BreakerMiddleware {
         self
     }
 
+    /// Answers with `fallback`'s response whenever the breaker refuses a
+    /// request or the request fails, as the attribute's `fallback` does;
+    /// [`FallbackReason`] says which. Returning `None` lets the original
+    /// answer through: the failed response or reqwest's error, or the
+    /// breaker's own error for a refused request. A family's refusal of a
+    /// new key is not served: no breaker is there to run the fallback.
+    ///
+    /// Build the response from an `http::Response`: reqwest converts one
+    /// whose body is a `String`, `&'static str`, `Vec<u8>` or `Bytes`.
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    /// use breaker_runtime::reqwest::BreakerMiddleware;
+    /// use breaker_runtime::{CircuitBreakerConfig, FallbackReason, Family};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let closed = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    /// let config = CircuitBreakerConfig::builder().failure_threshold(1).build()?;
+    /// let hosts = Family::new("fallback-doc", config)?;
+    /// // While the circuit is open, an empty list instead of an error;
+    /// // failures themselves still reach the caller.
+    /// let middleware = BreakerMiddleware::per_host(hosts.clone()).fallback(|reason: &FallbackReason| {
+    ///     let empty = http::Response::builder().header("x-fallback", "1").body("[]").ok()?;
+    ///     reason.is_rejection().then(|| reqwest::Response::from(empty))
+    /// });
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(middleware)
+    ///     .build();
+    /// let url = format!("http://{closed}/items");
+    ///
+    /// assert!(client.get(&url).send().await.unwrap_err().is_connect(), "the failure, as it came");
+    /// let served = client.get(&url).send().await?;
+    /// assert_eq!(served.headers()["x-fallback"], "1");
+    /// assert_eq!(served.text().await?, "[]");
+    /// assert_eq!(hosts.get(&closed).unwrap().get_metrics().fallback_calls, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fallback(
+        mut self,
+        fallback: impl Fn(&FallbackReason) -> Option<Response> + Send + Sync + 'static,
+    ) -> Self {
+        self.fallback = Some(Box::new(fallback));
+        self
+    }
+
     /// The breaker `request` goes through, created if its key is new.
     ///
     /// # Errors
@@ -326,6 +378,18 @@ impl QualityFor<Response> for Score<'_> {
     }
 }
 
+/// The middleware's fallback, if it has one: it answers at once.
+struct Serve<'a>(Option<&'a ServeResponse>);
+
+impl AsyncFallbackFor<Response, Error> for Serve<'_> {
+    type Future = std::future::Ready<Result<Response, Error>>;
+
+    fn serve(&self, reason: &FallbackReason) -> Option<Self::Future> {
+        let response = self.0.and_then(|serve| serve(reason))?;
+        Some(std::future::ready(Ok(response)))
+    }
+}
+
 /// `host:port` of the request's URL, on the stack.
 fn host_key(request: &Request) -> KeyText {
     let url = request.url();
@@ -345,7 +409,8 @@ impl Middleware for BreakerMiddleware {
         let breaker = self.breaker_for(&request).map_err(Error::middleware)?;
         let options = CallOptions::new()
             .classify(|result: &Result<Response, Error>| self.outcome(result))
-            .quality(Score(self.quality.as_deref()));
+            .quality(Score(self.quality.as_deref()))
+            .fallback(Serve(self.fallback.as_deref()));
         // Made only once admitted: a refused request builds nothing.
         let send = async move { next.run(request, extensions).await };
         match breaker.call_async_with(&options, send).await {
@@ -353,8 +418,8 @@ impl Middleware for BreakerMiddleware {
             Err(CallError::Inner(error)) => Err(error),
             Err(CallError::Breaker(failure)) => Err(match *failure {
                 BreakerFailure::Breaker(error) => Error::middleware(error),
-                // No fallback is set, so none can fail; its error is the
-                // request's own all the same.
+                // A fallback returns responses, never errors; were one to
+                // come, it would be the request's own kind all the same.
                 BreakerFailure::FallbackFailed(failed) => failed.error,
             }),
         }
@@ -397,6 +462,7 @@ impl fmt::Debug for BreakerMiddleware {
         debug
             .field("classifier", &self.classifier)
             .field("quality", &self.quality.is_some())
+            .field("fallback", &self.fallback.is_some())
             .finish()
     }
 }

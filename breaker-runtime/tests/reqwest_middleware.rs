@@ -16,7 +16,8 @@ use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use breaker_runtime::reqwest::{BreakerMiddleware, breaker_error};
 use breaker_runtime::{
-    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, Family, ManualClock, Registry,
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, CircuitState, FallbackReason, Family,
+    ManualClock, Registry,
 };
 use parking_lot::Mutex;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
@@ -599,4 +600,55 @@ async fn a_request_its_caller_drops_is_cancelled_and_frees_its_probe_slot() {
     assert_eq!(status(&client, &upstream.url()).await, 200);
     assert_eq!(member.state(), CircuitState::Closed);
     assert_eq!(upstream.hits(), 5);
+}
+
+#[tokio::test]
+async fn a_fallback_answers_failures_and_refusals_in_the_hosts_place() {
+    let upstream = Upstream::start(Reply::Status(500)).await;
+    let clock = ManualClock::new();
+    let family = Family::builder("served")
+        .config(config().build().unwrap())
+        .clock(clock)
+        .build()
+        .unwrap();
+    let middleware =
+        BreakerMiddleware::per_host(family.clone()).fallback(|reason: &FallbackReason| {
+            let why = if reason.is_rejection() {
+                "refused"
+            } else {
+                "failed"
+            };
+            let served = axum::http::Response::builder()
+                .header("x-fallback", why)
+                .body("cached")
+                .ok()?;
+            Some(reqwest::Response::from(served))
+        });
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let response = client.get(upstream.url()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        answers.push(
+            response.headers()["x-fallback"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        assert_eq!(response.text().await.unwrap(), "cached");
+    }
+    assert_eq!(
+        answers,
+        ["failed", "failed", "failed", "refused", "refused"]
+    );
+    assert_eq!(
+        upstream.hits(),
+        3,
+        "the refused ones never reached the server"
+    );
+    let metrics = family.get(&upstream.key()).unwrap().get_metrics();
+    assert_eq!((metrics.fallback_calls, metrics.failed_calls), (5, 3));
 }
