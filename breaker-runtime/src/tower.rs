@@ -450,28 +450,6 @@ fn status_response<B: Default>(
 /// error's own response, or [`to_response`](ServiceError::to_response)'s
 /// for the breaker's. For a `HandleErrorLayer` when the layer is used
 /// without [`respond_to_rejections`](CircuitBreakerLayer::respond_to_rejections).
-///
-/// ```
-/// use std::convert::Infallible;
-/// use axum::{Router, error_handling::HandleErrorLayer, routing::get};
-/// use breaker_runtime::tower::{CircuitBreakerLayer, ServiceError};
-/// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig};
-/// use tower::{ServiceBuilder, ServiceExt};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let breaker = CircuitBreaker::new("tower-into-response-doc", CircuitBreakerConfig::default())?;
-/// let app = Router::new().route("/", get(|| async { "hello" })).layer(
-///     ServiceBuilder::new()
-///         .layer(HandleErrorLayer::new(|error: ServiceError<Infallible>| async move { error }))
-///         .layer(CircuitBreakerLayer::new(breaker.clone())),
-/// );
-/// breaker.force_open();
-/// let request = http::Request::get("/").body(axum::body::Body::empty())?;
-/// assert_eq!(app.oneshot(request).await?.status(), 503);
-/// # Ok(())
-/// # }
-/// ```
 #[cfg(feature = "axum")]
 impl<E: axum::response::IntoResponse> axum::response::IntoResponse for ServiceError<E> {
     fn into_response(self) -> axum::response::Response {

@@ -393,3 +393,33 @@ async fn upstream() -> (Server, Arc<Faults>) {
         .with_state(Arc::clone(&faults));
     (Server::start(app).await, faults)
 }
+
+#[tokio::test]
+async fn the_breakers_own_rate_limit_answers_429_with_retry_after() {
+    let config = CircuitBreakerConfig::builder()
+        .rate_limit_per_minute(1)
+        .rate_limit_burst(2)
+        .build()
+        .unwrap();
+    let (breaker, _clock) = manual("axum-rate-limit", config);
+    let (server, faults) = guarded(&breaker, HttpClassifierOr::Default).await;
+    let client = client();
+
+    for _ in 0..2 {
+        assert_eq!(get_status(&client, &server.url()).await, (200, None));
+    }
+    let (status, retry_after) = get_status(&client, &server.url()).await;
+    assert_eq!(status, 429);
+    let seconds: u64 = retry_after.expect("a Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&seconds), "{seconds}");
+    assert_eq!(
+        faults.hits(),
+        2,
+        "the refused request never reached the handler"
+    );
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Closed,
+        "a local refusal is no failure"
+    );
+}
