@@ -18,7 +18,7 @@ use tower::buffer::BufferLayer;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::timeout::TimeoutLayer;
 use tower::timeout::error::Elapsed;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, ServiceBuilder, ServiceExt};
 
 /// The service at the bottom of the stack, counting exactly.
 #[derive(Default)]
@@ -169,4 +169,47 @@ async fn a_forced_open_breaker_refuses_and_a_reset_lets_calls_through() {
     layer.breaker().reset();
     assert_eq!(service.oneshot(7).await.unwrap(), 7);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn grpc_status_codes_count_through_the_layer() {
+    use breaker_runtime::http::GrpcClassifier;
+
+    let config = CircuitBreakerConfig::builder()
+        .failure_threshold(3)
+        .build()
+        .unwrap();
+    let breaker = CircuitBreaker::builder("tower-grpc")
+        .config(config)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    // A trailers-only gRPC answer: the status in the headers.
+    let service = CircuitBreakerLayer::new(breaker.clone())
+        .classify(GrpcClassifier::new())
+        .layer(tower::service_fn(|code: &'static str| async move {
+            let response = http::Response::builder()
+                .header("grpc-status", code)
+                .body(())
+                .unwrap();
+            Ok::<_, std::io::Error>(response)
+        }));
+
+    // Client-side codes: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED.
+    for code in ["3", "5", "16", "0"] {
+        service.clone().oneshot(code).await.unwrap();
+    }
+    assert_eq!(breaker.get_metrics().ignored_calls, 3);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    // UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL: three failures open it.
+    for code in ["14", "4", "13"] {
+        service.clone().oneshot(code).await.unwrap();
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let failures = breaker.get_metrics().failures_by_type;
+    assert_eq!((failures.error, failures.timeout), (2, 1));
+    // RESOURCE_EXHAUSTED would open it for its Retry-After; it is open now:
+    // the next call is refused.
+    let refused = service.oneshot("0").await.unwrap_err();
+    assert!(refused.is_rejection());
 }
