@@ -52,7 +52,8 @@
 //! says when to come back; by hand, it is
 //! `anyhow_error.downcast_ref::<BreakerError>()`.
 
-use std::fmt;
+use std::borrow::Cow;
+use std::{fmt, io};
 
 use ::http::Extensions;
 use ::reqwest::{Request, Response};
@@ -343,30 +344,81 @@ impl BreakerMiddleware {
     /// [`BreakerError::KeyTooLong`]), which the middleware answers the
     /// request with, without making it.
     pub fn breaker_for(&self, request: &Request) -> Result<CircuitBreaker, BreakerError> {
+        self.breaker_of(request).map(Cow::into_owned)
+    }
+
+    /// [`breaker_for`](Self::breaker_for), borrowing the `single` breaker
+    /// rather than cloning its `Arc` for every request.
+    fn breaker_of(&self, request: &Request) -> Result<Cow<'_, CircuitBreaker>, BreakerError> {
         match &self.breakers {
-            Breakers::Single(breaker) => Ok(breaker.clone()),
-            Breakers::PerHost(family) => family.breaker_text(&host_key(request)),
-            Breakers::Keyed { family, key } => family.breaker_text(&key(request)),
+            Breakers::Single(breaker) => Ok(Cow::Borrowed(breaker)),
+            Breakers::PerHost(family) => family.breaker_text(&host_key(request)).map(Cow::Owned),
+            Breakers::Keyed { family, key } => family.breaker_text(&key(request)).map(Cow::Owned),
         }
     }
 
     /// How a finished request counts.
     fn outcome(&self, result: &Result<Response, Error>) -> Outcome {
-        let failure = match result {
-            Ok(response) => {
-                return self
-                    .classifier
-                    .classify(response.status(), response.headers());
-            }
-            // Never sent: the caller's mistake, not the host's.
-            Err(Error::Reqwest(error)) if error.is_builder() => return Outcome::Ignored,
-            // A connect timeout is both: the timeout decides.
-            Err(Error::Reqwest(error)) if error.is_timeout() => TransportFailure::Timeout,
-            Err(Error::Reqwest(error)) if error.is_connect() => TransportFailure::Connect,
-            Err(_) => TransportFailure::Other,
-        };
-        self.classifier.classify_transport(failure)
+        match result {
+            Ok(response) => self
+                .classifier
+                .classify(response.status(), response.headers()),
+            Err(error) => match transport_failure(error) {
+                Some(failure) => self.classifier.classify_transport(failure),
+                // Never sent: the caller's mistake, not the host's.
+                None => Outcome::Ignored,
+            },
+        }
     }
+}
+
+/// How a request that got no response failed, or `None` if it never left
+/// (reqwest could not build it).
+///
+/// A middleware between the breaker and reqwest may wrap reqwest's error
+/// in its own (reqwest-retry's `RetryError`, as `Error::Middleware`), so
+/// the kind is looked for down the wrapper's source chain: reqwest's or
+/// reqwest-middleware's error, or an `io::Error` that timed out or was
+/// refused. A wrapper that shows none of them is
+/// [`TransportFailure::Other`].
+fn transport_failure(error: &Error) -> Option<TransportFailure> {
+    match error {
+        Error::Reqwest(error) => reqwest_failure(error),
+        Error::Middleware(error) => error
+            .chain()
+            .find_map(cause_failure)
+            .unwrap_or(Some(TransportFailure::Other)),
+    }
+}
+
+/// [`transport_failure`] of one link of a source chain; `None` when the
+/// link does not say.
+fn cause_failure(cause: &(dyn std::error::Error + 'static)) -> Option<Option<TransportFailure>> {
+    if let Some(error) = cause.downcast_ref::<Error>() {
+        return Some(transport_failure(error));
+    }
+    if let Some(error) = cause.downcast_ref::<::reqwest::Error>() {
+        return Some(reqwest_failure(error));
+    }
+    match cause.downcast_ref::<io::Error>()?.kind() {
+        io::ErrorKind::TimedOut => Some(Some(TransportFailure::Timeout)),
+        io::ErrorKind::ConnectionRefused => Some(Some(TransportFailure::Connect)),
+        _ => None,
+    }
+}
+
+/// [`transport_failure`] of reqwest's own error.
+fn reqwest_failure(error: &::reqwest::Error) -> Option<TransportFailure> {
+    Some(if error.is_builder() {
+        return None;
+    } else if error.is_timeout() {
+        // A connect timeout is both: the timeout decides.
+        TransportFailure::Timeout
+    } else if error.is_connect() {
+        TransportFailure::Connect
+    } else {
+        TransportFailure::Other
+    })
 }
 
 /// The middleware's quality evaluator, if it has one.
@@ -406,7 +458,7 @@ impl Middleware for BreakerMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let breaker = self.breaker_for(&request).map_err(Error::middleware)?;
+        let breaker = self.breaker_of(&request).map_err(answered)?;
         let options = CallOptions::new()
             .classify(|result: &Result<Response, Error>| self.outcome(result))
             .quality(Score(self.quality.as_deref()))
@@ -417,7 +469,7 @@ impl Middleware for BreakerMiddleware {
             Ok(response) => Ok(response),
             Err(CallError::Inner(error)) => Err(error),
             Err(CallError::Breaker(failure)) => Err(match *failure {
-                BreakerFailure::Breaker(error) => Error::middleware(error),
+                BreakerFailure::Breaker(error) => answered(error),
                 // A fallback returns responses, never errors; were one to
                 // come, it would be the request's own kind all the same.
                 BreakerFailure::FallbackFailed(failed) => failed.error,
@@ -445,11 +497,42 @@ impl Middleware for BreakerMiddleware {
 /// assert_eq!(breaker_error(&other), None);
 /// ```
 pub fn breaker_error(error: &Error) -> Option<&BreakerError> {
-    match error {
-        Error::Middleware(error) => error.downcast_ref::<BreakerError>(),
-        Error::Reqwest(_) => None,
+    let Error::Middleware(error) = error else {
+        return None;
+    };
+    if let Some(ours) = error.downcast_ref::<BreakerError>() {
+        return Some(ours);
+    }
+    // Wrapped by a middleware above this one (reqwest-retry's `RetryError`
+    // around the `Error::Middleware` we returned): the copy beneath ours is
+    // down the chain, even where a transparent wrapper skipped ours.
+    let Answered(ours) = error.chain().find_map(|cause| cause.downcast_ref())?;
+    Some(ours)
+}
+
+/// The breaker's `error` as the middleware returns it:
+/// `Error::Middleware` whose `anyhow::Error` downcasts to the
+/// [`BreakerError`] and displays it, with an [`Answered`] copy as its
+/// source. A wrapper that forwards only the source, as `#[error(transparent)]`
+/// does, still carries the copy to [`breaker_error`].
+fn answered(error: BreakerError) -> Error {
+    let beneath = Answered(error.clone());
+    Error::Middleware(::anyhow::Error::new(beneath).context(error))
+}
+
+/// The source of the breaker's error in a `reqwest_middleware` error: a
+/// copy of it, found by [`breaker_error`] in a chain where the error itself
+/// was skipped. Its message says who answered.
+#[derive(Debug)]
+struct Answered(BreakerError);
+
+impl fmt::Display for Answered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("returned by the circuit breaker middleware in place of the host's answer")
     }
 }
+
+impl std::error::Error for Answered {}
 
 impl fmt::Debug for BreakerMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

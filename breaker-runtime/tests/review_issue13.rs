@@ -167,7 +167,6 @@ fn quick_retries(max_retries: u32) -> RetryTransientMiddleware<ExponentialBackof
 /// around the breaker's `Error::Middleware(BreakerError)`, and
 /// `breaker_error`'s one-level `downcast_ref::<BreakerError>()` misses it.
 #[tokio::test]
-#[ignore = "review finding 3: breaker_error misses the refusal under reqwest-retry"]
 async fn breaker_error_finds_the_refusal_under_reqwest_retry() {
     let upstream = Upstream::start(500, false).await;
     let hosts = family("review-retry-outside", 2);
@@ -206,7 +205,6 @@ async fn breaker_error_finds_the_refusal_under_reqwest_retry() {
 /// middleware's `outcome` falls through to `TransportFailure::Other`: the
 /// client's timeout counts as an `Error` failure instead of a `Timeout`.
 #[tokio::test]
-#[ignore = "review finding 6: under reqwest-retry a client timeout counts as an Error, not a Timeout"]
 async fn a_client_timeout_under_reqwest_retry_counts_as_a_timeout() {
     let upstream = Upstream::start(200, true).await;
     let hosts = family("review-retry-inside", 5);
