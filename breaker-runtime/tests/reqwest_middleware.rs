@@ -652,3 +652,214 @@ async fn a_fallback_answers_failures_and_refusals_in_the_hosts_place() {
     let metrics = family.get(&upstream.key()).unwrap().get_metrics();
     assert_eq!((metrics.fallback_calls, metrics.failed_calls), (5, 3));
 }
+
+// ---------------------------------------------------------------------------
+// The breaker's errors among other middlewares' (reqwest-retry's).
+
+/// The breaker's refusal reads as its `BreakerError` and downcasts to it by
+/// hand, as the README says, and its source says who answered.
+#[tokio::test]
+async fn the_breakers_error_downcasts_by_hand_and_says_who_answered() {
+    let upstream = Upstream::start(Reply::Status(500)).await;
+    let clock = ManualClock::new();
+    let (client, _) = client_for(
+        "by-hand",
+        config().failure_threshold(1).build().unwrap(),
+        &clock,
+    );
+    assert_eq!(status(&client, &upstream.url()).await, 500);
+
+    let error = client.get(upstream.url()).send().await.unwrap_err();
+    let reqwest_middleware::Error::Middleware(anyhow_error) = &error else {
+        panic!("a middleware's error: {error:?}");
+    };
+    let by_hand = anyhow_error
+        .downcast_ref::<BreakerError>()
+        .expect("downcasts to the breaker's error");
+    assert!(matches!(by_hand, BreakerError::Open { .. }));
+    assert_eq!(error.to_string(), by_hand.to_string());
+    assert_eq!(
+        format!("{anyhow_error:#}"),
+        format!(
+            "{by_hand}: returned by the circuit breaker middleware in place of the host's answer"
+        )
+    );
+    assert_eq!(breaker_error(&error), Some(by_hand));
+}
+
+/// A middleware below the breaker that fails every request with an
+/// `io::Error` of `kind` behind a wrapper of its own, as a layer that
+/// wraps transport errors would. The request never leaves.
+struct FailsWith(std::io::ErrorKind);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the transport gave up")]
+struct Wrapped(#[source] std::io::Error);
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for FailsWith {
+    async fn handle(
+        &self,
+        _: reqwest::Request,
+        _: &mut axum::http::Extensions,
+        _: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let cause = std::io::Error::new(self.0, "from below");
+        Err(reqwest_middleware::Error::middleware(Wrapped(cause)))
+    }
+}
+
+/// Below the breaker, another middleware's error that holds a timed-out
+/// `io::Error` down its chain is a `Timeout`, one that holds a refused
+/// connection is `TransportFailure::Connect` (ignored by this classifier,
+/// to tell it from `Other`), and one that holds neither is `Other`.
+#[tokio::test]
+async fn an_io_error_down_another_middlewares_chain_keeps_its_kind() {
+    use breaker_runtime::http::{HttpClassifier, TransportFailure, Verdict};
+    use std::io::ErrorKind;
+
+    let classifier = HttpClassifier::builder()
+        .transport(TransportFailure::Connect, Verdict::Ignored)
+        .build()
+        .unwrap();
+    let family = Family::new("io-below", config().failure_threshold(10).build().unwrap()).unwrap();
+    let through = |kind| {
+        ClientBuilder::new(reqwest::Client::new())
+            .with(BreakerMiddleware::per_host(family.clone()).classifier(classifier.clone()))
+            .with(FailsWith(kind))
+            .build()
+    };
+    // Never contacted: the middleware below answers first.
+    let url = "http://127.0.0.1:9/";
+    for kind in [
+        ErrorKind::TimedOut,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::PermissionDenied,
+    ] {
+        let error = through(kind).get(url).send().await.unwrap_err();
+        assert_eq!(breaker_error(&error), None, "{error:?}");
+    }
+    let metrics = family.get("127.0.0.1:9").unwrap().get_metrics();
+    assert_eq!(
+        (
+            metrics.failures_by_type.timeout,
+            metrics.ignored_calls,
+            metrics.failures_by_type.error
+        ),
+        (1, 1, 1)
+    );
+}
+
+fn quick_retries<S>(
+    strategy: S,
+    max_retries: u32,
+) -> reqwest_retry::RetryTransientMiddleware<reqwest_retry::policies::ExponentialBackoff, S>
+where
+    S: reqwest_retry::RetryableStrategy + Send + Sync + 'static,
+{
+    let policy = reqwest_retry::policies::ExponentialBackoff::builder()
+        .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
+        .build_with_max_retries(max_retries);
+    reqwest_retry::RetryTransientMiddleware::new_with_policy_and_strategy(policy, strategy)
+}
+
+/// reqwest-retry's default strategy, except that the breaker's own timeout
+/// is retried: the README's strategy for retries above the breaker.
+struct RetryBreakerTimeouts;
+
+impl reqwest_retry::RetryableStrategy for RetryBreakerTimeouts {
+    fn handle(
+        &self,
+        result: &reqwest_middleware::Result<reqwest::Response>,
+    ) -> Option<reqwest_retry::Retryable> {
+        match result {
+            Err(error) if matches!(breaker_error(error), Some(BreakerError::Timeout { .. })) => {
+                Some(reqwest_retry::Retryable::Transient)
+            }
+            Ok(response) => reqwest_retry::default_on_request_success(response),
+            Err(error) => reqwest_retry::default_on_request_failure(error),
+        }
+    }
+}
+
+/// Retries above the breaker: each attempt is one call through it. The
+/// breaker's timeout reaches reqwest-retry as a middleware error, which its
+/// default strategy treats as fatal (one attempt); a strategy that asks
+/// `breaker_error` retries it, each attempt a `Timeout` failure.
+#[tokio::test]
+async fn reqwest_retry_above_the_breaker_retries_its_timeout_only_when_told() {
+    let upstream = Upstream::start(Reply::Hang).await;
+    let config = config()
+        .failure_threshold(10)
+        .timeout_duration(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let family = Family::new("retry-above-timeout", config).unwrap();
+    let with = |retries: Box<dyn reqwest_middleware::Middleware>| {
+        ClientBuilder::new(reqwest::Client::new())
+            .with_arc(retries.into())
+            .with(BreakerMiddleware::per_host(family.clone()))
+            .build()
+    };
+
+    let by_default = with(Box::new(quick_retries(
+        reqwest_retry::DefaultRetryableStrategy,
+        3,
+    )));
+    let error = tokio::time::timeout(BOUND, by_default.get(upstream.url()).send())
+        .await
+        .expect("the breaker's timeout cuts it")
+        .unwrap_err();
+    assert!(
+        matches!(breaker_error(&error), Some(BreakerError::Timeout { .. })),
+        "{error:?}"
+    );
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "fatal to the default strategy: no retry"
+    );
+
+    let told = with(Box::new(quick_retries(RetryBreakerTimeouts, 3)));
+    let error = tokio::time::timeout(BOUND, told.get(upstream.url()).send())
+        .await
+        .expect("the breaker's timeout cuts each attempt")
+        .unwrap_err();
+    assert!(
+        matches!(breaker_error(&error), Some(BreakerError::Timeout { .. })),
+        "{error:?}"
+    );
+    assert_eq!(
+        upstream.hits(),
+        1 + 4,
+        "the first attempt and three retries"
+    );
+    let member = family.get(&upstream.key()).unwrap();
+    assert_eq!(member.get_metrics().failures_by_type.timeout, 5);
+}
+
+/// Retries below the breaker: one call through it spans every attempt,
+/// so three 500s in a row are one `Error` failure, and the breaker's
+/// timeout cuts the whole sequence, backoff included.
+#[tokio::test]
+async fn reqwest_retry_below_the_breaker_counts_once_per_request() {
+    let upstream = Upstream::start(Reply::Status(500)).await;
+    let clock = ManualClock::new();
+    let family = Family::builder("retry-below")
+        .config(config().build().unwrap())
+        .clock(clock)
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BreakerMiddleware::per_host(family.clone()))
+        .with(quick_retries(reqwest_retry::DefaultRetryableStrategy, 2))
+        .build();
+
+    assert_eq!(status(&client, &upstream.url()).await, 500);
+    assert_eq!(upstream.hits(), 3, "the request and two retries");
+    let metrics = family.get(&upstream.key()).unwrap().get_metrics();
+    assert_eq!(
+        metrics.failures_by_type.error, 1,
+        "one failure for three 500s"
+    );
+}
