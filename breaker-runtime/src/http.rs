@@ -120,6 +120,16 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// What a classifier rule makes of a response.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, Verdict};
+/// use breaker_runtime::FailureType;
+/// use http::StatusCode;
+///
+/// let classifier = HttpClassifier::new();
+/// assert_eq!(classifier.verdict(StatusCode::TOO_MANY_REQUESTS), Verdict::RateLimited);
+/// assert_eq!(classifier.verdict(StatusCode::INTERNAL_SERVER_ERROR), Verdict::Failure(FailureType::Error));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The service is healthy.
@@ -151,6 +161,22 @@ impl Verdict {
 /// [`HttpClassifier::classify_transport`]. A client maps its own error
 /// type onto it; the reqwest middleware does so from `reqwest::Error`'s
 /// `is_timeout` and `is_connect`.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, TransportFailure};
+/// use breaker_runtime::{FailureType, Outcome};
+///
+/// // e.g. from `reqwest::Error`: timeouts first, then connection errors.
+/// let (is_timeout, is_connect) = (false, true);
+/// let failure = if is_timeout {
+///     TransportFailure::Timeout
+/// } else if is_connect {
+///     TransportFailure::Connect
+/// } else {
+///     TransportFailure::Other
+/// };
+/// assert_eq!(HttpClassifier::new().classify_transport(failure), Outcome::Failure(FailureType::Error));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportFailure {
     /// The request or the connection timed out.
@@ -163,6 +189,13 @@ pub enum TransportFailure {
 }
 
 /// A status range that cannot be a rule: empty, or outside 100..=999.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, StatusRangeError, Verdict};
+///
+/// let error = HttpClassifier::builder().status_range(500..=1000, Verdict::Ignored).build();
+/// assert_eq!(error.unwrap_err(), StatusRangeError { start: 500, end: 1000 });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "`status_range` {start}..={end} is not a range of HTTP status codes: give codes from 100 to 999, start no greater than end"
@@ -409,6 +442,26 @@ impl HttpClassifier {
 /// Builds an [`HttpClassifier`]; from [`HttpClassifier::builder`] (the
 /// default rules) or [`HttpClassifier::empty`] (none). Each rule is added
 /// after the ones before it and wins over them where they overlap.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, TransportFailure, Verdict};
+/// use breaker_runtime::{FailureType, Outcome};
+/// use http::{HeaderMap, StatusCode};
+///
+/// let classifier = HttpClassifier::builder()
+///     .status_range(500..=599, Verdict::Failure(FailureType::Custom))
+///     .status(StatusCode::NOT_IMPLEMENTED, Verdict::Ignored)
+///     .request_timeout_counts(false)
+///     .too_many_requests_counts(true)
+///     .transport(TransportFailure::Other, Verdict::Ignored)
+///     .build()?;
+/// let headers = HeaderMap::new();
+/// assert_eq!(classifier.classify(StatusCode::BAD_GATEWAY, &headers), Outcome::Failure(FailureType::Custom));
+/// assert_eq!(classifier.classify(StatusCode::NOT_IMPLEMENTED, &headers), Outcome::Ignored);
+/// assert_eq!(classifier.classify(StatusCode::REQUEST_TIMEOUT, &headers), Outcome::Ignored);
+/// assert_eq!(classifier.classify_transport(TransportFailure::Other), Outcome::Ignored);
+/// # Ok::<(), breaker_runtime::http::StatusRangeError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct HttpClassifierBuilder {
@@ -496,6 +549,12 @@ impl HttpClassifierBuilder {
 }
 
 /// A gRPC status code, as carried by the `grpc-status` header or trailer.
+///
+/// ```
+/// use breaker_runtime::http::GrpcCode;
+///
+/// assert_eq!(GrpcCode::Unavailable as u8, 14);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 #[allow(missing_docs)] // The names are the gRPC specification's.
@@ -653,6 +712,10 @@ impl Default for GrpcClassifier {
 }
 
 /// The header (or trailer) that carries a gRPC status code.
+///
+/// ```
+/// assert_eq!(breaker_runtime::http::GRPC_STATUS, "grpc-status");
+/// ```
 pub const GRPC_STATUS: &str = "grpc-status";
 
 impl GrpcClassifier {
@@ -772,6 +835,18 @@ impl GrpcClassifier {
 }
 
 /// Builds a [`GrpcClassifier`] from the default verdicts.
+///
+/// ```
+/// use breaker_runtime::http::{GrpcClassifier, GrpcCode, Verdict};
+/// use breaker_runtime::FailureType;
+///
+/// let classifier = GrpcClassifier::builder()
+///     .code(GrpcCode::Aborted, Verdict::Failure(FailureType::Error))
+///     .code(GrpcCode::ResourceExhausted, Verdict::Ignored)
+///     .build();
+/// assert_eq!(classifier.verdict(GrpcCode::Aborted), Verdict::Failure(FailureType::Error));
+/// assert_eq!(classifier.verdict(GrpcCode::ResourceExhausted), Verdict::Ignored);
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[must_use]
 pub struct GrpcClassifierBuilder {
