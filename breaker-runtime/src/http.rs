@@ -52,7 +52,7 @@
 //! );
 //! ```
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::RangeInclusive;
 use std::time::{Duration, SystemTime};
 
@@ -61,6 +61,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::call::Classify;
 use crate::error::{FailureType, Outcome};
+use crate::family::KeyText;
 
 /// Reads a `Retry-After` value: whole seconds (`"7"`) or an HTTP date
 /// (`"Wed, 21 Oct 2015 07:28:00 GMT"`), measured from `now`.
@@ -154,6 +155,68 @@ impl Verdict {
                 retry_after: retry_after(headers, now()),
             },
         }
+    }
+}
+
+/// The key of one upstream host: its host lowercased (a trailing dot
+/// dropped) and its port, or the scheme's default port when the URL gives
+/// none (`http`/`ws` 80, `https`/`wss` 443), as `host:port`. A scheme with
+/// no known default and no port gives `host` alone.
+///
+/// `HTTP://API.Example./`, `http://api.example:80/` and
+/// `http://api.example/` are one host, so one key (`api.example:80`) and
+/// one breaker. The tower layer's [`authority`](crate::tower) key and the
+/// reqwest middleware's `per_host` both name hosts with it, so one upstream
+/// has one name in metrics and dashboards whichever adapter called it. The
+/// key is written on the stack (a [`KeyText`]); nothing is allocated for a
+/// host of up to 64 bytes.
+///
+/// ```
+/// use breaker_runtime::http::host_key;
+///
+/// assert_eq!(host_key(Some("http"), "UP.example", None).as_str(), "up.example:80");
+/// assert_eq!(host_key(Some("HTTPS"), "up.example.", None).as_str(), "up.example:443");
+/// assert_eq!(host_key(Some("http"), "up.example", Some(8080)).as_str(), "up.example:8080");
+/// assert_eq!(host_key(Some("http"), "[::1]", Some(3000)).as_str(), "[::1]:3000");
+/// assert_eq!(host_key(None, "up.example", None).as_str(), "up.example");
+/// ```
+pub fn host_key(scheme: Option<&str>, host: &str, port: Option<u16>) -> KeyText {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let port = port.or_else(|| scheme.and_then(default_port));
+    let mut key = KeyText::from_text("");
+    for c in host.chars() {
+        // Writing to a `KeyText` cannot fail.
+        let _ = key.write_char(c.to_ascii_lowercase());
+    }
+    if let Some(port) = port {
+        let _ = write!(key, ":{port}");
+    }
+    key
+}
+
+/// [`host_key`] of a URI with an authority (a client's request URI);
+/// `None` for one without (a server's `/path`).
+///
+/// ```
+/// use breaker_runtime::http::uri_host_key;
+///
+/// let uri: http::Uri = "http://UP.example/v1".parse().unwrap();
+/// assert_eq!(uri_host_key(&uri).unwrap().as_str(), "up.example:80");
+/// let path: http::Uri = "/v1".parse().unwrap();
+/// assert!(uri_host_key(&path).is_none());
+/// ```
+pub fn uri_host_key(uri: &http::Uri) -> Option<KeyText> {
+    let host = uri.host()?;
+    Some(host_key(uri.scheme_str(), host, uri.port_u16()))
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("ws") {
+        Some(80)
+    } else if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") {
+        Some(443)
+    } else {
+        None
     }
 }
 
@@ -1037,6 +1100,30 @@ mod tests {
             classifier.classify_transport(TransportFailure::Timeout),
             Outcome::Failure(FailureType::Timeout)
         );
+    }
+
+    #[test]
+    fn one_host_spelled_several_ways_is_one_key() {
+        let key = |uri: &str| {
+            uri_host_key(&uri.parse().unwrap())
+                .unwrap()
+                .as_str()
+                .to_owned()
+        };
+        for spelling in [
+            "http://UP.example/a",
+            "http://up.example:80/b",
+            "http://up.example./c",
+            "HTTP://Up.Example",
+        ] {
+            assert_eq!(key(spelling), "up.example:80", "{spelling}");
+        }
+        assert_eq!(key("https://up.example/"), "up.example:443");
+        assert_eq!(key("https://up.example:8443/"), "up.example:8443");
+        assert_eq!(key("http://[::1]:3000/"), "[::1]:3000");
+        assert_eq!(key("grpc://up.example/"), "up.example");
+        let long = format!("http://{}.example/", "A".repeat(100));
+        assert_eq!(key(&long), format!("{}.example:80", "a".repeat(100)));
     }
 
     #[test]
