@@ -52,7 +52,7 @@
 //! );
 //! ```
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::RangeInclusive;
 use std::time::{Duration, SystemTime};
 
@@ -61,6 +61,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::call::Classify;
 use crate::error::{FailureType, Outcome};
+use crate::family::KeyText;
 
 /// Reads a `Retry-After` value: whole seconds (`"7"`) or an HTTP date
 /// (`"Wed, 21 Oct 2015 07:28:00 GMT"`), measured from `now`.
@@ -120,6 +121,16 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// What a classifier rule makes of a response.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, Verdict};
+/// use breaker_runtime::FailureType;
+/// use http::StatusCode;
+///
+/// let classifier = HttpClassifier::new();
+/// assert_eq!(classifier.verdict(StatusCode::TOO_MANY_REQUESTS), Verdict::RateLimited);
+/// assert_eq!(classifier.verdict(StatusCode::INTERNAL_SERVER_ERROR), Verdict::Failure(FailureType::Error));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The service is healthy.
@@ -147,10 +158,88 @@ impl Verdict {
     }
 }
 
+/// The key of one upstream host: its host lowercased (a trailing dot
+/// dropped) and its port, or the scheme's default port when the URL gives
+/// none (`http`/`ws` 80, `https`/`wss` 443), as `host:port`. A scheme with
+/// no known default and no port gives `host` alone.
+///
+/// `HTTP://API.Example./`, `http://api.example:80/` and
+/// `http://api.example/` are one host, so one key (`api.example:80`) and
+/// one breaker. The tower layer's [`authority`](crate::tower) key and the
+/// reqwest middleware's `per_host` both name hosts with it, so one upstream
+/// has one name in metrics and dashboards whichever adapter called it. The
+/// key is written on the stack (a [`KeyText`]); nothing is allocated for a
+/// host of up to 64 bytes.
+///
+/// ```
+/// use breaker_runtime::http::host_key;
+///
+/// assert_eq!(host_key(Some("http"), "UP.example", None).as_str(), "up.example:80");
+/// assert_eq!(host_key(Some("HTTPS"), "up.example.", None).as_str(), "up.example:443");
+/// assert_eq!(host_key(Some("http"), "up.example", Some(8080)).as_str(), "up.example:8080");
+/// assert_eq!(host_key(Some("http"), "[::1]", Some(3000)).as_str(), "[::1]:3000");
+/// assert_eq!(host_key(None, "up.example", None).as_str(), "up.example");
+/// ```
+pub fn host_key(scheme: Option<&str>, host: &str, port: Option<u16>) -> KeyText {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let port = port.or_else(|| scheme.and_then(default_port));
+    let mut key = KeyText::from_text("");
+    for c in host.chars() {
+        // Writing to a `KeyText` cannot fail.
+        let _ = key.write_char(c.to_ascii_lowercase());
+    }
+    if let Some(port) = port {
+        let _ = write!(key, ":{port}");
+    }
+    key
+}
+
+/// [`host_key`] of a URI with an authority (a client's request URI);
+/// `None` for one without (a server's `/path`).
+///
+/// ```
+/// use breaker_runtime::http::uri_host_key;
+///
+/// let uri: http::Uri = "http://UP.example/v1".parse().unwrap();
+/// assert_eq!(uri_host_key(&uri).unwrap().as_str(), "up.example:80");
+/// let path: http::Uri = "/v1".parse().unwrap();
+/// assert!(uri_host_key(&path).is_none());
+/// ```
+pub fn uri_host_key(uri: &http::Uri) -> Option<KeyText> {
+    let host = uri.host()?;
+    Some(host_key(uri.scheme_str(), host, uri.port_u16()))
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("ws") {
+        Some(80)
+    } else if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") {
+        Some(443)
+    } else {
+        None
+    }
+}
+
 /// Why a request got no response, for
 /// [`HttpClassifier::classify_transport`]. A client maps its own error
 /// type onto it; the reqwest middleware does so from `reqwest::Error`'s
 /// `is_timeout` and `is_connect`.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, TransportFailure};
+/// use breaker_runtime::{FailureType, Outcome};
+///
+/// // e.g. from `reqwest::Error`: timeouts first, then connection errors.
+/// let (is_timeout, is_connect) = (false, true);
+/// let failure = if is_timeout {
+///     TransportFailure::Timeout
+/// } else if is_connect {
+///     TransportFailure::Connect
+/// } else {
+///     TransportFailure::Other
+/// };
+/// assert_eq!(HttpClassifier::new().classify_transport(failure), Outcome::Failure(FailureType::Error));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportFailure {
     /// The request or the connection timed out.
@@ -163,6 +252,13 @@ pub enum TransportFailure {
 }
 
 /// A status range that cannot be a rule: empty, or outside 100..=999.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, StatusRangeError, Verdict};
+///
+/// let error = HttpClassifier::builder().status_range(500..=1000, Verdict::Ignored).build();
+/// assert_eq!(error.unwrap_err(), StatusRangeError { start: 500, end: 1000 });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "`status_range` {start}..={end} is not a range of HTTP status codes: give codes from 100 to 999, start no greater than end"
@@ -409,6 +505,26 @@ impl HttpClassifier {
 /// Builds an [`HttpClassifier`]; from [`HttpClassifier::builder`] (the
 /// default rules) or [`HttpClassifier::empty`] (none). Each rule is added
 /// after the ones before it and wins over them where they overlap.
+///
+/// ```
+/// use breaker_runtime::http::{HttpClassifier, TransportFailure, Verdict};
+/// use breaker_runtime::{FailureType, Outcome};
+/// use http::{HeaderMap, StatusCode};
+///
+/// let classifier = HttpClassifier::builder()
+///     .status_range(500..=599, Verdict::Failure(FailureType::Custom))
+///     .status(StatusCode::NOT_IMPLEMENTED, Verdict::Ignored)
+///     .request_timeout_counts(false)
+///     .too_many_requests_counts(true)
+///     .transport(TransportFailure::Other, Verdict::Ignored)
+///     .build()?;
+/// let headers = HeaderMap::new();
+/// assert_eq!(classifier.classify(StatusCode::BAD_GATEWAY, &headers), Outcome::Failure(FailureType::Custom));
+/// assert_eq!(classifier.classify(StatusCode::NOT_IMPLEMENTED, &headers), Outcome::Ignored);
+/// assert_eq!(classifier.classify(StatusCode::REQUEST_TIMEOUT, &headers), Outcome::Ignored);
+/// assert_eq!(classifier.classify_transport(TransportFailure::Other), Outcome::Ignored);
+/// # Ok::<(), breaker_runtime::http::StatusRangeError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct HttpClassifierBuilder {
@@ -496,6 +612,12 @@ impl HttpClassifierBuilder {
 }
 
 /// A gRPC status code, as carried by the `grpc-status` header or trailer.
+///
+/// ```
+/// use breaker_runtime::http::GrpcCode;
+///
+/// assert_eq!(GrpcCode::Unavailable as u8, 14);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 #[allow(missing_docs)] // The names are the gRPC specification's.
@@ -653,6 +775,10 @@ impl Default for GrpcClassifier {
 }
 
 /// The header (or trailer) that carries a gRPC status code.
+///
+/// ```
+/// assert_eq!(breaker_runtime::http::GRPC_STATUS, "grpc-status");
+/// ```
 pub const GRPC_STATUS: &str = "grpc-status";
 
 impl GrpcClassifier {
@@ -772,6 +898,18 @@ impl GrpcClassifier {
 }
 
 /// Builds a [`GrpcClassifier`] from the default verdicts.
+///
+/// ```
+/// use breaker_runtime::http::{GrpcClassifier, GrpcCode, Verdict};
+/// use breaker_runtime::FailureType;
+///
+/// let classifier = GrpcClassifier::builder()
+///     .code(GrpcCode::Aborted, Verdict::Failure(FailureType::Error))
+///     .code(GrpcCode::ResourceExhausted, Verdict::Ignored)
+///     .build();
+/// assert_eq!(classifier.verdict(GrpcCode::Aborted), Verdict::Failure(FailureType::Error));
+/// assert_eq!(classifier.verdict(GrpcCode::ResourceExhausted), Verdict::Ignored);
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[must_use]
 pub struct GrpcClassifierBuilder {
@@ -962,6 +1100,30 @@ mod tests {
             classifier.classify_transport(TransportFailure::Timeout),
             Outcome::Failure(FailureType::Timeout)
         );
+    }
+
+    #[test]
+    fn one_host_spelled_several_ways_is_one_key() {
+        let key = |uri: &str| {
+            uri_host_key(&uri.parse().unwrap())
+                .unwrap()
+                .as_str()
+                .to_owned()
+        };
+        for spelling in [
+            "http://UP.example/a",
+            "http://up.example:80/b",
+            "http://up.example./c",
+            "HTTP://Up.Example",
+        ] {
+            assert_eq!(key(spelling), "up.example:80", "{spelling}");
+        }
+        assert_eq!(key("https://up.example/"), "up.example:443");
+        assert_eq!(key("https://up.example:8443/"), "up.example:8443");
+        assert_eq!(key("http://[::1]:3000/"), "[::1]:3000");
+        assert_eq!(key("grpc://up.example/"), "up.example");
+        let long = format!("http://{}.example/", "A".repeat(100));
+        assert_eq!(key(&long), format!("{}.example:80", "a".repeat(100)));
     }
 
     #[test]

@@ -94,7 +94,23 @@ use crate::error::{BreakerError, BreakerFailure, CallError, FallbackError};
 use crate::family::{Family, KeyText};
 
 /// Which breaker guards a request: [`One`] breaker for every request, or
-/// the member of a family [`Keyed`] by the request.
+/// the member of a family [`Keyed`] by the request. The layer's
+/// constructors pick it; there is no need to implement it.
+///
+/// ```
+/// use breaker_runtime::tower::{authority, CircuitBreakerLayer, SelectBreaker};
+/// use breaker_runtime::{CircuitBreakerConfig, Family};
+///
+/// fn guards<Req, Sel: SelectBreaker<Req>>(selector: &Sel, request: &Req) -> String {
+///     let selected = selector.select(request).unwrap();
+///     selector.breaker(&selected).name().to_owned()
+/// }
+/// let hosts = Family::new("tower-select-doc", CircuitBreakerConfig::default())?;
+/// let request = http::Request::get("http://a.example/").body(()).unwrap();
+/// let keyed = breaker_runtime::tower::Keyed::new(hosts, authority::<()>);
+/// assert_eq!(guards(&keyed, &request), "tower-select-doc[a.example]");
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
 pub trait SelectBreaker<Req>: Send + Sync + 'static {
     /// What a request's future keeps to reach its breaker.
     type Selected: Send + 'static;
@@ -111,8 +127,25 @@ pub trait SelectBreaker<Req>: Send + Sync + 'static {
 }
 
 /// One breaker for every request: [`CircuitBreakerLayer::new`].
+///
+/// ```
+/// use breaker_runtime::tower::{One, SelectBreaker};
+/// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig};
+///
+/// let one = One::new(CircuitBreaker::new("tower-one-doc", CircuitBreakerConfig::default())?);
+/// let selected = SelectBreaker::<()>::select(&one, &()).unwrap();
+/// assert_eq!(SelectBreaker::<()>::breaker(&one, &selected).name(), "tower-one-doc");
+/// # Ok::<(), breaker_runtime::ConfigError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct One(CircuitBreaker);
+
+impl One {
+    /// `breaker` for every request.
+    pub fn new(breaker: CircuitBreaker) -> Self {
+        Self(breaker)
+    }
+}
 
 impl<Req> SelectBreaker<Req> for One {
     type Selected = ();
@@ -128,11 +161,19 @@ impl<Req> SelectBreaker<Req> for One {
     }
 }
 
-/// A family's member per key: [`CircuitBreakerLayer::keyed`].
+/// A family's member per key: [`CircuitBreakerLayer::keyed`]. See
+/// [`SelectBreaker`] for an example.
 #[derive(Clone)]
 pub struct Keyed<F> {
     family: Family,
     key: F,
+}
+
+impl<F> Keyed<F> {
+    /// The member of `family` for the key `key` gives each request.
+    pub fn new(family: Family, key: F) -> Self {
+        Self { family, key }
+    }
 }
 
 impl<F> fmt::Debug for Keyed<F> {
@@ -186,6 +227,21 @@ pub fn authority<B>(request: &http::Request<B>) -> KeyText {
 
 /// How refusals reach the caller: as [`ServiceError`]s ([`AsError`], the
 /// default) or as HTTP responses ([`AsResponse`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use breaker_runtime::tower::{AsError, AsResponse, Rejections, ServiceError};
+/// use breaker_runtime::BreakerError;
+///
+/// let open = || ServiceError::<()>::Breaker(BreakerError::Open {
+///     name: "api".into(),
+///     retry_after: Duration::from_secs(5),
+/// });
+/// let as_error = <AsError as Rejections<http::Response<()>, ()>>::answer(open());
+/// assert!(as_error.unwrap_err().is_rejection());
+/// let as_response = <AsResponse as Rejections<http::Response<()>, ()>>::answer(open());
+/// assert_eq!(as_response.unwrap().status(), 503);
+/// ```
 pub trait Rejections<Res, E>: Send + Sync + 'static {
     /// The service's error type.
     type Error;
@@ -201,7 +257,8 @@ pub trait Rejections<Res, E>: Send + Sync + 'static {
     fn not_ready(error: E) -> Self::Error;
 }
 
-/// Refusals are [`ServiceError`]s: the default.
+/// Refusals are [`ServiceError`]s: the default. See [`Rejections`] for an
+/// example.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsError;
 
@@ -221,7 +278,8 @@ impl<Res, E> Rejections<Res, E> for AsError {
 
 /// Refusals are HTTP responses ([`ServiceError::to_response`]) and the
 /// service's error is the inner service's:
-/// [`CircuitBreakerLayer::respond_to_rejections`].
+/// [`CircuitBreakerLayer::respond_to_rejections`]. See [`Rejections`] for
+/// an example.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsResponse;
 
@@ -244,6 +302,14 @@ impl<B: Default, E> Rejections<http::Response<B>, E> for AsResponse {
 
 /// Why a call through a [`CircuitBreakerService`] returned no response of
 /// the inner service's.
+///
+/// ```
+/// use breaker_runtime::tower::ServiceError;
+/// use breaker_runtime::BreakerError;
+///
+/// let forced = ServiceError::<std::io::Error>::Breaker(BreakerError::ForcedOpen { name: "api".into() });
+/// assert_eq!(forced.to_string(), "circuit breaker `api` is forced open until it is reset");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError<E> {
     /// The inner service's own error (counted as the classifier says).
@@ -513,7 +579,8 @@ impl<F> CircuitBreakerLayer<Keyed<F>> {
         }
     }
 
-    /// The family whose members guard the calls.
+    /// The family whose members guard the calls; see
+    /// [`keyed`](Self::keyed) for an example.
     pub fn family(&self) -> &Family {
         &self.selector.family
     }
@@ -521,7 +588,7 @@ impl<F> CircuitBreakerLayer<Keyed<F>> {
 
 impl<O, R> CircuitBreakerLayer<One, O, R> {
     /// The breaker that guards every call: for `force_open`, `reset` and
-    /// metrics.
+    /// metrics; see [`new`](CircuitBreakerLayer::new) for an example.
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.selector.0
     }
@@ -679,7 +746,8 @@ struct Shared<Sel, O> {
     options: O,
 }
 
-/// The service [`CircuitBreakerLayer`] makes: see the [module docs](self).
+/// The service [`CircuitBreakerLayer`] makes: see the [module docs](self)
+/// for an example.
 #[must_use]
 pub struct CircuitBreakerService<
     S,
@@ -713,7 +781,7 @@ impl<S: fmt::Debug, Sel: fmt::Debug, O, R> fmt::Debug for CircuitBreakerService<
 
 impl<S, O, R> CircuitBreakerService<S, One, O, R> {
     /// The breaker that guards every call: for `force_open`, `reset` and
-    /// metrics.
+    /// metrics; the [module docs](self) reset it.
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.shared.selector.0
     }
@@ -721,12 +789,25 @@ impl<S, O, R> CircuitBreakerService<S, One, O, R> {
 
 impl<S, F, O, R> CircuitBreakerService<S, Keyed<F>, O, R> {
     /// The family whose members guard the calls.
+    ///
+    /// ```
+    /// use breaker_runtime::tower::{authority, CircuitBreakerLayer};
+    /// use breaker_runtime::{CircuitBreakerConfig, Family};
+    /// use tower::Layer;
+    ///
+    /// let hosts = Family::new("tower-service-family-doc", CircuitBreakerConfig::default())?;
+    /// let service = CircuitBreakerLayer::keyed(hosts.clone(), authority::<()>)
+    ///     .layer(tower::service_fn(|_: http::Request<()>| async { Ok::<_, ()>(()) }));
+    /// assert!(service.family().ptr_eq(&hosts));
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
     pub fn family(&self) -> &Family {
         &self.shared.selector.family
     }
 }
 
-/// The future of a call through a [`CircuitBreakerService`].
+/// The future of a call through a [`CircuitBreakerService`]: boxed once
+/// per call, as the engine's async call has no nameable type.
 pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 impl<S, Req, Sel, Fb, Q, C, R> Service<Req>
