@@ -129,7 +129,10 @@ impl BreakerMiddleware {
     /// One breaker per host: each request goes through `family`'s member
     /// for its URL's `host:port` (`127.0.0.1:8080`, `api.example.com:443`;
     /// the port is the scheme's default when the URL has none), so an
-    /// outage of one host opens its circuit and no other.
+    /// outage of one host opens its circuit and no other. The key is
+    /// [`http::host_key`](crate::http::host_key)'s, the tower layer's too:
+    /// the host lowercased, a trailing dot dropped, so one upstream has one
+    /// breaker and one name, however a URL spells it.
     ///
     /// Take the family from the registry
     /// ([`registry().family(..)`](crate::Registry::family)) to see its
@@ -144,6 +147,8 @@ impl BreakerMiddleware {
     /// let request = reqwest::Request::new(reqwest::Method::GET, "https://api.example.com/v1".parse()?);
     /// let breaker = middleware.breaker_for(&request)?;
     /// assert_eq!(breaker.name(), "per-host-doc[api.example.com:443]");
+    /// let shouted = reqwest::Request::new(reqwest::Method::GET, "https://API.Example.com.:443/v2".parse()?);
+    /// assert!(middleware.breaker_for(&shouted)?.ptr_eq(&breaker));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn per_host(family: Family) -> Self {
@@ -442,12 +447,12 @@ impl AsyncFallbackFor<Response, Error> for Serve<'_> {
     }
 }
 
-/// `host:port` of the request's URL, on the stack.
+/// The request's host as [`http::host_key`](crate::http::host_key) names
+/// it, as the tower layer does, on the stack.
 fn host_key(request: &Request) -> KeyText {
     let url = request.url();
     let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or_default();
-    KeyText::new(&format_args!("{host}:{port}"))
+    crate::http::host_key(Some(url.scheme()), host, url.port())
 }
 
 #[async_trait::async_trait]

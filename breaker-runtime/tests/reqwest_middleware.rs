@@ -560,7 +560,9 @@ async fn a_request_reqwest_cannot_send_is_ignored() {
         error.is_builder(),
         "reqwest's own error, as it came: {error:?}"
     );
-    let member = family.get("127.0.0.1:21").expect("ftp's default port");
+    let member = family
+        .get("127.0.0.1")
+        .expect("keyed by host alone: ftp has no default port in http::host_key");
     let metrics = member.get_metrics();
     assert_eq!((metrics.ignored_calls, metrics.failed_calls), (1, 0));
     assert_eq!(member.state(), CircuitState::Closed);
@@ -862,4 +864,45 @@ async fn reqwest_retry_below_the_breaker_counts_once_per_request() {
         metrics.failures_by_type.error, 1,
         "one failure for three 500s"
     );
+}
+
+/// `per_host` names a host as `http::uri_host_key` does for the same URL
+/// (the tower layer's key), so one upstream spelled several ways is one
+/// breaker: two 502s, each spelled differently, open its circuit.
+#[tokio::test]
+async fn one_host_spelled_several_ways_is_one_breaker_named_as_the_tower_layer_names_it() {
+    let upstream = Upstream::start(Reply::Status(502)).await;
+    let port = upstream.address.port();
+    let hosts = Family::builder("spellings")
+        .config(config().failure_threshold(2).build().unwrap())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    // Both names reach the upstream, with no DNS.
+    let reqwest = reqwest::Client::builder()
+        .resolve("up.example", upstream.address)
+        .resolve("up.example.", upstream.address)
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest)
+        .with(BreakerMiddleware::per_host(hosts.clone()))
+        .build();
+    let spellings = [
+        format!("http://UP.example:{port}/a"),
+        format!("http://up.example.:{port}/b"),
+        format!("http://up.example:{port}/c"),
+    ];
+    for url in &spellings[..2] {
+        assert_eq!(status(&client, url).await, 502);
+    }
+    assert!(matches!(
+        refused(&client, &spellings[2]).await,
+        BreakerError::Open { .. }
+    ));
+    assert_eq!(upstream.hits(), 2);
+
+    let uri: axum::http::Uri = spellings[1].parse().unwrap();
+    let tower_key = breaker_runtime::http::uri_host_key(&uri).unwrap();
+    assert_eq!(tower_key.as_str(), format!("up.example:{port}"));
+    assert_eq!(hosts.keys(), [tower_key.as_str()]);
 }
