@@ -32,10 +32,19 @@
 //!   own (`reqwest::ClientBuilder::timeout`, or a connect timeout) is a
 //!   [`Timeout`](crate::FailureType::Timeout) failure; a refused or reset
 //!   connection ([`TransportFailure::Connect`]), and any other transport
-//!   error or an error from a middleware further down the chain
-//!   ([`TransportFailure::Other`]), an [`Error`](crate::FailureType::Error)
-//!   failure. A request reqwest could not build (a bad URL) is ignored: it
-//!   never left.
+//!   error ([`TransportFailure::Other`]), an
+//!   [`Error`](crate::FailureType::Error) failure. A request reqwest could
+//!   not build (a bad URL) is ignored: it never left.
+//! * An error from a middleware further down the chain is looked into
+//!   before it is judged: reqwest's error (or reqwest-middleware's) down
+//!   its source chain counts as above, as does an `io::Error` that timed
+//!   out (`Timeout`) or was refused (`Connect`); one that shows none of
+//!   them is [`TransportFailure::Other`]. So reqwest-retry below the
+//!   breaker, whose `RetryError::WithRetries` holds reqwest's error as its
+//!   source, keeps a client timeout a `Timeout`. Its
+//!   `RetryError::Error` (no retry was made) is `#[error(transparent)]`
+//!   and hides reqwest's error itself: a client timeout it wraps shows
+//!   only reqwest's private timeout type, and counts as `Other`.
 //! * The breaker's own `timeout_duration` cuts the request (until its
 //!   response's head arrives; the body is read later, by the caller, and is
 //!   not timed) and is a `Timeout` failure.
@@ -46,11 +55,87 @@
 //! # The breaker's own errors
 //!
 //! A request the breaker refuses (an open circuit, its local rate limit,
-//! a full family) or cuts at its deadline is answered with
-//! `reqwest_middleware::Error::Middleware`, wrapping a [`BreakerError`].
-//! [`breaker_error`] finds it, and its [`retry_after`](BreakerError::retry_after)
-//! says when to come back; by hand, it is
-//! `anyhow_error.downcast_ref::<BreakerError>()`.
+//! a full family), cuts at its deadline or scores too low is answered with
+//! `reqwest_middleware::Error::Middleware`, wrapping a [`BreakerError`]:
+//! the error displays as the `BreakerError`, and its source says the
+//! breaker answered. [`breaker_error`] finds it, also under another
+//! middleware's wrapper (reqwest-retry's `RetryError`), and its
+//! [`retry_after`](BreakerError::retry_after) says when to come back; by
+//! hand, unwrapped, it is `anyhow_error.downcast_ref::<BreakerError>()`.
+//!
+//! # With reqwest-retry
+//!
+//! Put the retries above the breaker (`.with(retry)` before
+//! `.with(BreakerMiddleware::..)`): each attempt is then one call through
+//! the breaker, so every failed attempt counts, and once the circuit opens
+//! the next attempt is refused at once. reqwest-retry's default strategy
+//! treats every middleware error as fatal, so a refusal ends the retries
+//! rather than sending more requests to a host known to be down, and the
+//! caller gets the refusal (wrapped in `RetryError`; [`breaker_error`]
+//! finds it).
+//!
+//! The breaker's own `timeout_duration` reaches reqwest-retry the same way,
+//! as a middleware error, fatal to its default strategy: not retried,
+//! unlike a timeout of reqwest's own. To retry it, give reqwest-retry a
+//! strategy that asks [`breaker_error`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use breaker_runtime::reqwest::{BreakerMiddleware, breaker_error};
+//! use breaker_runtime::{BreakerError, CircuitBreakerConfig, Family};
+//! use reqwest_retry::policies::ExponentialBackoff;
+//! use reqwest_retry::{RetryTransientMiddleware, Retryable, RetryableStrategy};
+//!
+//! /// reqwest-retry's default strategy, and the breaker's timeout retried.
+//! struct RetryBreakerTimeouts;
+//!
+//! impl RetryableStrategy for RetryBreakerTimeouts {
+//!     fn handle(&self, result: &reqwest_middleware::Result<reqwest::Response>) -> Option<Retryable> {
+//!         match result {
+//!             Err(error) if matches!(breaker_error(error), Some(BreakerError::Timeout { .. })) => {
+//!                 Some(Retryable::Transient)
+//!             }
+//!             Ok(response) => reqwest_retry::default_on_request_success(response),
+//!             Err(error) => reqwest_retry::default_on_request_failure(error),
+//!         }
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! # // A server that takes every connection and never answers.
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let server = listener.local_addr()?;
+//! # tokio::spawn(async move {
+//! #     let mut held = Vec::new();
+//! #     while let Ok((socket, _)) = listener.accept().await {
+//! #         held.push(socket);
+//! #     }
+//! # });
+//! let config = CircuitBreakerConfig::builder()
+//!     .timeout_duration(Duration::from_millis(50))
+//!     .build()?;
+//! let hosts = Family::new("retry-doc", config)?;
+//! let policy = ExponentialBackoff::builder()
+//!     .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
+//!     .build_with_max_retries(2);
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryTransientMiddleware::new_with_policy_and_strategy(policy, RetryBreakerTimeouts))
+//!     .with(BreakerMiddleware::per_host(hosts.clone()))
+//!     .build();
+//!
+//! let error = client.get(format!("http://{server}/")).send().await.unwrap_err();
+//! assert!(matches!(breaker_error(&error), Some(BreakerError::Timeout { .. })));
+//! let timeouts = hosts.get(&server).unwrap().get_metrics().failures_by_type.timeout;
+//! assert_eq!(timeouts, 3, "the request and two retries, each cut by the breaker");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Retries below the breaker instead put every attempt and every backoff
+//! wait into one breaker call: the breaker's `timeout_duration` cuts the
+//! whole sequence, three 500s in a row count as one failure, and an open
+//! circuit refuses the request before any attempt.
 
 use std::borrow::Cow;
 use std::{fmt, io};
@@ -485,7 +570,10 @@ impl Middleware for BreakerMiddleware {
 
 /// The [`BreakerError`] in a `reqwest_middleware` error, if the breaker
 /// answered the request: it was refused (open circuit, local rate limit,
-/// full family) or cut at the breaker's deadline. `None` for reqwest's own
+/// full family), cut at the breaker's deadline or scored too low. Found
+/// also where a middleware above the breaker wrapped it (reqwest-retry's
+/// `RetryError`, with or without retries; see the
+/// [module docs](self#with-reqwest-retry)). `None` for reqwest's own
 /// errors and other middlewares'.
 ///
 /// ```
