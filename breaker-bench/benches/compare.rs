@@ -437,6 +437,52 @@ fn async_timeout(c: &mut Criterion) {
     group.finish();
 }
 
+/// A trivial `service_fn`: the service every `tower_layer` case wraps.
+fn trivial_service() -> impl Service<u64, Response = u64, Error = (), Future: Send> + Clone + Send {
+    tower::service_fn(|x: u64| async move { work(x) })
+}
+
+/// Our layer around [`trivial_service`], with the default configuration.
+fn ours_tower() -> impl Service<u64, Response = u64, Error = OursTowerError> + Clone {
+    let breaker = breaker_runtime::CircuitBreaker::new("bench_tower", Default::default()).unwrap();
+    breaker_runtime::tower::CircuitBreakerLayer::new(breaker).layer(trivial_service())
+}
+
+type OursTowerError = breaker_runtime::tower::ServiceError<()>;
+
+/// tower-resilience's layer around [`trivial_service`], default config.
+fn their_tower() -> impl Service<u64, Response = u64, Error = CircuitBreakerError<()>> + Clone {
+    CircuitBreakerLayer::builder()
+        .build()
+        .expect("default tower-resilience config")
+        .layer(trivial_service())
+}
+
+/// One call through `service`, as a tower client makes it.
+async fn tower_call<S: Service<u64>>(service: &mut S) -> Result<S::Response, S::Error> {
+    ServiceExt::<u64>::ready(service).await?.call(1).await
+}
+
+fn tower_layer(c: &mut Criterion) {
+    let mut group = c.benchmark_group(groups::TOWER_LAYER);
+    let rt = current_thread_runtime();
+
+    let mut bare = trivial_service();
+    group.bench_function(ids::BARE, |b| {
+        b.iter_custom(|iters| async_loop(&rt, iters, async || tower_call(&mut bare).await))
+    });
+    // OURS: breaker_runtime::tower::CircuitBreakerLayer.
+    let mut ours = ours_tower();
+    group.bench_function(ids::OURS_DIRECT, |b| {
+        b.iter_custom(|iters| async_loop(&rt, iters, async || tower_call(&mut ours).await))
+    });
+    let mut theirs = their_tower();
+    group.bench_function(ids::TOWER_RESILIENCE, |b| {
+        b.iter_custom(|iters| async_loop(&rt, iters, async || tower_call(&mut theirs).await))
+    });
+    group.finish();
+}
+
 fn rate_limit(c: &mut Criterion) {
     let mut group = c.benchmark_group(groups::RATE_LIMIT);
 
@@ -528,6 +574,8 @@ fn paired_rounds() -> Vec<paired::Pairing> {
     let ours_limited = ours_rate_limited();
     let limiter = RateLimiter::direct(Quota::per_second(NonZeroU32::MAX));
     let keyed = ours_keyed();
+    let mut ours_layer = ours_tower();
+    let mut their_layer = their_tower();
     vec![
         paired::pair(
             groups::CLOSED_KEYED,
@@ -582,6 +630,12 @@ fn paired_rounds() -> Vec<paired::Pairing> {
             |n| sync_loop(n, || ours_limited.call(|| work(1))),
             |n| sync_loop(n, || limiter.check()),
         ),
+        paired::pair(
+            groups::TOWER_LAYER,
+            ids::TOWER_RESILIENCE,
+            |n| async_loop(&rt, n, async || tower_call(&mut ours_layer).await),
+            |n| async_loop(&rt, n, async || tower_call(&mut their_layer).await),
+        ),
     ]
 }
 
@@ -592,7 +646,8 @@ criterion_group!(
     open_reject,
     async_timeout,
     rate_limit,
-    scale
+    scale,
+    tower_layer
 );
 
 fn main() {

@@ -26,6 +26,9 @@ pub mod groups {
     /// Paired rounds only: a keyed family's member for an existing key
     /// against the same call through an unkeyed breaker.
     pub const CLOSED_KEYED: &str = "closed_1t, keyed";
+    /// A tower layer around a trivial `service_fn`, closed, driven with
+    /// `ready().await` and `call().await` on a current-thread runtime.
+    pub const TOWER_LAYER: &str = "tower_layer";
 }
 
 /// Benchmark ids (criterion's `function_id`).
@@ -265,6 +268,15 @@ pub const GROUPS: &[GroupSpec] = &[
         baseline: None,
         order: &[ids::STATUS_10K, ids::STATUS_10K_KEYED],
         note: "one `status()` snapshot of 10 000 registered breakers (target: under 10 ms = 10 000 000 ns)",
+    },
+    GroupSpec {
+        name: groups::TOWER_LAYER,
+        ours: ids::OURS_DIRECT,
+        baseline: Some(ids::BARE),
+        order: &[ids::BARE, ids::OURS_DIRECT, ids::TOWER_RESILIENCE],
+        note: "a trivial service_fn behind breaker_runtime::tower::CircuitBreakerLayer \
+               (ours_direct, default config: 30 s timeout armed) or tower-resilience's layer; \
+               current-thread tokio runtime, one block_on per sample",
     },
 ];
 

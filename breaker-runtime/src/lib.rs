@@ -87,6 +87,8 @@ mod events;
 mod exposition;
 mod fallback;
 mod family;
+#[cfg(feature = "http")]
+pub mod http;
 mod metrics;
 #[cfg(feature = "metrics")]
 pub mod metrics_facade;
@@ -96,11 +98,15 @@ mod pool;
 pub mod prometheus;
 mod rate_limit;
 mod registry;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 #[cfg(feature = "redis")]
 mod shared;
 mod state;
 mod sync;
 mod telemetry;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 #[doc(hidden)]
 pub mod __private;

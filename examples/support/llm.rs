@@ -4,6 +4,9 @@
 //! errors say what went wrong in terms a circuit breaker can act on:
 //! [`LlmError::kind`] separates "the service is unhealthy" from "slow down"
 //! from "our request was wrong", which must not count against the service.
+//! Statuses and transport errors are read by the runtime's shared
+//! classification ([`breaker_runtime::http`]), the rules the tower layer and
+//! the reqwest middleware use too.
 //!
 //! There is deliberately no request timeout: the caller (the breaker) owns the
 //! deadline and drops the future when it passes. Only connecting has a
@@ -11,10 +14,12 @@
 //! socket forever when nobody else is watching.
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
+use breaker_runtime::http::{HttpClassifier, TransportFailure};
+use breaker_runtime::{FailureType, Outcome};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
 /// The endpoint used when `OPENAI_BASE_URL` is not set.
@@ -115,17 +120,17 @@ pub enum LlmError {
         /// and readable.
         retry_after: Option<Duration>,
     },
-    /// HTTP 5xx: the service failed.
+    /// HTTP 5xx other than 504: the service failed.
     #[error("service failed with HTTP {status}")]
     Server {
-        /// The status code, 500 to 599.
+        /// The status code, 500 to 599 except 504.
         status: u16,
     },
-    /// HTTP 4xx other than 429: the service rejected our request (bad key,
-    /// unknown model, oversized prompt). Not the service's fault.
+    /// HTTP 4xx other than 408 and 429: the service rejected our request
+    /// (bad key, unknown model, oversized prompt). Not the service's fault.
     #[error("service rejected the request with HTTP {status}: {body}")]
     BadRequest {
-        /// The status code, 400 to 499 except 429.
+        /// The status code, 400 to 499 except 408 and 429.
         status: u16,
         /// The start of the response body, which usually says what was wrong.
         body: String,
@@ -134,7 +139,8 @@ pub enum LlmError {
     /// the whole response arrived.
     #[error("could not reach the service: {0}")]
     Connect(String),
-    /// The call ran out of time.
+    /// The call ran out of time: a transport timeout, or HTTP 408 or 504
+    /// (someone on the way gave up waiting).
     #[error("the service did not answer in time")]
     Timeout,
     /// The service answered, but not with a usable completion.
@@ -187,25 +193,8 @@ impl fmt::Display for RetryAfterSuffix {
 /// `max_retry_after`; capping here keeps the error message sane too.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
-/// Reads a `Retry-After` value: whole seconds (`"7"`) or an HTTP date
-/// (`"Wed, 21 Oct 2015 07:28:00 GMT"`), which is measured from `now`. A date
-/// already past means "retry now", [`Duration::ZERO`]. The wait is capped at
-/// [`MAX_RETRY_AFTER`], whatever the header says. Anything else (negative,
-/// fractional or non-numeric values, malformed dates) is `None`.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Digits only: a number too large for `u64` is still "very long".
-        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
-        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_RETRY_AFTER),
-    )
-}
+/// The shared default rules: 5xx, 408 and 429 count, other 4xx do not.
+static CLASSIFIER: LazyLock<HttpClassifier> = LazyLock::new(HttpClassifier::new);
 
 /// A chat-completions client. Cheap to clone: clones share one connection pool.
 #[derive(Debug, Clone)]
@@ -287,9 +276,9 @@ impl LlmClient {
             .await
             .map_err(transport_error)?;
         let status = response.status();
-        let retry_after = retry_after(response.headers());
+        let outcome = CLASSIFIER.classify_at(status, response.headers(), SystemTime::now());
         let body = response.bytes().await.map_err(transport_error)?;
-        match classify_status(status, retry_after, &body) {
+        match classify_status(status, outcome, &body) {
             Some(error) => Err(error),
             None => parse_completion(&body),
         }
@@ -324,36 +313,34 @@ struct ResponseMessage {
     content: Option<String>,
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    parse_retry_after(value, SystemTime::now())
+/// The `Retry-After` wait of `headers`, capped at [`MAX_RETRY_AFTER`].
+#[cfg(test)]
+fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    breaker_runtime::http::retry_after(headers, now).map(|wait| wait.min(MAX_RETRY_AFTER))
 }
 
-/// The error an HTTP status stands for, or `None` when the body should hold a
-/// completion.
-fn classify_status(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Option<LlmError> {
-    if status.is_success() {
-        None
-    } else if status == StatusCode::TOO_MANY_REQUESTS {
-        Some(LlmError::RateLimited { retry_after })
-    } else if status.is_server_error() {
-        Some(LlmError::Server {
+/// The error a response stands for, given how the shared classification
+/// counts it (`outcome`), or `None` when the body should hold a completion.
+fn classify_status(status: StatusCode, outcome: Outcome, body: &[u8]) -> Option<LlmError> {
+    match outcome {
+        Outcome::Success if status.is_success() => None,
+        // 1xx and 3xx: redirects are followed, so one that is left over is
+        // a broken service, not a completion.
+        Outcome::Success => Some(LlmError::Malformed(format!("unexpected HTTP {status}"))),
+        Outcome::DependencyRateLimited { retry_after } => Some(LlmError::RateLimited {
+            retry_after: retry_after.map(|wait| wait.min(MAX_RETRY_AFTER)),
+        }),
+        Outcome::Failure(FailureType::Timeout) => Some(LlmError::Timeout),
+        Outcome::Failure(_) => Some(LlmError::Server {
             status: status.as_u16(),
-        })
-    } else if status.is_client_error() {
-        let kept = &body[..body.len().min(MAX_ERROR_BODY_BYTES)];
-        Some(LlmError::BadRequest {
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(kept).into_owned(),
-        })
-    } else {
-        // 1xx and 3xx: redirects are followed, so one that is left over is a
-        // broken service, not a completion.
-        Some(LlmError::Malformed(format!("unexpected HTTP {status}")))
+        }),
+        Outcome::Ignored => {
+            let kept = &body[..body.len().min(MAX_ERROR_BODY_BYTES)];
+            Some(LlmError::BadRequest {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(kept).into_owned(),
+            })
+        }
     }
 }
 
@@ -373,12 +360,16 @@ fn parse_completion(body: &[u8]) -> Result<String, LlmError> {
 fn transport_error(error: reqwest::Error) -> LlmError {
     // A connect timeout means the service is unreachable, not slow, so
     // `is_connect` is asked first.
-    if error.is_connect() {
-        LlmError::Connect(error_chain(&error))
+    let failure = if error.is_connect() {
+        TransportFailure::Connect
     } else if error.is_timeout() {
-        LlmError::Timeout
+        TransportFailure::Timeout
     } else {
-        LlmError::Connect(error_chain(&error))
+        TransportFailure::Other
+    };
+    match CLASSIFIER.classify_transport(failure) {
+        Outcome::Failure(FailureType::Timeout) => LlmError::Timeout,
+        _ => LlmError::Connect(error_chain(&error)),
     }
 }
 
@@ -399,56 +390,55 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
+    fn at(value: &'static str) -> Option<Duration> {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
-        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static(value),
         );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-1", now), None);
+        retry_after(&headers, now)
     }
 
     #[test]
-    fn retry_after_is_capped_and_never_panics() {
-        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+    fn retry_after_is_read_by_the_runtime_and_capped_here() {
+        // The reading itself (seconds, dates, refusals) is tested in
+        // `breaker_runtime::http`; this client only caps the wait.
+        assert_eq!(at(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            at("Wed, 21 Oct 2015 07:28:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(at("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("soon"), None);
         let capped = Some(MAX_RETRY_AFTER);
-        // 30 years in seconds, more seconds than fit in a u64, a date in 9999.
-        assert_eq!(parse_retry_after("946080000", now), capped);
-        assert_eq!(parse_retry_after("99999999999999999999", now), capped);
+        assert_eq!(at("946080000"), capped);
+        assert_eq!(at("99999999999999999999"), capped);
+        assert_eq!(at("Fri, 31 Dec 9999 23:59:59 GMT"), capped);
+        assert_eq!(at("3600"), capped);
+        assert_eq!(at("3599"), Some(Duration::from_secs(3599)));
+    }
+
+    #[test]
+    fn statuses_map_through_the_shared_classification() {
+        let error = |code: u16| {
+            let status = StatusCode::from_u16(code).unwrap();
+            let outcome = CLASSIFIER.classify(status, &reqwest::header::HeaderMap::new());
+            classify_status(status, outcome, b"")
+        };
+        assert_eq!(error(200), None);
+        assert_eq!(error(503), Some(LlmError::Server { status: 503 }));
+        assert_eq!(error(504), Some(LlmError::Timeout));
+        assert_eq!(error(408), Some(LlmError::Timeout));
         assert_eq!(
-            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
-            capped
+            error(429),
+            Some(LlmError::RateLimited { retry_after: None })
         );
-        assert_eq!(parse_retry_after("3600", now), capped);
-        assert_eq!(
-            parse_retry_after("3599", now),
-            Some(Duration::from_secs(3599))
-        );
-        for refused in [
-            "-99999999999999999999",
-            "+7",
-            "1.5",
-            "7s",
-            "",
-            " ",
-            "NaN",
-            "inf",
-        ] {
-            assert_eq!(parse_retry_after(refused, now), None, "{refused:?}");
-        }
-        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
-        // The earliest date the format can hold is a past date: retry now.
-        assert_eq!(
-            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
+        assert!(matches!(
+            error(404),
+            Some(LlmError::BadRequest { status: 404, .. })
+        ));
+        assert!(matches!(error(302), Some(LlmError::Malformed(_))));
     }
 
     #[test]
@@ -474,7 +464,7 @@ mod tests {
     fn bad_request_body_is_truncated() {
         let body = vec![b'x'; MAX_ERROR_BODY_BYTES * 2];
         let Some(LlmError::BadRequest { status, body }) =
-            classify_status(StatusCode::UNAUTHORIZED, None, &body)
+            classify_status(StatusCode::UNAUTHORIZED, Outcome::Ignored, &body)
         else {
             panic!("401 is a bad request");
         };
