@@ -1212,3 +1212,56 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         "a non-string panic payload"
     }
 }
+
+/// What the tower layer needs to fail fast in `poll_ready`: a look at the
+/// state that counts nothing, and a refusal decided before the call.
+#[cfg(feature = "tower")]
+impl CircuitBreaker {
+    /// The refusal every call would get now, whatever it is: forced open,
+    /// or open with its period not yet over. `None` while a call could be
+    /// admitted (closed, half-open, or open and due for a probe). Counts
+    /// nothing.
+    #[inline]
+    pub(crate) fn refusal_now(&self) -> Option<FallbackReason> {
+        match self.inner.core.state() {
+            crate::DetailedState::ForcedOpen => Some(FallbackReason::ForcedOpen),
+            crate::DetailedState::Open => self
+                .inner
+                .core
+                .open_wait()
+                .map(|retry_after| FallbackReason::Open { retry_after }),
+            _ => None,
+        }
+    }
+
+    /// Refuses a call for `reason` (found by [`refusal_now`]), counted and
+    /// reported as a rejection of an open circuit, and served by `options`'
+    /// fallback as [`call_async_with`](Self::call_async_with) would serve it.
+    ///
+    /// [`refusal_now`]: Self::refusal_now
+    #[cold]
+    pub(crate) async fn refuse_async_with<T, E, Fb, Q, C>(
+        &self,
+        options: &CallOptions<Fb, Q, C>,
+        reason: FallbackReason,
+    ) -> Result<T, CallError<E>>
+    where
+        Fb: AsyncFallbackFor<T, E>,
+    {
+        self.count(Count::RejectedOpen);
+        events::emit(self.name(), EventKind::Rejected { reason });
+        let fallback = panic::catch_unwind(AssertUnwindSafe(|| {
+            with_reason(reason, || {
+                AsyncFallbackFor::serve(&options.fallback, &reason)
+            })
+        }));
+        match fallback {
+            Ok(None) => Err(CallError::from(self.reason_error(reason))),
+            Ok(Some(fallback)) => {
+                let served = catch_unwind_future(reason, fallback).await;
+                self.settle_fallback(reason, served)
+            }
+            Err(payload) => self.settle_fallback(reason, Err(payload)),
+        }
+    }
+}

@@ -14,6 +14,20 @@
 //! | a transport timeout | [`Failure(Timeout)`](FailureType::Timeout) |
 //! | a connection (or other transport) error | [`Failure(Error)`](FailureType::Error) |
 //!
+//! These are **client-side** rules: they judge the service a client
+//! called by what it answered. On a **server** (the tower layer around an
+//! axum router) a 408 or a 429 is the server's verdict on one client (too
+//! slow to send its request, over its own quota), not a sign of the
+//! server's health: counted, one abusive client's `429 Retry-After: 600`
+//! would open the circuit for ten minutes and every other client would be
+//! refused. There use [`HttpClassifier::server`] (only 5xx fail, every 4xx
+//! is ignored, as tower-http's `ServerErrorsAsFailures`) and
+//! [`GrpcClassifier::server`].
+//!
+//! An error of the service instead of a response is a transport failure
+//! of the kind [`transport_failure`] finds in its source chain (tower's
+//! `Elapsed` and an `io::Error` of kind `TimedOut` are timeouts).
+//!
 //! 408 and 504 are timeouts rather than errors because that is what they
 //! report: someone on the way gave up waiting. Both count against the
 //! circuit like any failure; the type only decides which bucket of
@@ -52,7 +66,10 @@
 //! );
 //! ```
 
+use std::any::Any;
+use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
+use std::io;
 use std::ops::RangeInclusive;
 use std::time::{Duration, SystemTime};
 
@@ -270,6 +287,12 @@ pub struct StatusRangeError {
     pub end: u16,
 }
 
+const SERVER_RULES: [(RangeInclusive<u16>, Verdict); 3] = [
+    (400..=499, Verdict::Ignored),
+    (500..=599, Verdict::Failure(FailureType::Error)),
+    (504..=504, Verdict::Failure(FailureType::Timeout)),
+];
+
 const DEFAULT_RULES: [(RangeInclusive<u16>, Verdict); 5] = [
     (400..=499, Verdict::Ignored),
     (408..=408, Verdict::Failure(FailureType::Timeout)),
@@ -350,6 +373,37 @@ impl HttpClassifier {
     /// ```
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The rules for a **server**'s own responses (the tower layer around
+    /// an axum router): 5xx fail (504 as a timeout), every 4xx is ignored,
+    /// 408 and 429 included, since on a server they judge one client, not
+    /// the server; everything else succeeds. Errors of the service count
+    /// as [`new`](Self::new)'s do. See the [module docs](self).
+    ///
+    /// ```
+    /// use breaker_runtime::http::HttpClassifier;
+    /// use breaker_runtime::{FailureType, Outcome};
+    /// use http::{HeaderMap, StatusCode};
+    ///
+    /// let server = HttpClassifier::server();
+    /// let headers = HeaderMap::new();
+    /// assert_eq!(server.classify(StatusCode::TOO_MANY_REQUESTS, &headers), Outcome::Ignored);
+    /// assert_eq!(server.classify(StatusCode::REQUEST_TIMEOUT, &headers), Outcome::Ignored);
+    /// assert_eq!(
+    ///     server.classify(StatusCode::INTERNAL_SERVER_ERROR, &headers),
+    ///     Outcome::Failure(FailureType::Error)
+    /// );
+    /// assert_eq!(
+    ///     server.classify(StatusCode::GATEWAY_TIMEOUT, &headers),
+    ///     Outcome::Failure(FailureType::Timeout)
+    /// );
+    /// ```
+    pub fn server() -> Self {
+        Self {
+            rules: SERVER_RULES.to_vec(),
+            ..Self::default()
+        }
     }
 
     /// A builder that starts from the default rules.
@@ -797,6 +851,29 @@ impl GrpcClassifier {
         Self::default()
     }
 
+    /// The verdicts for a **server**'s own responses: as [`new`](Self::new)
+    /// but `RESOURCE_EXHAUSTED` (a quota of one client's) and
+    /// `DEADLINE_EXCEEDED` (the deadline one client chose ran out) are
+    /// ignored: on a server they judge one client, not the server. A
+    /// handler too slow for everyone is cut, and counted, by the breaker's
+    /// own `timeout_duration`.
+    ///
+    /// ```
+    /// use breaker_runtime::http::{GrpcClassifier, GrpcCode, Verdict};
+    /// use breaker_runtime::FailureType;
+    ///
+    /// let server = GrpcClassifier::server();
+    /// assert_eq!(server.verdict(GrpcCode::ResourceExhausted), Verdict::Ignored);
+    /// assert_eq!(server.verdict(GrpcCode::DeadlineExceeded), Verdict::Ignored);
+    /// assert_eq!(server.verdict(GrpcCode::Unavailable), Verdict::Failure(FailureType::Error));
+    /// ```
+    pub fn server() -> Self {
+        Self::builder()
+            .code(GrpcCode::ResourceExhausted, Verdict::Ignored)
+            .code(GrpcCode::DeadlineExceeded, Verdict::Ignored)
+            .build()
+    }
+
     /// A builder that starts from the default verdicts.
     ///
     /// ```
@@ -929,24 +1006,117 @@ impl GrpcClassifierBuilder {
     }
 }
 
+/// Which [`TransportFailure`] an error is, by its source chain: tower's
+/// `Elapsed` (with the feature `tower`), tokio's `Elapsed` (with `tokio`)
+/// or an [`io::Error`] of kind `TimedOut` anywhere in it is a
+/// [`Timeout`](TransportFailure::Timeout); an `io::Error` of kind
+/// `ConnectionRefused` or `AddrNotAvailable` is
+/// [`Connect`](TransportFailure::Connect); anything else is
+/// [`Other`](TransportFailure::Other). For a classifier of your own
+/// service's error type; the classifiers' [`Classify`] impls use it.
+///
+/// ```
+/// use std::io;
+/// use breaker_runtime::http::{transport_failure, TransportFailure};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("upstream call failed")]
+/// struct Upstream(#[source] io::Error);
+///
+/// let timed_out = Upstream(io::Error::new(io::ErrorKind::TimedOut, "read"));
+/// assert_eq!(transport_failure(&timed_out), TransportFailure::Timeout);
+/// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+/// assert_eq!(transport_failure(&refused), TransportFailure::Connect);
+/// let other = io::Error::from(io::ErrorKind::InvalidData);
+/// assert_eq!(transport_failure(&other), TransportFailure::Other);
+/// ```
+pub fn transport_failure(error: &(dyn StdError + 'static)) -> TransportFailure {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(kind) = one_transport_failure(error) {
+            return kind;
+        }
+        next = error.source();
+    }
+    TransportFailure::Other
+}
+
+fn one_transport_failure(error: &(dyn StdError + 'static)) -> Option<TransportFailure> {
+    #[cfg(feature = "tower")]
+    if error.is::<::tower::timeout::error::Elapsed>() {
+        return Some(TransportFailure::Timeout);
+    }
+    #[cfg(feature = "tokio")]
+    if error.is::<tokio::time::error::Elapsed>() {
+        return Some(TransportFailure::Timeout);
+    }
+    match error.downcast_ref::<io::Error>()?.kind() {
+        io::ErrorKind::TimedOut => Some(TransportFailure::Timeout),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable => {
+            Some(TransportFailure::Connect)
+        }
+        _ => None,
+    }
+}
+
+/// [`transport_failure`] of a service's error of a type only known as
+/// `E`: tower's `BoxError` (and the other boxed `dyn Error`s) and
+/// `io::Error` are looked into; any other type is
+/// [`Other`](TransportFailure::Other).
+fn transport_failure_of<E: 'static>(error: &E) -> TransportFailure {
+    let error: &dyn Any = error;
+    if let Some(error) = error.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
+        return transport_failure(&**error);
+    }
+    if let Some(error) = error.downcast_ref::<Box<dyn StdError + Send>>() {
+        return transport_failure(&**error);
+    }
+    if let Some(error) = error.downcast_ref::<Box<dyn StdError>>() {
+        return transport_failure(&**error);
+    }
+    if let Some(error) = error.downcast_ref::<io::Error>() {
+        return transport_failure(error);
+    }
+    #[cfg(feature = "tower")]
+    if error.is::<::tower::timeout::error::Elapsed>() {
+        return TransportFailure::Timeout;
+    }
+    TransportFailure::Other
+}
+
 /// Classifies an HTTP service's result: a response by its status, an
-/// error of the service as a transport failure of kind `Other`.
-impl<B, E> Classify<http::Response<B>, E> for HttpClassifier {
+/// error of the service as the transport failure [`transport_failure`]
+/// finds in it (for `tower::BoxError`, other boxed errors and
+/// `io::Error`; an error of another type is `Other`: classify it with a
+/// closure calling [`transport_failure`]).
+impl<B, E: 'static> Classify<http::Response<B>, E> for HttpClassifier {
     fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
         match result {
             Ok(response) => self.classify_response(response),
-            Err(_) => self.classify_transport(TransportFailure::Other),
+            Err(error) => self.classify_transport(transport_failure_of(error)),
         }
     }
 }
 
 /// Classifies a gRPC service's result: a response by its `grpc-status`,
-/// an error of the service as a failure.
-impl<B, E> Classify<http::Response<B>, E> for GrpcClassifier {
+/// an error of the service as a failure: a
+/// [`Timeout`](FailureType::Timeout) when [`transport_failure`] finds a
+/// timeout in it (as for [`HttpClassifier`]), else an
+/// [`Error`](FailureType::Error).
+///
+/// A status sent only in trailers (after a streamed body) is not seen
+/// here: the response is classified when its headers arrive, before the
+/// body is read, and a `200` without `grpc-status` in its headers counts
+/// as a success. [`GrpcClassifier::classify_trailers`] reads trailers for
+/// a caller that has them.
+impl<B, E: 'static> Classify<http::Response<B>, E> for GrpcClassifier {
     fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
         match result {
             Ok(response) => self.classify_response(response),
-            Err(_) => Outcome::Failure(FailureType::Error),
+            Err(error) => match transport_failure_of(error) {
+                TransportFailure::Timeout => Outcome::Failure(FailureType::Timeout),
+                _ => Outcome::Failure(FailureType::Error),
+            },
         }
     }
 }

@@ -5,7 +5,8 @@
 //! [`CircuitBreakerLayer::new`] takes a [`CircuitBreaker`];
 //! [`CircuitBreakerLayer::keyed`] takes a [`Family`] and a function that
 //! names each request's key (for a client, [`authority`]: one breaker per
-//! upstream host). Every call goes through the breaker's async call path,
+//! upstream host; on a server, keys must come from a bounded set the server
+//! controls, never from what a client wrote: see [`authority`]). Every call goes through the breaker's async call path,
 //! [`CircuitBreaker::call_async_with`], with the layer's [`CallOptions`]: the
 //! breaker's own `timeout_duration` cuts a hung call, its rate limit and
 //! quality threshold apply, and a fallback or classifier set on the layer is
@@ -15,14 +16,31 @@
 //!   is a failure and every `Ok` a success, as for
 //!   [`call`](CircuitBreaker::call). For services answering
 //!   [`http::Response`]s, [`classify`](CircuitBreakerLayer::classify) with
-//!   an [`HttpClassifier`](crate::http::HttpClassifier) (5xx, 408 and 429
-//!   count, other 4xx do not) or a
-//!   [`GrpcClassifier`](crate::http::GrpcClassifier).
-//! * **Readiness.** `poll_ready` is the inner service's. A refused call is
-//!   reported from `call`, as [`ServiceError::Breaker`], never from
-//!   `poll_ready`: a `tower::buffer::Buffer` above the layer treats an
-//!   error from `poll_ready` as the end of its service and fails every later
-//!   call, while a refusal from `call` fails only that request.
+//!   an [`HttpClassifier`](crate::http::HttpClassifier) or a
+//!   [`GrpcClassifier`](crate::http::GrpcClassifier). Their default rules
+//!   are a **client**'s (5xx, 408 and 429 count, other 4xx do not); on a
+//!   **server** use [`HttpClassifier::server`](crate::http::HttpClassifier::server)
+//!   (only 5xx count) and [`GrpcClassifier::server`](crate::http::GrpcClassifier::server):
+//!   a 429 or 408 a server gives one client says nothing of its health,
+//!   and counted it would shut the server for every client. An `Err` of the
+//!   inner service counts as the transport failure
+//!   [`http::transport_failure`](crate::http::transport_failure) finds in
+//!   it: tower's `Elapsed` from a `Timeout` below is a timeout. A gRPC
+//!   status sent only in trailers, after a streamed body, is not seen: the
+//!   layer classifies the response when its headers arrive.
+//! * **Readiness.** While the breaker of [`CircuitBreakerLayer::new`]
+//!   refuses every call (open, or forced open), `poll_ready` is ready at
+//!   once without asking the inner service, and the `call` that follows is
+//!   refused without reaching it (even if the circuit moved in between):
+//!   an open circuit fails fast although a `ConcurrencyLimit` below it is
+//!   taken by hung calls. Otherwise `poll_ready` is the inner service's. A
+//!   keyed layer cannot know the breaker before it sees the request, so its
+//!   `poll_ready` is always the inner service's; its refusals come from
+//!   `call`. A refused call is reported from `call`, as
+//!   [`ServiceError::Breaker`], never from `poll_ready`: a
+//!   `tower::buffer::Buffer` above the layer treats an error from
+//!   `poll_ready` as the end of its service and fails every later call,
+//!   while a refusal from `call` fails only that request.
 //! * **Rejections as responses.** For HTTP servers,
 //!   [`respond_to_rejections`](CircuitBreakerLayer::respond_to_rejections)
 //!   answers a refusal itself, so the stack's error stays the inner
@@ -90,7 +108,7 @@ use crate::breaker::CircuitBreaker;
 use crate::call::{
     AsyncFallbackFor, CallOptions, Classify, DefaultClassifier, NoFallback, NoQuality, QualityFor,
 };
-use crate::error::{BreakerError, BreakerFailure, CallError, FallbackError};
+use crate::error::{BreakerError, BreakerFailure, CallError, FallbackError, FallbackReason};
 use crate::family::{Family, KeyText};
 
 /// Which breaker guards a request: [`One`] breaker for every request, or
@@ -108,7 +126,7 @@ use crate::family::{Family, KeyText};
 /// let hosts = Family::new("tower-select-doc", CircuitBreakerConfig::default())?;
 /// let request = http::Request::get("http://a.example/").body(()).unwrap();
 /// let keyed = breaker_runtime::tower::Keyed::new(hosts, authority::<()>);
-/// assert_eq!(guards(&keyed, &request), "tower-select-doc[a.example]");
+/// assert_eq!(guards(&keyed, &request), "tower-select-doc[a.example:80]");
 /// # Ok::<(), breaker_runtime::ConfigError>(())
 /// ```
 pub trait SelectBreaker<Req>: Send + Sync + 'static {
@@ -124,6 +142,29 @@ pub trait SelectBreaker<Req>: Send + Sync + 'static {
 
     /// The breaker `selected` stands for.
     fn breaker<'a>(&'a self, selected: &'a Self::Selected) -> &'a CircuitBreaker;
+
+    /// The refusal every request would get now, known before the request
+    /// is seen, for `poll_ready` to fail fast on: [`One`]'s breaker while
+    /// it is open (or forced open). `None` (the default) when a request
+    /// could be admitted, or when which breaker guards it depends on the
+    /// request ([`Keyed`]). Counts nothing.
+    ///
+    /// ```
+    /// use breaker_runtime::tower::{One, SelectBreaker};
+    /// use breaker_runtime::{CircuitBreaker, CircuitBreakerConfig, FallbackReason};
+    ///
+    /// let breaker = CircuitBreaker::new("tower-refusing-doc", CircuitBreakerConfig::default())?;
+    /// let one = One::new(breaker.clone());
+    /// assert_eq!(SelectBreaker::<()>::refusing(&one), None);
+    /// breaker.force_open();
+    /// assert_eq!(SelectBreaker::<()>::refusing(&one), Some(FallbackReason::ForcedOpen));
+    /// assert_eq!(breaker.get_metrics().rejected_calls, 0, "a look counts nothing");
+    /// # Ok::<(), breaker_runtime::ConfigError>(())
+    /// ```
+    #[inline]
+    fn refusing(&self) -> Option<FallbackReason> {
+        None
+    }
 }
 
 /// One breaker for every request: [`CircuitBreakerLayer::new`].
@@ -159,10 +200,20 @@ impl<Req> SelectBreaker<Req> for One {
     fn breaker<'a>(&'a self, _selected: &'a ()) -> &'a CircuitBreaker {
         &self.0
     }
+
+    #[inline]
+    fn refusing(&self) -> Option<FallbackReason> {
+        self.0.refusal_now()
+    }
 }
 
 /// A family's member per key: [`CircuitBreakerLayer::keyed`]. See
 /// [`SelectBreaker`] for an example.
+///
+/// The key function returns a [`KeyText`], or an `Option<KeyText>` whose
+/// `None` says the request has no key (a server request without a known
+/// host, say): such requests all pass through one member, the family's
+/// member for [`NO_KEY`], named `family[(none)]` in metrics.
 #[derive(Clone)]
 pub struct Keyed<F> {
     family: Family,
@@ -184,15 +235,19 @@ impl<F> fmt::Debug for Keyed<F> {
     }
 }
 
-impl<Req, F> SelectBreaker<Req> for Keyed<F>
+impl<Req, F, K> SelectBreaker<Req> for Keyed<F>
 where
-    F: Fn(&Req) -> KeyText + Send + Sync + 'static,
+    F: Fn(&Req) -> K + Send + Sync + 'static,
+    K: Into<Option<KeyText>>,
 {
     type Selected = CircuitBreaker;
 
     #[inline]
     fn select(&self, request: &Req) -> Result<CircuitBreaker, BreakerError> {
-        self.family.breaker_text(&(self.key)(request))
+        match (self.key)(request).into() {
+            Some(key) => self.family.breaker_text(&key),
+            None => self.family.breaker_text(&KeyText::from_text(NO_KEY)),
+        }
     }
 
     #[inline]
@@ -201,28 +256,53 @@ where
     }
 }
 
-/// The key [`CircuitBreakerLayer::keyed`] needs to give each upstream host
-/// its own breaker: the request URI's authority (`host:port`, as a client
-/// sends it), else its `Host` header (as a server receives it), else empty.
+/// The key of requests a [`Keyed`] layer's key function found none for:
+/// they share the family's member `family[(none)]`.
+///
+/// ```
+/// assert_eq!(breaker_runtime::tower::NO_KEY, "(none)");
+/// ```
+pub const NO_KEY: &str = "(none)";
+
+/// The key [`CircuitBreakerLayer::keyed`] needs on a **client** to give each
+/// upstream host its own breaker: the request URI's host and port,
+/// normalised by [`http::host_key`](crate::http::host_key) (the host
+/// lowercased, the scheme's default port written out), so
+/// `http://API.example/` and `http://api.example:80/` are one breaker,
+/// named as the reqwest middleware names it.
+///
+/// A URI without an authority (what a **server** receives: `/path`) has
+/// no key: `None`, so the request goes through the family's [`NO_KEY`]
+/// member. The `Host` header is not read: a client writes it, and keys
+/// made up by clients would fill the family (up to `max_keys`, then
+/// refusing real hosts) and the metrics with their names. A server that
+/// wants a breaker per virtual host keys by a function of its own that
+/// maps the hosts it serves, a bounded set it controls, to keys and
+/// anything else to `None`:
 ///
 /// ```
 /// use breaker_runtime::tower::authority;
+/// use breaker_runtime::KeyText;
 ///
-/// let client = http::Request::get("http://api.example:8080/v1/x").body(()).unwrap();
-/// assert_eq!(authority(&client).as_str(), "api.example:8080");
+/// let client = http::Request::get("http://API.example/v1/x").body(()).unwrap();
+/// assert_eq!(authority(&client).unwrap().as_str(), "api.example:80");
 /// let server = http::Request::get("/v1/x").header("host", "api.example").body(()).unwrap();
-/// assert_eq!(authority(&server).as_str(), "api.example");
+/// assert!(authority(&server).is_none(), "a Host header is the client's word");
+///
+/// // A server's own key: the tenants it knows, and no others.
+/// fn tenant<B>(request: &http::Request<B>) -> Option<KeyText> {
+///     let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
+///     ["a.example", "b.example"]
+///         .into_iter()
+///         .find(|known| host.eq_ignore_ascii_case(known))
+///         .map(KeyText::from_text)
+/// }
+/// assert!(tenant(&server).is_none());
+/// let known = http::Request::get("/").header("host", "A.example").body(()).unwrap();
+/// assert_eq!(tenant(&known).unwrap().as_str(), "a.example");
 /// ```
-pub fn authority<B>(request: &http::Request<B>) -> KeyText {
-    if let Some(authority) = request.uri().authority() {
-        return KeyText::from_text(authority.as_str());
-    }
-    let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    KeyText::from_text(host)
+pub fn authority<B>(request: &http::Request<B>) -> Option<KeyText> {
+    crate::http::uri_host_key(request.uri())
 }
 
 /// How refusals reach the caller: as [`ServiceError`]s ([`AsError`], the
@@ -691,7 +771,11 @@ impl<Sel, O> CircuitBreakerLayer<Sel, O, AsError> {
     /// Answers a refusal with an HTTP response instead of an error (see
     /// [`ServiceError::to_response`]): 503 with `Retry-After` while the
     /// circuit is open. The service's error becomes the inner service's,
-    /// so an axum `Router` takes the layer as it is:
+    /// so an axum `Router` takes the layer as it is. A server classifies
+    /// its own responses with
+    /// [`HttpClassifier::server`](crate::http::HttpClassifier::server): only
+    /// 5xx count, not the 429s and 408s it gives single clients (the
+    /// default rules are a client's):
     ///
     /// ```
     /// use axum::{Router, routing::get};
@@ -704,7 +788,7 @@ impl<Sel, O> CircuitBreakerLayer<Sel, O, AsError> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let breaker = CircuitBreaker::new("tower-axum-doc", CircuitBreakerConfig::default())?;
     /// let layer = CircuitBreakerLayer::new(breaker.clone())
-    ///     .classify(HttpClassifier::new())
+    ///     .classify(HttpClassifier::server())
     ///     .respond_to_rejections();
     /// let app = Router::new().route("/", get(|| async { "hello" })).layer(layer);
     /// let get = || http::Request::get("/").body(axum::body::Body::empty()).unwrap();
@@ -736,6 +820,7 @@ impl<S, Sel: Clone, O: Clone, R> Layer<S> for CircuitBreakerLayer<Sel, O, R> {
                 selector: self.selector.clone(),
                 options: self.options.clone(),
             }),
+            refusal: None,
             rejections: PhantomData,
         }
     }
@@ -757,14 +842,19 @@ pub struct CircuitBreakerService<
 > {
     inner: S,
     shared: Arc<Shared<Sel, O>>,
+    /// The refusal `poll_ready` found, for `call` to answer with: set when
+    /// it said ready without asking the inner service.
+    refusal: Option<FallbackReason>,
     rejections: PhantomData<fn() -> R>,
 }
 
 impl<S: Clone, Sel, O, R> Clone for CircuitBreakerService<S, Sel, O, R> {
     fn clone(&self) -> Self {
+        // A clone has not been driven ready: no refusal carries over.
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
+            refusal: None,
             rejections: PhantomData,
         }
     }
@@ -831,10 +921,23 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A circuit that refuses every call says so at once, in `call`:
+        // neither waiting for the inner service's readiness nor reporting
+        // an error here (which would end a `Buffer` above).
+        if let Some(reason) = self.shared.selector.refusing() {
+            self.refusal = Some(reason);
+            return Poll::Ready(Ok(()));
+        }
+        self.refusal = None;
         self.inner.poll_ready(cx).map_err(R::not_ready)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        if let Some(reason) = self.refusal.take() {
+            // Ready only by the breaker's word: the inner service was not
+            // driven ready, so it is not called, whatever the state now.
+            return self.refuse(request, reason);
+        }
         // The instance that was driven ready makes the call; a clone takes
         // its place for the next `poll_ready`.
         let fresh = self.inner.clone();
@@ -851,6 +954,44 @@ where
             // a refused request never reaches the inner service.
             let call = async move { ready.call(request).await };
             match breaker.call_async_with(&shared.options, call).await {
+                Ok(response) => Ok(response),
+                Err(error) => R::answer(error.into()),
+            }
+        })
+    }
+}
+
+impl<S, Sel, Fb, Q, C, R> CircuitBreakerService<S, Sel, CallOptions<Fb, Q, C>, R> {
+    /// Answers a call `poll_ready` found refused, through the breaker's
+    /// fallback, without the inner service.
+    #[cold]
+    #[inline(never)]
+    fn refuse<Req>(
+        &self,
+        request: Req,
+        reason: FallbackReason,
+    ) -> ResponseFuture<S::Response, R::Error>
+    where
+        S: Service<Req>,
+        S::Response: Send + 'static,
+        S::Error: Send + 'static,
+        Sel: SelectBreaker<Req>,
+        Fb: AsyncFallbackFor<S::Response, S::Error> + Send + Sync + 'static,
+        Fb::Future: Send,
+        Q: Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        R: Rejections<S::Response, S::Error>,
+    {
+        let shared = Arc::clone(&self.shared);
+        let selected = shared.selector.select(&request);
+        drop(request);
+        Box::pin(async move {
+            let selected = match selected {
+                Ok(selected) => selected,
+                Err(refused) => return R::answer(ServiceError::Breaker(refused)),
+            };
+            let breaker = shared.selector.breaker(&selected);
+            match breaker.refuse_async_with(&shared.options, reason).await {
                 Ok(response) => Ok(response),
                 Err(error) => R::answer(error.into()),
             }

@@ -213,3 +213,102 @@ async fn grpc_status_codes_count_through_the_layer() {
     let refused = service.oneshot("0").await.unwrap_err();
     assert!(refused.is_rejection());
 }
+
+/// Finding 2 of the review of issue 13, beyond the review's own test: the
+/// refusal `poll_ready` found is the one `call` gives, even once the
+/// circuit has closed in between (the inner service was never driven
+/// ready, so it must not be called); it is counted as a rejection and goes
+/// through the layer's fallback; and `Buffer` above keeps working, its
+/// callers refused at once while `ConcurrencyLimit` below is taken.
+#[tokio::test]
+async fn an_open_circuit_is_ready_at_once_and_call_keeps_its_refusal() {
+    use std::task::{Context, Poll, Waker};
+    use tower::Service;
+
+    let breaker = CircuitBreaker::builder("tower-fail-fast")
+        .config(CircuitBreakerConfig::default())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&calls);
+    let inner = tower::service_fn(move |hang: bool| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok::<u64, BoxError>(1)
+        }
+    });
+    let limited = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(breaker.clone()))
+        .layer(ConcurrencyLimitLayer::new(1))
+        .service(inner);
+    let mut first = limited.clone();
+    first.ready().await.unwrap();
+    let hung = tokio::spawn(first.call(true));
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+
+    // Ready by the breaker's word; the circuit closes before the call.
+    breaker.force_open();
+    let mut second = limited.clone();
+    let ready = second.poll_ready(&mut Context::from_waker(Waker::noop()));
+    assert!(matches!(ready, Poll::Ready(Ok(()))), "{ready:?}");
+    breaker.reset();
+    let refused = second.call(false).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ServiceError::Breaker(BreakerError::ForcedOpen { .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "only the hung call ran");
+    assert_eq!(breaker.get_metrics().rejected_calls, 1);
+    // Closed again: poll_ready is the inner service's, taken by the hung call.
+    let mut third = limited.clone();
+    let waiting = third.poll_ready(&mut Context::from_waker(Waker::noop()));
+    assert!(waiting.is_pending(), "{waiting:?}");
+    // Its queued wait for the permit would take the permit once freed.
+    drop(third);
+
+    // The layer's fallback answers such a refusal too.
+    breaker.force_open();
+    let served = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new(breaker.clone())
+                .fallback(|_: &breaker_runtime::FallbackReason| Some(Ok(7))),
+        )
+        .layer(ConcurrencyLimitLayer::new(1))
+        .service(tower::service_fn(|_: bool| async {
+            std::future::pending::<()>().await;
+            Ok::<u64, BoxError>(0)
+        }));
+    assert_eq!(served.oneshot(false).await.unwrap(), 7);
+    assert_eq!(breaker.get_metrics().fallback_calls, 1);
+
+    // Under Buffer: refused at once while the limit is taken, and the
+    // buffer lives on once the circuit closes and the limit frees.
+    let buffered = ServiceBuilder::new()
+        .layer(BufferLayer::new(4))
+        .map_err(|error: ServiceError<BoxError>| error.into_box_error())
+        .service(limited.clone());
+    for _ in 0..3 {
+        let refused =
+            tokio::time::timeout(Duration::from_secs(10), buffered.clone().oneshot(false))
+                .await
+                .expect("an open circuit answers without waiting for the limit")
+                .unwrap_err();
+        assert!(
+            refused.downcast_ref::<BreakerError>().is_some(),
+            "{refused}"
+        );
+    }
+    hung.abort();
+    let _ = hung.await;
+    breaker.reset();
+    assert_eq!(buffered.oneshot(false).await.unwrap(), 1);
+}
