@@ -108,6 +108,7 @@ use crate::breaker::CircuitBreaker;
 use crate::call::{
     AsyncFallbackFor, CallOptions, Classify, DefaultClassifier, NoFallback, NoQuality, QualityFor,
 };
+use crate::config::{CircuitBreakerConfig, ConfigError};
 use crate::error::{BreakerError, BreakerFailure, CallError, FallbackError, FallbackReason};
 use crate::family::{Family, KeyText};
 
@@ -635,6 +636,115 @@ impl CircuitBreakerLayer {
             options: CallOptions::new(),
             rejections: PhantomData,
         }
+    }
+}
+
+impl CircuitBreakerLayer {
+    /// A layer whose breaker is made from options set on the layer: the
+    /// timeout, rate limit and quality threshold (and any other config
+    /// field), validated when the layer is built. The breaker is
+    /// [`registry()`](crate::registry)'s `name`, so run-time overrides
+    /// (`BREAKER_<NAME>__<FIELD>`, `BREAKER_CONFIG`) apply to it, and
+    /// `status()` and the dashboard list it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_runtime::tower::CircuitBreakerLayer;
+    /// use breaker_runtime::{ConfigError, FallbackReason};
+    /// use tower::{Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = CircuitBreakerLayer::builder("tower-builder-doc")
+    ///     .timeout(Duration::from_millis(250))
+    ///     .rate_limit(120, 1)
+    ///     .quality_threshold(0.5)
+    ///     .build()?;
+    /// let config = layer.breaker().config();
+    /// assert_eq!(config.timeout_duration, Duration::from_millis(250));
+    /// assert_eq!((config.rate_limit_per_minute, config.rate_limit_burst), (Some(120), Some(1)));
+    ///
+    /// // A burst of one: the second call at once is the breaker's own refusal.
+    /// let mut service = layer.layer(tower::service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
+    /// assert_eq!(service.ready().await?.call(1).await?, 1);
+    /// let refused = service.ready().await?.call(2).await.unwrap_err();
+    /// assert!(refused.is_rejection());
+    ///
+    /// // A bad option is a typed error naming the field and its range.
+    /// let bad = CircuitBreakerLayer::builder("tower-builder-bad").quality_threshold(1.5).build();
+    /// let Err(ConfigError::OutOfRange { field, .. }) = bad else { panic!("{bad:?}") };
+    /// assert_eq!(field, "quality_threshold");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder(name: impl Into<String>) -> CircuitBreakerLayerBuilder {
+        CircuitBreakerLayerBuilder {
+            name: name.into(),
+            config: CircuitBreakerConfig::default(),
+        }
+    }
+}
+
+/// Sets a layer's breaker options; made by
+/// [`CircuitBreakerLayer::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CircuitBreakerLayerBuilder {
+    name: String,
+    config: CircuitBreakerConfig,
+}
+
+impl CircuitBreakerLayerBuilder {
+    /// Starts from `config` instead of the defaults; later options change it.
+    pub fn config(mut self, config: CircuitBreakerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The deadline of one call: [`CircuitBreakerConfig::timeout_duration`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout_duration = timeout;
+        self
+    }
+
+    /// The breaker's own rate limit: `per_minute` calls a minute, at most
+    /// `burst` at once ([`CircuitBreakerConfig::rate_limit_per_minute`] and
+    /// [`rate_limit_burst`](CircuitBreakerConfig::rate_limit_burst)).
+    pub fn rate_limit(mut self, per_minute: u32, burst: u32) -> Self {
+        self.config.rate_limit_per_minute = Some(per_minute);
+        self.config.rate_limit_burst = Some(burst);
+        self
+    }
+
+    /// The lowest acceptable score of the layer's
+    /// [`quality`](CircuitBreakerLayer::quality) evaluator:
+    /// [`CircuitBreakerConfig::quality_threshold`].
+    pub fn quality_threshold(mut self, threshold: f64) -> Self {
+        self.config.quality_threshold = threshold;
+        self
+    }
+
+    /// [`CircuitBreakerConfig::failure_threshold`].
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.config.failure_threshold = failures;
+        self
+    }
+
+    /// [`CircuitBreakerConfig::recovery_timeout`].
+    pub fn recovery_timeout(mut self, wait: Duration) -> Self {
+        self.config.recovery_timeout = wait;
+        self
+    }
+
+    /// The layer, its breaker registered in [`registry()`](crate::registry)
+    /// (or the one already there under this name with the same config).
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an option out of its range, naming the field,
+    /// or for a name already registered with another config.
+    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
+        let breaker = crate::registry::registry().get_or_register(&self.name, self.config)?;
+        Ok(CircuitBreakerLayer::new(breaker))
     }
 }
 
