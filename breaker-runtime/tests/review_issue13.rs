@@ -1,11 +1,10 @@
-//! Hostile review of issue 13: the tower layer, the reqwest middleware and
-//! the HTTP classification. Each test here shows one finding and fails on
-//! the code as reviewed; it is `#[ignore]`d (with the finding in its
-//! reason) so the suite stays green until the authors fix it. Run them
-//! with:
+//! Regression tests from a hostile review of issue 13: the tower layer,
+//! the reqwest middleware and the HTTP classification. Each test showed
+//! one finding and failed on the code as reviewed; each now guards its
+//! fix:
 //!
 //! ```text
-//! cargo test -p breaker-runtime --features tower,reqwest,axum --test review_issue13 -- --include-ignored
+//! cargo test -p breaker-runtime --features tower,reqwest,axum --test review_issue13
 //! ```
 //!
 //! Real servers on 127.0.0.1 where a client is involved; state-machine
