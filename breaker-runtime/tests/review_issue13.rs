@@ -13,16 +13,14 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use breaker_runtime::http::HttpClassifier;
 use breaker_runtime::reqwest::{BreakerMiddleware, breaker_error};
 use breaker_runtime::tower::{CircuitBreakerLayer, ServiceError, authority};
@@ -31,8 +29,6 @@ use breaker_runtime::{
 };
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -76,63 +72,11 @@ async fn allocations_of<F: std::future::Future>(work: F) -> (F::Output, u64) {
 }
 
 // ---------------------------------------------------------------------------
-// An upstream on 127.0.0.1 answering every request with one status.
+// An upstream on 127.0.0.1: `common/upstream.rs`.
 
-struct Upstream {
-    address: SocketAddr,
-    hits: Arc<AtomicU64>,
-    server: JoinHandle<()>,
-}
-
-#[derive(Clone)]
-struct Script {
-    hits: Arc<AtomicU64>,
-    status: u16,
-    hang: bool,
-}
-
-async fn answer(State(script): State<Script>) -> Response {
-    script.hits.fetch_add(1, Ordering::SeqCst);
-    if script.hang {
-        std::future::pending::<()>().await;
-    }
-    StatusCode::from_u16(script.status).unwrap().into_response()
-}
-
-impl Upstream {
-    async fn start(status: u16, hang: bool) -> Self {
-        let hits = Arc::new(AtomicU64::new(0));
-        let router = Router::new().fallback(answer).with_state(Script {
-            hits: Arc::clone(&hits),
-            status,
-            hang,
-        });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        Self {
-            address,
-            hits,
-            server,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/v1/thing", self.address)
-    }
-
-    fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
+#[path = "common/upstream.rs"]
+mod upstream;
+use upstream::{Reply, Upstream};
 
 fn family(name: &str, failure_threshold: u32) -> Family {
     let config = CircuitBreakerConfig::builder()
@@ -167,7 +111,7 @@ fn quick_retries(max_retries: u32) -> RetryTransientMiddleware<ExponentialBackof
 /// `breaker_error`'s one-level `downcast_ref::<BreakerError>()` misses it.
 #[tokio::test]
 async fn breaker_error_finds_the_refusal_under_reqwest_retry() {
-    let upstream = Upstream::start(500, false).await;
+    let upstream = Upstream::start(Reply::Status(500)).await;
     let hosts = family("review-retry-outside", 2);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(quick_retries(5))
@@ -205,7 +149,7 @@ async fn breaker_error_finds_the_refusal_under_reqwest_retry() {
 /// client's timeout counts as an `Error` failure instead of a `Timeout`.
 #[tokio::test]
 async fn a_client_timeout_under_reqwest_retry_counts_as_a_timeout() {
-    let upstream = Upstream::start(200, true).await;
+    let upstream = Upstream::start(Reply::Hang).await;
     let hosts = family("review-retry-inside", 5);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(100))
