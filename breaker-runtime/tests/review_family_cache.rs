@@ -206,8 +206,8 @@ fn a_member_is_neither_send_nor_sync() {
     impl<T: ?Sized + Sync> IsSync<T> {
         const SYNC: bool = true;
     }
-    assert!(!IsSend::<Member>::SEND);
-    assert!(!IsSync::<Member>::SYNC);
+    const { assert!(!IsSend::<Member>::SEND) };
+    const { assert!(!IsSync::<Member>::SYNC) };
     // The checks can say yes: a breaker handle is both.
-    assert!(IsSend::<CircuitBreaker>::SEND && IsSync::<CircuitBreaker>::SYNC);
+    const { assert!(IsSend::<CircuitBreaker>::SEND && IsSync::<CircuitBreaker>::SYNC) };
 }
