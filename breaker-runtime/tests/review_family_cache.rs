@@ -76,6 +76,29 @@ fn a_key_flood_keeps_the_familys_bound_of_breakers_alive() {
     assert!(alive(&made) <= FLOOD_BOUND, "{} of 300 alive", alive(&made));
 }
 
+/// Sound: a member dropped by a panic unwinding out of its call is counted
+/// out like any other, so the thread frees replaced snapshots again
+/// afterwards (no lasting "member in use" from a caught panic).
+#[test]
+fn a_member_dropped_by_unwinding_lets_the_thread_free_replaced_snapshots() {
+    let clock = ManualClock::new();
+    let tenants = Family::new("review10-unwind", CircuitBreakerConfig::default()).unwrap();
+    tenants.breaker("acme").unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tenants.with("acme", |_| {
+            panic!("the call panics while its member is lent");
+        })
+    }));
+    assert!(caught.is_err());
+    let hosts = flood_family("review10-after-unwind", &clock);
+    let made = flood(&hosts, &clock, 300);
+    assert!(
+        alive(&made) <= FLOOD_BOUND,
+        "{} of 300 alive after a caught panic",
+        alive(&made)
+    );
+}
+
 /// Finding 1: while any member lent by the thread's cache is alive (here,
 /// the member a call on another family runs on), every snapshot the thread
 /// replaces goes to `Owned::retired` and stays there until that member is
