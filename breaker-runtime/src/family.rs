@@ -1172,6 +1172,11 @@ static NEXT_FAMILY_ID: AtomicU64 = AtomicU64::new(1);
 /// How many families a thread keeps a snapshot of.
 const CACHED_FAMILIES: usize = 4;
 
+/// How many replaced snapshots a thread's cache keeps for members in use
+/// (see [`Hot`]): past that, a thread with a member in use is served
+/// from the shared tables for a family whose snapshot changed.
+const MAX_RETIRED: usize = CACHED_FAMILIES;
+
 /// A `last_len` that no key has: the slot remembers no entry.
 const NO_LAST: usize = usize::MAX;
 
@@ -1188,7 +1193,12 @@ const NO_LAST: usize = usize::MAX;
 /// same index. A snapshot in use is never dropped: while any [`Member`]
 /// lent by the cache lives on this thread (`depth > 0`), a snapshot
 /// replaced by a newer one goes to `Owned::retired`, freed when the last
-/// member is dropped. Members are `!Send`, so they are dropped on the
+/// member is dropped. At most [`MAX_RETIRED`] wait there: once they do, a
+/// slot is not refreshed while members are in use, and a family whose
+/// snapshot changed serves this thread from its shared tables (an owned
+/// member, one reference count) until the members are dropped. So a key
+/// flood inside a call, or a member forgotten with `mem::forget`, pins at
+/// most `CACHED_FAMILIES + MAX_RETIRED` snapshots, not one per new key. Members are `!Send`, so they are dropped on the
 /// thread that counted them. A thread keeps at most [`CACHED_FAMILIES`]
 /// snapshots: tables the families have since replaced stay alive until the
 /// thread next calls that family, or exits.
@@ -1357,14 +1367,21 @@ impl Hot {
             let Ok(mut owned) = owned.try_borrow_mut() else {
                 return Err(());
             };
-            let index = match self.slots.iter().position(|s| s.family.get() == family) {
-                Some(index) => index,
-                None => {
-                    let index = self.next.get();
-                    self.next.set((index + 1) % CACHED_FAMILIES);
-                    index
-                }
-            };
+            let cached = self.slots.iter().position(|s| s.family.get() == family);
+            let index = cached.unwrap_or(self.next.get());
+            // A replaced snapshot must wait while members are in use, and
+            // at most `CACHED_FAMILIES` wait: with that many, the slot
+            // keeps its stale snapshot and the caller is served from the
+            // shared tables until the members are dropped.
+            if self.depth.get() > 0
+                && owned.snapshots[index].is_some()
+                && owned.retired.len() >= MAX_RETIRED
+            {
+                return Err(());
+            }
+            if cached.is_none() {
+                self.next.set((index + 1) % CACHED_FAMILIES);
+            }
             let slot = &self.slots[index];
             slot.empty();
             let snapshot = snapshot.take().ok_or(())?;

@@ -107,7 +107,6 @@ fn a_member_dropped_by_unwinding_lets_the_thread_free_replaced_snapshots() {
 /// given) pins every table copy and every breaker the family evicted and
 /// let go: memory grows with the number of new keys, not with `max_keys`.
 #[test]
-#[ignore = "finding 1: a held member makes the thread's cache keep every replaced snapshot; a key flood then pins every evicted breaker"]
 fn a_key_flood_inside_a_call_keeps_no_more_than_the_familys_bound_alive() {
     let clock = ManualClock::new();
     let tenants = Family::new("review10-tenants", CircuitBreakerConfig::default()).unwrap();
@@ -139,7 +138,6 @@ fn a_key_flood_inside_a_call_keeps_no_more_than_the_familys_bound_alive() {
 /// the thread's count of lent members above 0 forever, so the thread never
 /// frees a replaced snapshot again.
 #[test]
-#[ignore = "finding 1: a forgotten member makes the thread's cache keep every snapshot it replaces, for the thread's life"]
 fn a_forgotten_member_does_not_make_the_thread_keep_every_snapshot() {
     thread::spawn(|| {
         let clock = ManualClock::new();
