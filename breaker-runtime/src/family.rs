@@ -55,6 +55,19 @@
 //!   at least `idle_after`; one still closed and idle then is let go, one
 //!   a call tripped is kept until its key is called again or its room is
 //!   needed for a newer eviction.
+//! * **Memory, in truth.** The family itself holds at most `2 × max_keys`
+//!   breakers. Each thread's lookup cache holds, besides, the snapshot of
+//!   the tables it read last for each of up to [`CACHED_FAMILIES`] (4)
+//!   families, and while a member it lent is in use at most
+//!   [`MAX_RETIRED`] (4) snapshots it replaced: a breaker the family let
+//!   go stays alive while such a snapshot holds it, until the thread's
+//!   next call to that family, or its exit. The family cannot reach
+//!   another thread's cache, so the bound is threads × 8 snapshots of at
+//!   most `max_keys` members each, on top of the family's. What a
+//!   breaker holds beyond memory ends when the family lets it go, not
+//!   when it is dropped: its membership of a Redis fleet ends when the
+//!   holding area lets it go, and every member's when the family is
+//!   dropped (see [`let_go`]).
 //! * The limit: a call that runs longer than its member's holding period
 //!   (at least `idle_after` after the eviction) and then trips the circuit
 //!   trips a breaker the family may have let go; the key's next call may
@@ -987,8 +1000,12 @@ impl Family {
         writer.last_sweep = Some(now);
         let idle_after = duration_nanos(inner.idle_after);
         writer.held.retain(|_, held| {
-            now.saturating_sub(held.at) < idle_after
-                || !evictable(&held.entry.breaker.get_metrics(), inner.idle_after)
+            let keep = now.saturating_sub(held.at) < idle_after
+                || !evictable(&held.entry.breaker.get_metrics(), inner.idle_after);
+            if !keep {
+                let_go(&held.entry);
+            }
+            keep
         });
         let mut evicted = 0;
         for shard in &inner.shards {
@@ -1022,7 +1039,9 @@ impl Family {
                     .map(|(key, _)| Arc::clone(key));
                 match oldest {
                     Some(key) => {
-                        writer.held.remove(&key);
+                        if let Some(held) = writer.held.remove(&key) {
+                            let_go(&held.entry);
+                        }
                     }
                     None => {
                         leaving.truncate(inner.max_keys.saturating_sub(writer.held.len()));
@@ -1050,13 +1069,16 @@ impl Family {
                     back.push(member);
                 } else {
                     writer.seen.remove(&member.key);
-                    writer.held.insert(
+                    let replaced = writer.held.insert(
                         Arc::clone(&member.key),
                         Evicted {
                             entry: member,
                             at: now,
                         },
                     );
+                    if let Some(replaced) = replaced {
+                        let_go(&replaced.entry);
+                    }
                     evicted += 1;
                 }
             }
@@ -1488,6 +1510,31 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
         8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
         _ => a == b,
+    }
+}
+
+/// What must end when the family lets a member go, though the breaker
+/// itself may live on: a call still running on it, a handle kept, or a
+/// thread's cached snapshot (see [`Hot`]) keeps its memory, not its
+/// membership of a Redis fleet.
+fn let_go(entry: &Entry) {
+    #[cfg(feature = "redis")]
+    entry.breaker.leave_fleet();
+    #[cfg(not(feature = "redis"))]
+    let _ = entry;
+}
+
+/// The family is gone (its last handle dropped): each member, and each
+/// breaker in the holding area, is let go (see [`let_go`]).
+#[cfg(feature = "redis")]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for shard in &self.shards {
+            shard.load().0.iter().for_each(let_go);
+        }
+        for held in self.writer.get_mut().held.values() {
+            let_go(&held.entry);
+        }
     }
 }
 
