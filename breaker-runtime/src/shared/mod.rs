@@ -540,9 +540,13 @@ impl FleetSlot {
 
     /// The member, if shared. Cold paths only: takes a read lock.
     pub(crate) fn get(&self) -> Option<Arc<Member>> {
-        // The index is read under the lock: `release` empties it under the
-        // write lock, so a released index is never read after its slot was
-        // given to another breaker.
+        // An unshared breaker takes no lock.
+        if !self.is_set() {
+            return None;
+        }
+        // The index is read again under the lock: `release` empties it
+        // under the write lock, so a released index is never read after its
+        // slot was given to another breaker.
         let slots = MEMBERS.read();
         // Acquire: see `is_set`.
         let index = (self.0.load(Ordering::Acquire) & SLOT_INDEX).checked_sub(1)?;
