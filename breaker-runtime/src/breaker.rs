@@ -468,6 +468,14 @@ impl CircuitBreaker {
             + limiter
     }
 
+    /// Leaves the Redis fleet that shares this breaker, if any: a keyed
+    /// family's member once the family lets it go, though a thread's cache
+    /// or a handle may keep the breaker itself alive a while longer.
+    #[cfg(feature = "redis")]
+    pub(crate) fn leave_fleet(&self) {
+        self.inner.core.fleet.release();
+    }
+
     /// Whether `self` and `other` are handles to the same breaker.
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

@@ -55,6 +55,19 @@
 //!   at least `idle_after`; one still closed and idle then is let go, one
 //!   a call tripped is kept until its key is called again or its room is
 //!   needed for a newer eviction.
+//! * **Memory, in truth.** The family itself holds at most `2 × max_keys`
+//!   breakers. Each thread's lookup cache holds, besides, the snapshot of
+//!   the tables it read last for each of up to [`CACHED_FAMILIES`] (4)
+//!   families, and while a member it lent is in use at most
+//!   [`MAX_RETIRED`] (4) snapshots it replaced: a breaker the family let
+//!   go stays alive while such a snapshot holds it, until the thread's
+//!   next call to that family, or its exit. The family cannot reach
+//!   another thread's cache, so the bound is threads × 8 snapshots of at
+//!   most `max_keys` members each, on top of the family's. What a
+//!   breaker holds beyond memory ends when the family lets it go, not
+//!   when it is dropped: its membership of a Redis fleet ends when the
+//!   holding area lets it go, and every member's when the family is
+//!   dropped (see [`let_go`]).
 //! * The limit: a call that runs longer than its member's holding period
 //!   (at least `idle_after` after the eviction) and then trips the circuit
 //!   trips a breaker the family may have let go; the key's next call may
@@ -987,8 +1000,12 @@ impl Family {
         writer.last_sweep = Some(now);
         let idle_after = duration_nanos(inner.idle_after);
         writer.held.retain(|_, held| {
-            now.saturating_sub(held.at) < idle_after
-                || !evictable(&held.entry.breaker.get_metrics(), inner.idle_after)
+            let keep = now.saturating_sub(held.at) < idle_after
+                || !evictable(&held.entry.breaker.get_metrics(), inner.idle_after);
+            if !keep {
+                let_go(&held.entry);
+            }
+            keep
         });
         let mut evicted = 0;
         for shard in &inner.shards {
@@ -1022,7 +1039,9 @@ impl Family {
                     .map(|(key, _)| Arc::clone(key));
                 match oldest {
                     Some(key) => {
-                        writer.held.remove(&key);
+                        if let Some(held) = writer.held.remove(&key) {
+                            let_go(&held.entry);
+                        }
                     }
                     None => {
                         leaving.truncate(inner.max_keys.saturating_sub(writer.held.len()));
@@ -1050,13 +1069,16 @@ impl Family {
                     back.push(member);
                 } else {
                     writer.seen.remove(&member.key);
-                    writer.held.insert(
+                    let replaced = writer.held.insert(
                         Arc::clone(&member.key),
                         Evicted {
                             entry: member,
                             at: now,
                         },
                     );
+                    if let Some(replaced) = replaced {
+                        let_go(&replaced.entry);
+                    }
                     evicted += 1;
                 }
             }
@@ -1172,6 +1194,11 @@ static NEXT_FAMILY_ID: AtomicU64 = AtomicU64::new(1);
 /// How many families a thread keeps a snapshot of.
 const CACHED_FAMILIES: usize = 4;
 
+/// How many replaced snapshots a thread's cache keeps for members in use
+/// (see [`Hot`]): past that, a thread with a member in use is served
+/// from the shared tables for a family whose snapshot changed.
+const MAX_RETIRED: usize = CACHED_FAMILIES;
+
 /// A `last_len` that no key has: the slot remembers no entry.
 const NO_LAST: usize = usize::MAX;
 
@@ -1188,7 +1215,12 @@ const NO_LAST: usize = usize::MAX;
 /// same index. A snapshot in use is never dropped: while any [`Member`]
 /// lent by the cache lives on this thread (`depth > 0`), a snapshot
 /// replaced by a newer one goes to `Owned::retired`, freed when the last
-/// member is dropped. Members are `!Send`, so they are dropped on the
+/// member is dropped. At most [`MAX_RETIRED`] wait there: once they do, a
+/// slot is not refreshed while members are in use, and a family whose
+/// snapshot changed serves this thread from its shared tables (an owned
+/// member, one reference count) until the members are dropped. So a key
+/// flood inside a call, or a member forgotten with `mem::forget`, pins at
+/// most `CACHED_FAMILIES + MAX_RETIRED` snapshots, not one per new key. Members are `!Send`, so they are dropped on the
 /// thread that counted them. A thread keeps at most [`CACHED_FAMILIES`]
 /// snapshots: tables the families have since replaced stay alive until the
 /// thread next calls that family, or exits.
@@ -1357,14 +1389,21 @@ impl Hot {
             let Ok(mut owned) = owned.try_borrow_mut() else {
                 return Err(());
             };
-            let index = match self.slots.iter().position(|s| s.family.get() == family) {
-                Some(index) => index,
-                None => {
-                    let index = self.next.get();
-                    self.next.set((index + 1) % CACHED_FAMILIES);
-                    index
-                }
-            };
+            let cached = self.slots.iter().position(|s| s.family.get() == family);
+            let index = cached.unwrap_or(self.next.get());
+            // A replaced snapshot must wait while members are in use, and
+            // at most `CACHED_FAMILIES` wait: with that many, the slot
+            // keeps its stale snapshot and the caller is served from the
+            // shared tables until the members are dropped.
+            if self.depth.get() > 0
+                && owned.snapshots[index].is_some()
+                && owned.retired.len() >= MAX_RETIRED
+            {
+                return Err(());
+            }
+            if cached.is_none() {
+                self.next.set((index + 1) % CACHED_FAMILIES);
+            }
             let slot = &self.slots[index];
             slot.empty();
             let snapshot = snapshot.take().ok_or(())?;
@@ -1471,6 +1510,31 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
         8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
         _ => a == b,
+    }
+}
+
+/// What must end when the family lets a member go, though the breaker
+/// itself may live on: a call still running on it, a handle kept, or a
+/// thread's cached snapshot (see [`Hot`]) keeps its memory, not its
+/// membership of a Redis fleet.
+fn let_go(entry: &Entry) {
+    #[cfg(feature = "redis")]
+    entry.breaker.leave_fleet();
+    #[cfg(not(feature = "redis"))]
+    let _ = entry;
+}
+
+/// The family is gone (its last handle dropped): each member, and each
+/// breaker in the holding area, is let go (see [`let_go`]).
+#[cfg(feature = "redis")]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for shard in &self.shards {
+            shard.load().0.iter().for_each(let_go);
+        }
+        for held in self.writer.get_mut().held.values() {
+            let_go(&held.entry);
+        }
     }
 }
 

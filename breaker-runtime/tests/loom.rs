@@ -394,3 +394,112 @@ fn a_handoff_with_no_deadline_always_gets_the_result() {
         assert!(worker.join().unwrap());
     });
 }
+
+/// The publication protocol of a family's thread caches
+/// (`breaker-runtime/src/family.rs`: `Family::publish`, `lend_cached`,
+/// `lend_reloaded`), as a replica: `family.rs` uses std's atomics and
+/// `ArcSwap`, which loom cannot see, so this models the protocol, not
+/// that code. A snapshot is modelled by the generation it was published
+/// under (tagged with its family); `ArcSwap`'s store and load by a
+/// Release store and an Acquire load, weaker than its own.
+///
+/// A writer publishes under its family's mutex: snapshot, then a new
+/// generation from the one counter of all families (Relaxed), stored with
+/// Release. A reader loads the generation (Acquire), finds the slot
+/// holding it by the generation alone, and otherwise loads the snapshot
+/// and caches it under the generation it read. Checked: a slot found for a
+/// family holds that family's snapshot, at least as new as the generation
+/// it was found by. Seen red: with the reader's generation load Relaxed,
+/// loom finds a snapshot older than its generation.
+mod family_publication {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicU64, Ordering};
+    use loom::thread;
+
+    /// A snapshot: its family in the high bits, the generation it was
+    /// published under in the low ones.
+    fn snapshot(family: u64, generation: u64) -> u64 {
+        family << 32 | generation
+    }
+
+    struct Family {
+        id: u64,
+        snapshot: AtomicU64,
+        generation: AtomicU64,
+    }
+
+    impl Family {
+        fn new(id: u64, next: &AtomicU64) -> Self {
+            let generation = next.fetch_add(1, Ordering::Relaxed);
+            Self {
+                id,
+                snapshot: AtomicU64::new(snapshot(id, generation)),
+                generation: AtomicU64::new(generation),
+            }
+        }
+
+        /// `Family::publish`: one writer per family (its mutex).
+        fn publish(&self, next: &AtomicU64) {
+            // The counter only hands out distinct values.
+            let generation = next.fetch_add(1, Ordering::Relaxed);
+            self.snapshot
+                .store(snapshot(self.id, generation), Ordering::Release);
+            self.generation.store(generation, Ordering::Release);
+        }
+    }
+
+    /// A thread's cache: (generation, snapshot) slots, 0 for empty.
+    struct Cache([(u64, u64); 2]);
+
+    impl Cache {
+        /// `lend_cached`, then `lend_reloaded`: the snapshot a lookup of
+        /// `family` uses.
+        fn look_up(&mut self, family: &Family) -> u64 {
+            let generation = family.generation.load(Ordering::Acquire);
+            let found = match self.0.iter().find(|slot| slot.0 == generation) {
+                Some(&(_, cached)) => cached,
+                None => {
+                    let loaded = family.snapshot.load(Ordering::Acquire);
+                    // The family's own slot, or the empty one.
+                    let other = self.0[0].0 != 0 && self.0[0].1 >> 32 != family.id;
+                    self.0[usize::from(other)] = (generation, loaded);
+                    loaded
+                }
+            };
+            assert_eq!(found >> 32, family.id, "another family's snapshot");
+            assert!(
+                found & 0xffff_ffff >= generation,
+                "a snapshot older than the generation it was found by"
+            );
+            found
+        }
+    }
+
+    #[test]
+    fn a_cached_snapshot_is_the_familys_and_at_least_as_new_as_its_generation() {
+        super::check(Some(3), || {
+            let next = Arc::new(AtomicU64::new(1));
+            let families = Arc::new([Family::new(1, &next), Family::new(2, &next)]);
+            let writers: Vec<_> = (0..2)
+                .map(|i| {
+                    let (next, families) = (Arc::clone(&next), Arc::clone(&families));
+                    thread::spawn(move || families[i].publish(&next))
+                })
+                .collect();
+            let mut cache = Cache([(0, 0); 2]);
+            for _ in 0..2 {
+                for family in families.iter() {
+                    cache.look_up(family);
+                }
+            }
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            // After the writers: each family's newest snapshot.
+            for family in families.iter() {
+                let newest = family.generation.load(Ordering::Relaxed);
+                assert_eq!(cache.look_up(family), snapshot(family.id, newest));
+            }
+        });
+    }
+}

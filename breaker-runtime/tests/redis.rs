@@ -934,6 +934,89 @@ fn while_connected_the_fleets_window_decides_not_a_replicas_own() {
 
 // ---- members of a keyed family come and go ---------------------------------
 
+/// A thread that called a family and then idles keeps, in its lookup
+/// cache, the snapshot it read last, and with it a breaker the family has
+/// since let go: its memory, until the thread's next call to the family or
+/// its exit. Not its fleet membership: a member leaves its fleet when the
+/// family lets it go out of the holding area, and every member leaves when
+/// the family is dropped, whatever threads still cache them.
+#[test]
+fn a_member_let_go_leaves_the_fleet_while_an_idle_thread_caches_it() {
+    use breaker_runtime::{CachedFallback, Family, ManualClock};
+    use std::sync::{Arc, Weak, mpsc};
+    const IDLE: Duration = Duration::from_secs(60);
+    let server = Server::start();
+    let fleet = RedisFleet::builder(server.url())
+        .prefix("idle-cache")
+        .resync_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    wait_for("the fleet to connect", Duration::from_secs(5), || {
+        fleet.is_connected()
+    });
+    let clock = ManualClock::new();
+    let family = Family::builder("llm-idle")
+        .config(config(3))
+        .idle_after(IDLE)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (called, wait_called) = mpsc::channel();
+    let (finish, wait_finish) = mpsc::channel::<()>();
+    let worker = {
+        let (family, fleet) = (family.clone(), fleet.clone());
+        std::thread::spawn(move || {
+            for key in ["a", "b"] {
+                fleet.share(&family.breaker(key).unwrap());
+            }
+            // Served by, and cached in, this thread's cache.
+            family.with("a", |_| ()).unwrap();
+            family.with("b", |_| ()).unwrap();
+            drop(family);
+            called.send(()).unwrap();
+            // A pool thread with no more work for this family.
+            wait_finish.recv().unwrap();
+        })
+    };
+    wait_called.recv().unwrap();
+    assert_eq!(fleet.shared_breakers(), 2);
+    let a: Weak<CachedFallback<u8, u8>> =
+        Arc::downgrade(&family.get("a").unwrap().site_cache("liveness"));
+    // A failure keeps `b` from being evicted.
+    let b = family.get("b").unwrap();
+    assert!(b.call(|| Err::<(), _>("503")).is_err());
+    drop(b);
+    clock.advance(IDLE);
+    assert_eq!(family.sweep(), 1, "`a` evicted into the holding area");
+    assert_eq!(fleet.shared_breakers(), 2, "a held member stays shared");
+    clock.advance(IDLE);
+    family.sweep();
+    assert!(family.get("a").is_none(), "the family let `a` go");
+    wait_for(
+        "the let-go member to leave the fleet",
+        Duration::from_secs(1),
+        || fleet.shared_breakers() == 1,
+    );
+    assert!(
+        a.strong_count() > 0,
+        "the idle thread's cache still pins the breaker's memory"
+    );
+    drop(family);
+    wait_for(
+        "the dropped family's members to leave the fleet",
+        Duration::from_secs(1),
+        || fleet.shared_breakers() == 0,
+    );
+    finish.send(()).unwrap();
+    worker.join().unwrap();
+    // The fleet's thread may hold it a moment longer, mid-message.
+    wait_for(
+        "the breaker to be freed once the idle thread exits",
+        Duration::from_secs(1),
+        || a.strong_count() == 0,
+    );
+}
+
 #[test]
 fn an_evicted_family_key_leaves_the_fleet() {
     use breaker_runtime::{Family, ManualClock};

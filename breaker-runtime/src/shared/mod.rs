@@ -540,9 +540,47 @@ impl FleetSlot {
 
     /// The member, if shared. Cold paths only: takes a read lock.
     pub(crate) fn get(&self) -> Option<Arc<Member>> {
+        // An unshared breaker takes no lock.
+        if !self.is_set() {
+            return None;
+        }
+        // The index is read again under the lock: `release` empties it
+        // under the write lock, so a released index is never read after its
+        // slot was given to another breaker.
+        let slots = MEMBERS.read();
         // Acquire: see `is_set`.
         let index = (self.0.load(Ordering::Acquire) & SLOT_INDEX).checked_sub(1)?;
-        MEMBERS.read().members.get(index as usize)?.clone()
+        slots.members.get(index as usize)?.clone()
+    }
+
+    /// Unlinks the breaker from its fleet, if shared: its slot is freed,
+    /// and its fleet stops tracking it (no more resyncs or messages for
+    /// it). From then on the breaker decides alone, as one never shared.
+    /// When a family lets a member go, and when the breaker is dropped.
+    pub(crate) fn release(&self) {
+        // Relaxed: an unshared breaker (most of them) skips the lock; one
+        // shared meanwhile by another thread stays shared.
+        if self.0.load(Ordering::Relaxed) & SLOT_INDEX == 0 {
+            return;
+        }
+        let member = {
+            let mut slots = MEMBERS.write();
+            // Relaxed: under the write lock, which `get` and `set` take.
+            let linked = self.0.swap(0, Ordering::Relaxed) & SLOT_INDEX;
+            let Some(index) = linked.checked_sub(1) else {
+                return;
+            };
+            let member = slots.members.get_mut(index as usize).and_then(Option::take);
+            if member.is_some() {
+                slots.free.push(index as usize);
+            }
+            member
+        };
+        // Outside the table's lock: the last handle on the member may drop
+        // its link, and with it the fleet.
+        if let Some(member) = member {
+            member.leave();
+        }
     }
 
     /// Whether the fleet's window, as last read, is full of successes.
@@ -596,25 +634,9 @@ impl FleetSlot {
 }
 
 impl Drop for FleetSlot {
-    /// The breaker is gone: its slot is freed, and its fleet stops tracking
-    /// it (no more resyncs or messages for it).
+    /// The breaker is gone: it leaves its fleet, if it had not yet.
     fn drop(&mut self) {
-        let Some(index) = (*self.0.get_mut() & SLOT_INDEX).checked_sub(1) else {
-            return;
-        };
-        let member = {
-            let mut slots = MEMBERS.write();
-            let member = slots.members.get_mut(index as usize).and_then(Option::take);
-            if member.is_some() {
-                slots.free.push(index as usize);
-            }
-            member
-        };
-        // Outside the table's lock: the last handle on the member may drop
-        // its link, and with it the fleet.
-        if let Some(member) = member {
-            member.leave();
-        }
+        self.release();
     }
 }
 
