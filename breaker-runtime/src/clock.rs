@@ -418,13 +418,19 @@ mod tests {
     /// Tests that move the process's coarse clock take turns.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// The tests that store into the coarse clock take turns, each for its
+    /// whole length: one's stale store must not land between another's
+    /// precise read and its check of the coarse clock.
+    fn my_turn() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Makes the coarse clock look `lag` behind, as a stalled ticker would,
     /// then reads the precise clock; the precise time read, and the ticker
-    /// generations before and after.
+    /// generations before and after. The caller holds [`my_turn`].
     fn precise_read_with_a_coarse_lag_of(lag: Duration) -> (u64, u64, u64) {
-        let _turn = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         assert!(coarse_ticker_runs(), "the ticker starts");
         // The clock counts from the process's first read: let it get past
         // `lag` (a second at most, once per test binary).
@@ -441,7 +447,19 @@ mod tests {
 
     #[test]
     fn a_precise_read_brings_a_lagging_coarse_clock_up_to_date() {
-        let (now, before, after) = precise_read_with_a_coarse_lag_of(COARSE_TICK * 20);
+        let _turn = my_turn();
+        let lag = COARSE_TICK * 20;
+        // A loaded machine may pause this thread for over a second between
+        // the stale store and the precise read: the lag is then a lost
+        // ticker's, and rightly starts a new one. Such a try does not count.
+        let (now, before, after) = (0..20)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                (precise_read_with_a_coarse_lag_of(lag), started.elapsed())
+            })
+            .find(|(_, took)| *took + lag < Duration::from_nanos(LOST_NANOS))
+            .map(|(read, _)| read)
+            .expect("one of 20 tries ran in under a second");
         assert!(
             ClockHandle::Ticking.coarse_now() >= now,
             "a precise read brings the coarse clock up to date"
@@ -451,6 +469,7 @@ mod tests {
 
     #[test]
     fn a_precise_read_replaces_a_lost_ticker() {
+        let _turn = my_turn();
         // The running ticker may store a fresh time between the test's stale
         // store and its precise read (a loaded machine can pause the test
         // thread for a tick): then there is no lag to see, so try again.
@@ -476,9 +495,7 @@ mod tests {
 
     #[test]
     fn a_coarse_read_after_a_fork_starts_a_ticker_again() {
-        let _turn = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _turn = my_turn();
         assert!(coarse_ticker_runs());
         let generation = TICKER_GENERATION.load(Relaxed);
         // What the child handler does, without forking.
