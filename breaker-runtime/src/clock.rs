@@ -457,7 +457,7 @@ mod tests {
         // may pause this thread for over a second there (the lag is then a
         // lost ticker's, and rightly starts a new one). Without the bypass,
         // no try finds the coarse clock up to date.
-        let (now, before, after) = (0..20)
+        let (_, before, after) = (0..20)
             .map(|_| {
                 let started = std::time::Instant::now();
                 let read = precise_read_with_a_coarse_lag_of(lag);

@@ -1041,7 +1041,9 @@ pub fn transport_failure(error: &(dyn StdError + 'static)) -> TransportFailure {
     TransportFailure::Other
 }
 
-fn one_transport_failure(error: &(dyn StdError + 'static)) -> Option<TransportFailure> {
+/// [`transport_failure`] of one link of a source chain; `None` when the
+/// link does not say.
+pub(crate) fn one_transport_failure(error: &(dyn StdError + 'static)) -> Option<TransportFailure> {
     #[cfg(feature = "tower")]
     if error.is::<::tower::timeout::error::Elapsed>() {
         return Some(TransportFailure::Timeout);

@@ -138,7 +138,7 @@
 //! circuit refuses the request before any attempt.
 
 use std::borrow::Cow;
-use std::{fmt, io};
+use std::fmt;
 
 use ::http::Extensions;
 use ::reqwest::{Request, Response};
@@ -490,11 +490,8 @@ fn cause_failure(cause: &(dyn std::error::Error + 'static)) -> Option<Option<Tra
     if let Some(error) = cause.downcast_ref::<::reqwest::Error>() {
         return Some(reqwest_failure(error));
     }
-    match cause.downcast_ref::<io::Error>()?.kind() {
-        io::ErrorKind::TimedOut => Some(Some(TransportFailure::Timeout)),
-        io::ErrorKind::ConnectionRefused => Some(Some(TransportFailure::Connect)),
-        _ => None,
-    }
+    // An `io::Error` that timed out or was refused, or a tokio timer's.
+    crate::http::one_transport_failure(cause).map(Some)
 }
 
 /// [`transport_failure`] of reqwest's own error.
