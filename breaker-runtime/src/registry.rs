@@ -721,22 +721,28 @@ impl Registry {
     /// ```
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.entries.read().keys().map(|k| k.to_string()).collect();
+        names.extend(
+            self.family_members()
+                .iter()
+                .map(|member| member.name().to_owned()),
+        );
+        names.sort_unstable();
+        names
+    }
+
+    /// Every member of every family. The families are copied out of the
+    /// registry's lock first: a family's own lock is never taken under it.
+    fn family_members(&self) -> Vec<CircuitBreaker> {
         let families: Vec<Family> = self
             .families
             .read()
             .values()
             .map(|e| e.family.clone())
             .collect();
-        for family in families {
-            names.extend(
-                family
-                    .members()
-                    .into_iter()
-                    .map(|(_, member)| member.name().to_owned()),
-            );
-        }
-        names.sort_unstable();
-        names
+        families
+            .iter()
+            .flat_map(|family| family.members().into_iter().map(|(_, member)| member))
+            .collect()
     }
 
     /// Shares a newly registered breaker through the registry's fleet.
@@ -763,15 +769,7 @@ impl Registry {
             .collect();
         // A keyed family's members are shared key by key; the ones it makes
         // from now on are shared as they are made.
-        let families: Vec<Family> = self
-            .families
-            .read()
-            .values()
-            .map(|e| e.family.clone())
-            .collect();
-        for family in families {
-            breakers.extend(family.members().into_iter().map(|(_, member)| member));
-        }
+        breakers.extend(self.family_members());
         for breaker in &breakers {
             fleet.share(breaker);
         }
