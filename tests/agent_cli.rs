@@ -18,33 +18,13 @@ use std::time::{Duration, Instant};
 fn agent_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        // This binary is `<target>/<profile>/deps/agent_cli-<hash>`.
-        let exe = std::env::current_exe().expect("the test binary has a path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary sits in <target>/<profile>/deps");
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("agent{}", std::env::consts::EXE_SUFFIX));
+        let profile_dir = support::profile_dir();
+        let binary = support::agent_path(&profile_dir);
         // `cargo test --workspace` has just built it. Building again here
         // could resolve features differently from the outer build and
         // recompile half the dependency tree, so only a stale one is rebuilt.
         if !is_newer_than_sources(&binary) {
-            let target_dir = profile_dir.parent().expect("the profile dir has a parent");
-            let mut build = Command::new(env!("CARGO"));
-            build
-                .args(["build", "--quiet", "--example", "agent"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .env("CARGO_TARGET_DIR", target_dir);
-            if profile_dir
-                .file_name()
-                .is_some_and(|name| name == "release")
-            {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "building the agent example failed");
+            support::build_agent(&profile_dir, &[]);
         }
         assert!(binary.exists(), "{} was not built", binary.display());
         binary

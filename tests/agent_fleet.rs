@@ -7,6 +7,8 @@
 //! on a free loopback port with a temporary directory.
 #![cfg(feature = "redis")]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -56,36 +58,9 @@ impl Drop for Server {
 /// The agent example built with the feature `redis`, by the cargo that runs
 /// this test, into the same target directory and profile.
 fn agent_binary() -> PathBuf {
-    // This binary is `<target>/<profile>/deps/agent_fleet-<hash>`.
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary sits in <target>/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("the profile dir has a parent");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "agent",
-            "--features",
-            "redis",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir);
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "building the agent example failed");
-    profile_dir
-        .join("examples")
-        .join(format!("agent{}", std::env::consts::EXE_SUFFIX))
+    let profile_dir = support::profile_dir();
+    support::build_agent(&profile_dir, &["redis"]);
+    support::agent_path(&profile_dir)
 }
 
 /// One terminal: an agent in piped mode, its output gathered as it comes.

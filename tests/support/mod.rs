@@ -1,6 +1,48 @@
-//! Helpers shared by the tests that scrape the agent's dashboard.
+//! Helpers shared by the tests that run the agent example or scrape its
+//! dashboard. Each test binary uses only some of them.
+#![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// `<target>/<profile>` of the running test binary, which sits in
+/// `<target>/<profile>/deps`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary sits in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Where the agent example is built in `profile_dir`.
+pub fn agent_path(profile_dir: &Path) -> PathBuf {
+    profile_dir
+        .join("examples")
+        .join(format!("agent{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Builds the agent example with `features`, by the cargo that runs this
+/// test, into the same target directory and profile as `profile_dir`.
+pub fn build_agent(profile_dir: &Path, features: &[&str]) {
+    let target_dir = profile_dir.parent().expect("the profile dir has a parent");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet", "--example", "agent"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if !features.is_empty() {
+        build.arg("--features").arg(features.join(","));
+    }
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building the agent example failed");
+}
 
 /// A GET over plain HTTP/1.1 to `addr` (a dashboard): the body of a 200.
 pub fn http_get(addr: &str, path: &str) -> String {
